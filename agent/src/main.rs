@@ -1,0 +1,143 @@
+//! `warble-agent`: command-line entry point. Wiring only; the work lives in the library.
+#![allow(clippy::print_stdout)] // a CLI prints its results
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use warble_agent::features::{self, WindowSummary};
+use warble_agent::resources::peak_rss_bytes;
+use warble_core::frontend::WindowSpec;
+use warble_core::{FrontEndConfig, Preset};
+
+#[derive(Parser)]
+#[command(name = "warble-agent", version, about = "Warble recorder agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream a recording through the log-mel front end exactly as the recorder will, and
+    /// print what each window looks like plus throughput and memory figures.
+    Features {
+        /// Audio file (WAV, FLAC, OGG/Vorbis, MP3; any rate, any channel count).
+        file: PathBuf,
+        /// Front-end preset.
+        #[arg(long, value_enum, default_value_t = PresetArg::Birdset)]
+        preset: PresetArg,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        window: f64,
+        /// Seconds between window starts (rounded down to the frame hop).
+        #[arg(long, default_value_t = 5.0)]
+        hop: f64,
+        /// Print only the summary, not every window.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    Birdset,
+    Audioprotopnet,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("warble-agent: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Features {
+            file,
+            preset,
+            window,
+            hop,
+            quiet,
+        } => features_command(file, preset, window, hop, quiet),
+    }
+}
+
+fn features_command(
+    file: PathBuf,
+    preset: PresetArg,
+    window_s: f64,
+    hop_s: f64,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let cfg = FrontEndConfig::from_preset(match preset {
+        PresetArg::Birdset => Preset::BirdSet,
+        PresetArg::Audioprotopnet => Preset::AudioProtoPNet,
+    })?;
+    if !(window_s > 0.0 && hop_s > 0.0 && window_s.is_finite() && hop_s.is_finite()) {
+        bail!("--window and --hop must be positive seconds (got {window_s}, {hop_s})");
+    }
+    let rate = f64::from(cfg.sample_rate_hz);
+    let hop_samples = ((hop_s * rate) as usize / cfg.hop_length).max(1) * cfg.hop_length;
+    let spec = WindowSpec {
+        length_samples: (window_s * rate) as usize,
+        hop_samples,
+    };
+    let (n_mels, frames) = (cfg.n_mels, cfg.frames_for(spec.length_samples));
+
+    println!("warble-agent features: {}", file.display());
+    println!(
+        "front end {:?}: {n_mels} mel bands × {frames} frames per {window_s} s window, hop {:.3} s",
+        cfg.preset,
+        hop_samples as f64 / rate
+    );
+    println!("(no model yet: windows are summarised, not classified)");
+    if !quiet {
+        println!(
+            "{:>6}  {:>17}  {:>16}  {:>8}  {:>7}",
+            "window", "time", "strongest event", "rise", "active"
+        );
+    }
+    let progress = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg}").context("progress bar template")?,
+    );
+    let print_window = |w: &WindowSummary| {
+        if !quiet {
+            progress.suspend(|| {
+                println!(
+                    "{:>6}  {:>6.1} – {:>6.1} s  {:>13.0} Hz  {:>5.0} dB  {:>6.0}%",
+                    w.index,
+                    w.start_s,
+                    w.end_s,
+                    w.event_band_hz,
+                    w.event_db,
+                    100.0 * w.active_fraction
+                )
+            });
+        }
+    };
+    let report = features::run_file(&file, &cfg, spec, print_window, |seconds| {
+        progress.set_message(format!("{seconds:.0} s of audio read"));
+        progress.tick();
+    })?;
+    progress.finish_and_clear();
+    println!(
+        "{} windows from {:.1} s of audio ({}, {} channel(s)) in {:.3} s: {:.0}× real time",
+        report.windows,
+        report.audio_seconds,
+        report.source.0,
+        report.source.1,
+        report.elapsed.as_secs_f64(),
+        report.real_time_factor()
+    );
+    if let Some(rss) = peak_rss_bytes() {
+        println!("peak RSS {:.1} MB", rss as f64 / 1e6);
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The detection event (`warble.detection/1`): what a recorder publishes and stores.
+//!
+//! Its `id` is `station:boot:seq`, unique forever for a station because the boot counter
+//! is persisted and `seq` restarts at each boot; subscribers de-duplicate on it and detect
+//! gaps from (`boot`, `seq`).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::labels::SpeciesCode;
+
+/// Schema string carried in every event.
+pub const DETECTION_SCHEMA: &str = "warble.detection/1";
+
+/// The model that produced a detection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Model id from the bundle manifest.
+    pub id: String,
+    /// Model version (semver).
+    pub version: String,
+}
+
+/// Where the station is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+}
+
+/// One detection of one species in one stretch of audio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detection {
+    /// Always [`DETECTION_SCHEMA`].
+    pub schema: String,
+    /// `station:boot:seq`.
+    pub id: String,
+    /// Station id.
+    pub station: String,
+    /// Boot counter of the station (persisted, incremented at each start).
+    pub boot: u64,
+    /// Sequence number within the boot, from 0 without gaps.
+    pub seq: u64,
+    /// Start of the detected stretch (UTC, millisecond precision).
+    #[serde(serialize_with = "rfc3339_ms")]
+    pub start: DateTime<Utc>,
+    /// End of the detected stretch.
+    #[serde(serialize_with = "rfc3339_ms")]
+    pub end: DateTime<Utc>,
+    /// Stream sample offset of the start (at the front end's rate).
+    pub start_sample: u64,
+    /// Stream sample offset of the end.
+    pub end_sample: u64,
+    /// Species code.
+    pub code: SpeciesCode,
+    /// Scientific name.
+    pub scientific: String,
+    /// Common name.
+    pub common: String,
+    /// Model confidence in `[0, 1]`.
+    pub confidence: f32,
+    /// The model that made the call.
+    pub model: ModelRef,
+    /// Station location, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Saved audio clip (path relative to the station's clip directory), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
+    /// True when re-sent from the outbox after an outage or restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub historical: bool,
+}
+
+impl Detection {
+    /// The event id for a station, boot and sequence number.
+    pub fn make_id(station: &str, boot: u64, seq: u64) -> String {
+        format!("{station}:{boot}:{seq}")
+    }
+
+    /// Checks the invariants a subscriber relies on.
+    ///
+    /// # Errors
+    /// A message naming the first field that breaks them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.schema != DETECTION_SCHEMA {
+            return Err(format!(
+                "schema `{}` is not `{DETECTION_SCHEMA}`",
+                self.schema
+            ));
+        }
+        if self.id != Self::make_id(&self.station, self.boot, self.seq) {
+            return Err(format!("id `{}` does not match station:boot:seq", self.id));
+        }
+        if self.end < self.start || self.end_sample < self.start_sample {
+            return Err("end precedes start".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(format!("confidence {} outside [0, 1]", self.confidence));
+        }
+        Ok(())
+    }
+}
+
+fn rfc3339_ms<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Detection {
+        let start = DateTime::parse_from_rfc3339("2026-05-01T04:30:00.250Z")
+            .unwrap()
+            .to_utc();
+        Detection {
+            schema: DETECTION_SCHEMA.into(),
+            id: Detection::make_id("wetland-03", 7, 42),
+            station: "wetland-03".into(),
+            boot: 7,
+            seq: 42,
+            start,
+            end: start + chrono::Duration::seconds(5),
+            start_sample: 0,
+            end_sample: 160_000,
+            code: SpeciesCode::new("eurrob1").unwrap(),
+            scientific: "Erithacus rubecula".into(),
+            common: "European Robin".into(),
+            confidence: 0.91,
+            model: ModelRef {
+                id: "demo".into(),
+                version: "1.0.0".into(),
+            },
+            location: None,
+            clip: None,
+            historical: false,
+        }
+    }
+
+    #[test]
+    fn serialises_with_millisecond_utc_times_and_round_trips() {
+        let d = sample();
+        d.validate().unwrap();
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.contains("\"start\":\"2026-05-01T04:30:00.250Z\""),
+            "{json}"
+        );
+        assert!(json.contains("\"id\":\"wetland-03:7:42\""));
+        assert!(!json.contains("historical"), "false is omitted: {json}");
+        assert_eq!(serde_json::from_str::<Detection>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn validation_catches_inconsistent_events() {
+        let mut d = sample();
+        d.id = "wetland-03:7:43".into();
+        assert!(d.validate().unwrap_err().contains("id"));
+        let mut d = sample();
+        d.confidence = 1.5;
+        assert!(d.validate().unwrap_err().contains("confidence"));
+        let mut d = sample();
+        d.schema = "warble.detection/2".into();
+        assert!(d.validate().unwrap_err().contains("schema"));
+    }
+}

@@ -1,0 +1,156 @@
+//! A real mosquitto broker per test.
+//!
+//! Each broker gets a free port on 127.0.0.1 (never a fixed one), its own config, data
+//! directory and log in a temporary directory, and is killed when dropped. If mosquitto is
+//! not installed the harness fails loudly, telling how to install it; tests are never
+//! skipped silently.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Problems starting a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// No mosquitto binary.
+    #[error(
+        "mosquitto not found in /usr/sbin or PATH: run scripts/test, which installs Debian's mosquitto"
+    )]
+    NotInstalled,
+    /// File or process I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The broker exited or never accepted connections.
+    #[error("mosquitto did not start on port {port}: {log}")]
+    NotReady {
+        /// The port it was given.
+        port: u16,
+        /// Its log.
+        log: String,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+    let context = context.into();
+    move |source| HarnessError::Io { context, source }
+}
+
+/// A running mosquitto.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn mosquitto_binary() -> Option<PathBuf> {
+    let sbin = PathBuf::from("/usr/sbin/mosquitto");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+fn free_port() -> Result<u16, HarnessError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io_err("reading the bound port"))?
+        .port())
+}
+
+impl Mosquitto {
+    /// Starts a broker with persistence on, anonymous access, listening on 127.0.0.1 only.
+    ///
+    /// # Errors
+    /// [`HarnessError::NotInstalled`] without mosquitto; [`HarnessError::NotReady`] if it
+    /// does not accept connections within 10 s (its log is included).
+    pub fn start() -> Result<Self, HarnessError> {
+        let binary = mosquitto_binary().ok_or(HarnessError::NotInstalled)?;
+        let dir = tempfile::tempdir().map_err(io_err("creating the broker directory"))?;
+        let port = free_port()?;
+        let data = dir.path().join("data");
+        fs::create_dir(&data).map_err(io_err("creating the broker data directory"))?;
+        let config = format!(
+            "# written by warble-tests\n\
+             listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {}/\n\
+             log_dest file {}\n\
+             log_type all\n\
+             # when the tests run as root, keep root instead of switching to user mosquitto\n\
+             user root\n",
+            data.display(),
+            dir.path().join("mosquitto.log").display(),
+        );
+        let conf_path = dir.path().join("mosquitto.conf");
+        fs::write(&conf_path, config).map_err(io_err("writing mosquitto.conf"))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_err("starting mosquitto"))?;
+        let mut broker = Self { child, port, dir };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_status)) = self.child.try_wait() {
+                break;
+            }
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(HarnessError::NotReady {
+            port: self.port,
+            log: self.log(),
+        })
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

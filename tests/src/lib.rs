@@ -1,0 +1,5 @@
+//! Harness for Warble's end-to-end tests: real services started per test on free loopback
+//! ports, with their own configuration and data directories, stopped when dropped.
+#![deny(missing_docs)]
+
+pub mod broker;
