@@ -1,6 +1,6 @@
 //! The `warble-agent` binary on the bundled demo recording (the README's main job) and on
 //! bad input.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //!
 //! Throughput is reported in samples/s; divide by 32,000 for the real-time factor
 //! (`docs/BENCHMARKS.md` records both). Run: `cargo bench -p warble-core --bench frontend`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
 

@@ -4,7 +4,7 @@
 //! Fixtures (`fixtures/audio/`) were made with sox, flac, oggenc and lame: a 1-s stereo
 //! file at 44.1 kHz with a 1 kHz tone on the left and 2.5 kHz on the right (−6 dB), and a
 //! 0.5-s 24-bit mono sweep at 48 kHz.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

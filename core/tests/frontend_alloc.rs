@@ -1,6 +1,6 @@
 //! The streaming front end allocates nothing per frame: counted with a global allocator
 //! that tallies allocations made by this test's thread.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,6 +1,6 @@
 //! The front end against the independent float64 reference in `fixtures/frontend/`,
 //! in clip and streaming mode, for both presets.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! Streaming mode equals clip mode on the same samples, for random signals, window
 //! lengths, hops and chunkings (property tests), bit for bit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use proptest::prelude::*;
 use warble_core::frontend::{Preset, WindowInfo, WindowSpec};

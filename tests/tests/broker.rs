@@ -1,5 +1,5 @@
 //! The broker harness starts a real mosquitto that speaks MQTT on a free loopback port.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
