@@ -1,8 +1,17 @@
-//! The Warble trainer (to be built): ConvNeXt and AudioProtoPNet in burn, trained on
-//! log-mel features from [`warble_core::frontend`], with output- and embedding-space
-//! adversarial training and robustness evaluation.
+//! The Warble trainer.
 //!
-//! This crate holds no code yet; see the trainer, data and adversarial-training issues.
-//! It exists so the workspace layout and its one-way dependencies
-//! (`core ← trainer ← export`) are fixed from the start.
+//! - [`synth`]: the synthetic distribution-shift benchmark (focal → soundscape).
+//! - [`data`]: manifests, audio windows and features for training and evaluation.
+//! - [`metrics`]: BirdSet's metrics (cmAP, AUROC, top-1).
+//! - [`shift`]: measures the benchmark's shift with that baseline.
+//! - [`baseline`]: a logistic-regression baseline on pooled log-mel features, used to
+//!   show that the benchmark's shift is real.
+//!
+//! The ConvNeXt / AudioProtoPNet models (burn) and adversarial training build on these.
 #![deny(missing_docs)]
+
+pub mod baseline;
+pub mod data;
+pub mod metrics;
+pub mod shift;
+pub mod synth;

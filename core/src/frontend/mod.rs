@@ -22,7 +22,7 @@ pub use filterbank::{MelFilterbank, band_centres_hz};
 pub use stream::{StreamingFrontEnd, WindowInfo, WindowSpec};
 
 /// What can go wrong when configuring or running the front end.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FrontEndError {
     /// A configuration value is out of range.
     #[error("invalid front-end config: {field}: {reason}")]

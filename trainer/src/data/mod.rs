@@ -1,0 +1,4 @@
+//! Training and evaluation data: manifests, loading and cropping of audio segments.
+
+pub mod loader;
+pub mod manifest;
