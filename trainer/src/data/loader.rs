@@ -38,6 +38,14 @@ pub enum LoadError {
         /// The audio error (names the file).
         source: AudioError,
     },
+    /// The audio cache failed.
+    #[error("row {row}: {source}")]
+    Cache {
+        /// Row index in the manifest.
+        row: usize,
+        /// The cache error.
+        source: super::cache::CacheError,
+    },
     /// The front end refused the window.
     #[error("row {row}: {source}")]
     FrontEnd {
