@@ -4,6 +4,7 @@
 //! - [`data`]: manifests, audio windows and features for training and evaluation.
 //! - [`metrics`]: BirdSet's metrics (cmAP, AUROC, top-1).
 //! - [`shift`]: measures the benchmark's shift with that baseline.
+//! - [`plot`]: spectrogram pictures (PNG).
 //! - [`baseline`]: a logistic-regression baseline on pooled log-mel features, used to
 //!   show that the benchmark's shift is real.
 //!
@@ -13,5 +14,6 @@
 pub mod baseline;
 pub mod data;
 pub mod metrics;
+pub mod plot;
 pub mod shift;
 pub mod synth;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_core::{FrontEndConfig, Preset};
 use warble_trainer::shift;
-use warble_trainer::synth::{Benchmark, Split, SynthPreset};
+use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
 
 #[derive(Parser)]
 #[command(name = "warble-train", version, about = "Warble trainer")]
@@ -42,6 +42,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write spectrogram pictures of a benchmark's species and soundscape variants.
+    Gallery {
+        /// Size preset.
+        #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
+        preset: PresetArg,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output folder for the PNG files.
         #[arg(long)]
         out: PathBuf,
     },
@@ -83,14 +95,25 @@ fn bar(len: u64, what: &str) -> anyhow::Result<ProgressBar> {
     Ok(ProgressBar::new(len).with_style(style))
 }
 
+fn synth_preset(preset: PresetArg) -> SynthPreset {
+    match preset {
+        PresetArg::Tiny => SynthPreset::Tiny,
+        PresetArg::Quick => SynthPreset::Quick,
+        PresetArg::Full => SynthPreset::Full,
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Gallery { preset, seed, out } => {
+            let bench = Benchmark::new(synth_preset(preset), seed);
+            for picture in gallery::write_gallery(&bench, &out)? {
+                println!("{}  {}", picture.path.display(), picture.caption);
+            }
+            Ok(())
+        }
         Command::Synth { preset, seed, out } => {
-            let preset = match preset {
-                PresetArg::Tiny => SynthPreset::Tiny,
-                PresetArg::Quick => SynthPreset::Quick,
-                PresetArg::Full => SynthPreset::Full,
-            };
+            let preset = synth_preset(preset);
             let bench = Benchmark::new(preset, seed);
             let total: usize = Split::all().iter().map(|&s| bench.len(s)).sum();
             let progress = bar(total as u64, "clips")?;

@@ -7,6 +7,7 @@
 //! ([`Benchmark::clip`]), with identical results.
 
 pub mod dsp;
+pub mod gallery;
 pub mod scene;
 pub mod species;
 
