@@ -8,12 +8,20 @@
 //! - [`baseline`]: a logistic-regression baseline on pooled log-mel features, used to
 //!   show that the benchmark's shift is real.
 //!
-//! The ConvNeXt / AudioProtoPNet models (burn) and adversarial training build on these.
+//! - [`model`], [`loss`], [`schedule`], [`train`], [`eval`]: ConvNeXt in burn, the
+//!   Asymmetric Loss, the cosine schedule, the training loop and run evaluation.
+//!
+//! AudioProtoPNet and adversarial training build on these.
 #![deny(missing_docs)]
 
 pub mod baseline;
 pub mod data;
+pub mod eval;
+pub mod loss;
 pub mod metrics;
+pub mod model;
 pub mod plot;
+pub mod schedule;
 pub mod shift;
 pub mod synth;
+pub mod train;

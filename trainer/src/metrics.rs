@@ -12,7 +12,7 @@
 //! Average precision is computed as scikit-learn's `average_precision_score`: the sum over
 //! distinct score thresholds of (recall step) × precision, so tied scores form one step.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Average precision of one ranking; `None` without positives.
 pub fn average_precision(scores: &[f32], targets: &[bool]) -> Option<f64> {
@@ -68,7 +68,7 @@ pub fn auroc(scores: &[f32], targets: &[bool]) -> Option<f64> {
 }
 
 /// The metrics of one evaluation set.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Class-wise mean average precision.
     pub cmap: f64,

@@ -8,8 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_core::{FrontEndConfig, Preset};
-use warble_trainer::shift;
+use warble_trainer::data::augment::AugmentConfig;
+use warble_trainer::loss::{AslConfig, LossKind};
+use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
 use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
+use warble_trainer::train::{self, TrainConfig, TrainEvent};
+use warble_trainer::{eval, shift};
 
 #[derive(Parser)]
 #[command(name = "warble-train", version, about = "Warble trainer")]
@@ -23,6 +27,31 @@ enum PresetArg {
     Tiny,
     Quick,
     Full,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    /// Pure-Rust CPU backend (always available).
+    Flex,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+    /// Any GPU through wgpu (build with `--features wgpu`).
+    Wgpu,
+}
+
+fn device(arg: DeviceArg) -> anyhow::Result<burn::prelude::Device> {
+    use burn::prelude::Device;
+    match arg {
+        DeviceArg::Flex => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => Ok(Device::cuda(0)),
+        #[cfg(feature = "wgpu")]
+        DeviceArg::Wgpu => Ok(Device::wgpu(Default::default())),
+        #[allow(unreachable_patterns)]
+        _ => anyhow::bail!(
+            "this build has no such backend: rebuild with --features cuda or --features wgpu"
+        ),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,6 +85,63 @@ enum Command {
         /// Output folder for the PNG files.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Train a ConvNeXt on a dataset folder (labels.csv, train.csv, valid.csv).
+    Fit {
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Run directory to write (config, labels, checkpoints, metrics.jsonl).
+        #[arg(long)]
+        out: PathBuf,
+        /// Model size.
+        #[arg(long, default_value = "atto")]
+        model: String,
+        /// Front-end preset.
+        #[arg(long, value_enum, default_value_t = FrontEndArg::Birdset)]
+        frontend: FrontEndArg,
+        /// Use this many mel bands instead of the preset's (a custom, lighter front end).
+        #[arg(long)]
+        mels: Option<usize>,
+        /// Window length in seconds (default: the benchmark's segment length).
+        #[arg(long)]
+        window: Option<f64>,
+        /// Epochs.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 5e-4)]
+        lr: f64,
+        /// Loss: asl or bce.
+        #[arg(long, default_value = "asl")]
+        loss: String,
+        /// Turn all augmentations off.
+        #[arg(long)]
+        no_augment: bool,
+        /// Cache decoded audio in the run directory.
+        #[arg(long)]
+        cache_audio: bool,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Continue the run in --out from its last finished epoch.
+        #[arg(long)]
+        resume: bool,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+        device: DeviceArg,
+    },
+    /// Evaluate a run's best weights on every set of a dataset folder.
+    Eval {
+        /// Run directory (from `fit`).
+        #[arg(long)]
+        run: PathBuf,
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Measure a benchmark's shift with a pooled-log-mel logistic-regression baseline.
     Baseline {
@@ -93,6 +179,42 @@ fn bar(len: u64, what: &str) -> anyhow::Result<ProgressBar> {
     ))
     .context("progress bar template")?;
     Ok(ProgressBar::new(len).with_style(style))
+}
+
+fn segment_seconds(data: &std::path::Path) -> anyhow::Result<f64> {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("synth.json"))
+            .context("reading synth.json (or pass --window)")?,
+    )?;
+    meta["spec"]["segment_seconds"]
+        .as_f64()
+        .context("synth.json has no spec.segment_seconds")
+}
+
+fn frontend_config(arg: FrontEndArg, mels: Option<usize>) -> anyhow::Result<FrontEndConfig> {
+    let mut cfg = FrontEndConfig::from_preset(match arg {
+        FrontEndArg::Birdset => Preset::BirdSet,
+        FrontEndArg::Audioprotopnet => Preset::AudioProtoPNet,
+    })?;
+    if let Some(n) = mels {
+        cfg.n_mels = n;
+        cfg.preset = Preset::Custom;
+        cfg.validate()?;
+    }
+    Ok(cfg)
+}
+
+fn print_sets(sets: &[shift::SetResult]) {
+    println!(
+        "{:<26} {:>8} {:>7} {:>7} {:>7}",
+        "set", "examples", "cmAP", "AUROC", "top-1"
+    );
+    for s in sets {
+        println!(
+            "{:<26} {:>8} {:>7.3} {:>7.3} {:>7.3}",
+            s.set, s.examples, s.metrics.cmap, s.metrics.auroc, s.metrics.top1
+        );
+    }
 }
 
 fn synth_preset(preset: PresetArg) -> SynthPreset {
@@ -134,6 +256,103 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Fit {
+            data,
+            out,
+            model,
+            frontend,
+            mels,
+            window,
+            epochs,
+            batch_size,
+            lr,
+            loss,
+            no_augment,
+            cache_audio,
+            seed,
+            resume,
+            device: device_arg,
+        } => {
+            let device = device(device_arg)?;
+            let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
+            let size = ConvNextSize::from_name(&model).with_context(|| {
+                format!("unknown model size `{model}` (test, micro, atto, femto, pico, nano, tiny, base)")
+            })?;
+            let loss = match loss.as_str() {
+                "asl" => LossKind::Asl(AslConfig::default()),
+                "bce" => LossKind::Bce,
+                other => anyhow::bail!("unknown loss `{other}` (asl, bce)"),
+            };
+            let cfg = TrainConfig {
+                window_s: match window {
+                    Some(w) => w,
+                    None => segment_seconds(&data)?,
+                },
+                data,
+                frontend: frontend_config(frontend, mels)?,
+                model: ConvNextConfig::preset(size, labels.len()),
+                loss,
+                epochs,
+                batch_size,
+                lr,
+                weight_decay: 1e-4,
+                adam_eps: 1e-8,
+                warmup: 0.05,
+                grad_clip: Some(0.5),
+                augment: if no_augment {
+                    AugmentConfig::none()
+                } else {
+                    AugmentConfig::default()
+                },
+                seed,
+                cache_audio,
+            };
+            let progress = bar(0, "steps")?;
+            let records = train::fit(&cfg, &out, resume, &device, &mut |event| {
+                match event {
+                TrainEvent::Step { epoch, step, steps, loss } => {
+                    progress.set_length(steps as u64);
+                    progress.set_position(step as u64 + 1);
+                    progress.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+                }
+                TrainEvent::Epoch(r) => progress.suspend(|| {
+                    println!(
+                        "epoch {:>3}: train loss {:.4}  valid loss {:.4}  valid cmAP {:.3}  AUROC {:.3}  top-1 {:.3}  {:.0} s{}",
+                        r.epoch + 1,
+                        r.train_loss,
+                        r.valid_loss,
+                        r.valid.cmap,
+                        r.valid.auroc,
+                        r.valid.top1,
+                        r.seconds,
+                        if r.best { "  (best)" } else { "" }
+                    )
+                }),
+            }
+            })?;
+            progress.finish_and_clear();
+            println!(
+                "{} epochs trained; run directory {}",
+                records.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Eval { run, data } => {
+            let progress = ProgressBar::new_spinner();
+            let report = eval::evaluate_run(&run, &data, &|| progress.inc(1))?;
+            progress.finish_and_clear();
+            print_sets(&report.sets);
+            println!(
+                "mean cmAP over soundscape test sets: {:.3}",
+                report.soundscape_mean_cmap
+            );
+            let path = run.join("metrics.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("written {}", path.display());
+            Ok(())
+        }
         Command::Baseline {
             data,
             frontend,
@@ -141,21 +360,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             json,
         } => {
-            let cfg = FrontEndConfig::from_preset(match frontend {
-                FrontEndArg::Birdset => Preset::BirdSet,
-                FrontEndArg::Audioprotopnet => Preset::AudioProtoPNet,
-            })?;
+            let cfg = frontend_config(frontend, None)?;
             let window = match window {
                 Some(w) => w,
-                None => {
-                    let meta: serde_json::Value = serde_json::from_str(
-                        &std::fs::read_to_string(data.join("synth.json"))
-                            .context("reading synth.json (or pass --window)")?,
-                    )?;
-                    meta["spec"]["segment_seconds"]
-                        .as_f64()
-                        .context("synth.json has no spec.segment_seconds")?
-                }
+                None => segment_seconds(&data)?,
             };
             let progress = ProgressBar::new_spinner();
             let report = shift::study(&data, &cfg, window, seed, &|| progress.inc(1))?;
@@ -164,16 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "baseline: logistic regression on pooled log-mel, {} training windows",
                 report.train_examples
             );
-            println!(
-                "{:<26} {:>8} {:>7} {:>7} {:>7}",
-                "set", "examples", "cmAP", "AUROC", "top-1"
-            );
-            for s in &report.sets {
-                println!(
-                    "{:<26} {:>8} {:>7.3} {:>7.3} {:>7.3}",
-                    s.set, s.examples, s.metrics.cmap, s.metrics.auroc, s.metrics.top1
-                );
-            }
+            print_sets(&report.sets);
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;

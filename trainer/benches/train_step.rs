@@ -1,0 +1,46 @@
+//! ConvNeXt training-step speed on the CPU backend (flex): batch 16 of (1, 128, 501) —
+//! a 5-s birdset window — forward + backward + AdamW step, and forward alone, for the
+//! `micro` model (≈ 0.4 M parameters).
+//! Run: `cargo bench -p warble-trainer --bench train_step`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+use warble_trainer::loss::{AslConfig, asymmetric_loss};
+use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
+
+fn step(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let cfg = ConvNextConfig::preset(ConvNextSize::Micro, 25);
+    let mut model = cfg.init(&device);
+    let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
+    let x = Tensor::<4>::random(
+        [16, 1, 128, 501],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let y = Tensor::<2>::zeros([16, 25], &device);
+    let mut group = c.benchmark_group("convnext_micro_b16_128x501");
+    group.bench_function("train_step", |b| {
+        b.iter(|| {
+            let loss = asymmetric_loss(model.forward(x.clone()), y.clone(), &AslConfig::default());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-4, model.clone(), grads);
+        })
+    });
+    let eval = model.valid();
+    let xi = x.clone().inner();
+    group.bench_function("forward", |b| {
+        b.iter(|| eval.forward(xi.clone()).into_data())
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = step
+}
+criterion_main!(benches);

@@ -1,0 +1,76 @@
+//! Evaluation of a trained run on every set of a benchmark folder, as BirdSet reports it:
+//! one table row per test set plus the mean over the soundscape test sets.
+
+use std::path::Path;
+
+use serde::Serialize;
+use warble_core::labels::LabelTable;
+
+use crate::data::loader::{self, Crop};
+use crate::data::manifest::Manifest;
+use crate::metrics::{Metrics, evaluate};
+use crate::shift::SetResult;
+use crate::synth::Split;
+use crate::train::{load_model, score};
+
+/// Results of a run on a benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Per set, in `Split::all()` order (without the training set).
+    pub sets: Vec<SetResult>,
+    /// Mean cmAP over the soundscape test sets.
+    pub soundscape_mean_cmap: f64,
+}
+
+/// Evaluates the best weights of `run` on the sets in `data` that exist.
+///
+/// # Errors
+/// Unreadable run files, manifests or audio.
+pub fn evaluate_run(
+    run: &Path,
+    data: &Path,
+    on_row: &(dyn Fn() + Sync),
+) -> anyhow::Result<EvalReport> {
+    let device = burn::prelude::Device::flex();
+    let (cfg, model) = load_model(run, false, &device)?;
+    let labels = LabelTable::read(run.join("labels.csv"))?;
+    let mut sets = Vec::new();
+    for split in Split::all().into_iter().skip(1) {
+        let path = data.join(format!("{}.csv", split.name()));
+        if !path.is_file() {
+            continue;
+        }
+        let (manifest, _) = Manifest::read(&path, &labels, false)?;
+        let crop = if split == Split::FocalTest {
+            Crop::EventCentred
+        } else {
+            Crop::Fixed
+        };
+        let set = loader::features(
+            &manifest,
+            &labels,
+            &cfg.frontend,
+            cfg.window_s,
+            crop,
+            cfg.seed,
+            on_row,
+        )?;
+        let (scores, _) = score(&model, &set, &cfg.loss, cfg.batch_size, &device)?;
+        let metrics: Metrics = evaluate(&scores, &set.y, set.classes);
+        sets.push(SetResult {
+            set: split.name().to_owned(),
+            examples: set.n,
+            metrics,
+        });
+    }
+    let test: Vec<f64> = sets
+        .iter()
+        .filter(|s| s.set.starts_with("test-soundscape"))
+        .map(|s| s.metrics.cmap)
+        .collect();
+    let soundscape_mean_cmap = test.iter().sum::<f64>() / test.len().max(1) as f64;
+    Ok(EvalReport {
+        sets,
+        soundscape_mean_cmap,
+    })
+}

@@ -1,0 +1,3 @@
+//! The models of the paper, in burn.
+
+pub mod convnext;

@@ -1,0 +1,329 @@
+//! The training loop, written out step by step (burn's custom-loop style) so that the
+//! adversarial inner step has an obvious place to go.
+//!
+//! A run directory holds everything needed to evaluate and export the model:
+//!
+//! ```text
+//! config.json        the TrainConfig (data, front end, model, loss, schedule, seed)
+//! frontend.json      the front-end config (warble.frontend/1)
+//! labels.csv         the label table
+//! model.json         the model config
+//! metrics.jsonl      one line per epoch: train loss, validation loss and metrics, lr, time
+//! best.bpk           weights with the lowest validation loss (burnpack)
+//! last.bpk           weights after the last finished epoch
+//! state.json         last finished epoch and best validation loss (for --resume)
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::activation::sigmoid;
+use serde::{Deserialize, Serialize};
+use warble_core::FrontEndConfig;
+use warble_core::labels::LabelTable;
+
+use crate::data::augment::AugmentConfig;
+use crate::data::batcher::{Batch, TrainLoader};
+use crate::data::loader::{self, Crop, FeatureSet};
+use crate::data::manifest::Manifest;
+use crate::loss::LossKind;
+use crate::metrics::{Metrics, evaluate};
+use crate::model::convnext::{ConvNext, ConvNextConfig};
+use crate::schedule::cosine_with_warmup;
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset folder with `labels.csv`, `train.csv` and `valid.csv`.
+    pub data: PathBuf,
+    /// Front end.
+    pub frontend: FrontEndConfig,
+    /// Model window, s.
+    pub window_s: f64,
+    /// Model.
+    pub model: ConvNextConfig,
+    /// Loss.
+    pub loss: LossKind,
+    /// Epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f32,
+    /// AdamW epsilon (burn's default 1e-5 differs from PyTorch's 1e-8).
+    pub adam_eps: f32,
+    /// Fraction of the steps spent warming up linearly.
+    pub warmup: f64,
+    /// Gradient-norm clipping (per parameter tensor in burn), `None` to disable.
+    pub grad_clip: Option<f32>,
+    /// Augmentations.
+    pub augment: AugmentConfig,
+    /// Seed for initialisation, crops, augmentation and shuffling.
+    pub seed: u64,
+    /// Cache decoded audio under the run directory.
+    pub cache_audio: bool,
+}
+
+/// One epoch's record in `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub valid_loss: f64,
+    /// Validation metrics.
+    pub valid: Metrics,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Wall time of the epoch, s.
+    pub seconds: f64,
+    /// Whether this epoch gave the best validation loss so far.
+    pub best: bool,
+}
+
+/// Resume state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunState {
+    last_epoch: usize,
+    best_valid_loss: f64,
+}
+
+/// Progress events for a user interface.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// A training step finished.
+    Step {
+        /// Epoch.
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// Steps per epoch.
+        steps: usize,
+        /// The batch loss.
+        loss: f64,
+    },
+    /// An epoch finished.
+    Epoch(EpochRecord),
+}
+
+fn tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<2>) {
+    let (m, f) = batch.shape;
+    let x = Tensor::from_data(
+        TensorData::new(batch.x.clone(), [batch.size, 1, m, f]),
+        device,
+    );
+    let y = Tensor::from_data(
+        TensorData::new(batch.y.clone(), [batch.size, batch.classes]),
+        device,
+    );
+    (x, y)
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Scores (sigmoid probabilities) and the mean loss of a model over a feature set, in
+/// batches, without gradients.
+pub fn score(
+    model: &ConvNext,
+    set: &FeatureSet,
+    loss: &LossKind,
+    batch_size: usize,
+    device: &Device,
+) -> anyhow::Result<(Vec<f32>, f64)> {
+    let (m, f) = set.shape;
+    let per = m * f;
+    let (mut scores, mut loss_sum) = (Vec::with_capacity(set.n * set.classes), 0.0);
+    for start in (0..set.n).step_by(batch_size.max(1)) {
+        let end = (start + batch_size).min(set.n);
+        let batch = Batch {
+            x: set.x[start * per..end * per].to_vec(),
+            y: set.y[start * set.classes..end * set.classes].to_vec(),
+            size: end - start,
+            shape: set.shape,
+            classes: set.classes,
+        };
+        let (x, y) = tensors(&batch, device);
+        let logits = model.forward(x);
+        let l: f32 = loss.loss(logits.clone(), y).into_scalar::<f32>();
+        loss_sum += f64::from(l) * (end - start) as f64;
+        let p: Vec<f32> = sigmoid(logits)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        scores.extend(p);
+    }
+    Ok((scores, loss_sum / set.n.max(1) as f64))
+}
+
+/// Loads a run's model (best weights unless `last`) onto `device`.
+///
+/// # Errors
+/// Missing or unreadable files in the run directory.
+pub fn load_model(
+    run: &Path,
+    last: bool,
+    device: &Device,
+) -> anyhow::Result<(TrainConfig, ConvNext)> {
+    let cfg: TrainConfig = serde_json::from_str(
+        &fs::read_to_string(run.join("config.json"))
+            .with_context(|| format!("reading {}/config.json", run.display()))?,
+    )?;
+    let file = run.join(if last { "last.bpk" } else { "best.bpk" });
+    let record = ModuleRecord::load(&file)
+        .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", file.display()))?;
+    let model = cfg.model.init(device).load_record(record);
+    Ok((cfg, model))
+}
+
+/// Trains a model into `run` on `device` (e.g. `Device::flex()`, or `Device::cuda(0)` with
+/// the `cuda` feature); with `resume`, continues a run from its last epoch.
+///
+/// # Errors
+/// Bad data (with file and line), an unwritable run directory, or a run that cannot be
+/// resumed.
+pub fn fit(
+    cfg: &TrainConfig,
+    run: &Path,
+    resume: bool,
+    device: &Device,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<Vec<EpochRecord>> {
+    cfg.frontend.validate()?;
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        bail!("batch size and epochs must be positive");
+    }
+    fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    let labels = LabelTable::read(cfg.data.join("labels.csv"))?;
+    if labels.len() != cfg.model.num_classes {
+        bail!(
+            "labels.csv has {} classes but the model has {}",
+            labels.len(),
+            cfg.model.num_classes
+        );
+    }
+    let (train_manifest, _) = Manifest::read(&cfg.data.join("train.csv"), &labels, false)?;
+    let (valid_manifest, _) = Manifest::read(&cfg.data.join("valid.csv"), &labels, false)?;
+    let cache = run.join("audio-cache");
+    let loader = TrainLoader::new(
+        train_manifest,
+        &labels,
+        cfg.frontend.clone(),
+        cfg.window_s,
+        Crop::EventRandom,
+        cfg.augment,
+        cfg.seed,
+        cfg.cache_audio.then_some(cache.as_path()),
+    )?;
+    let valid = loader::features(
+        &valid_manifest,
+        &labels,
+        &cfg.frontend,
+        cfg.window_s,
+        Crop::Fixed,
+        cfg.seed,
+        &|| {},
+    )?;
+
+    let device = device.clone();
+    device.seed(cfg.seed);
+    let train_device = device.clone().autodiff();
+    let (mut model, first_epoch, mut best) = if resume && run.join("state.json").is_file() {
+        let state: RunState = serde_json::from_str(&fs::read_to_string(run.join("state.json"))?)?;
+        let (_, model) = load_model(run, true, &train_device)?;
+        (model, state.last_epoch + 1, state.best_valid_loss)
+    } else {
+        write_json(&run.join("config.json"), cfg)?;
+        write_json(&run.join("frontend.json"), &cfg.frontend)?;
+        write_json(&run.join("model.json"), &cfg.model)?;
+        labels.write(run.join("labels.csv"))?;
+        let _ = fs::remove_file(run.join("metrics.jsonl"));
+        (cfg.model.init(&train_device), 0, f64::INFINITY)
+    };
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay)
+        .with_epsilon(cfg.adam_eps)
+        .with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm))
+        .init();
+    let steps = loader.batches_per_epoch(cfg.batch_size);
+    let total_steps = steps * cfg.epochs;
+    let mut records = Vec::new();
+    for epoch in first_epoch..cfg.epochs {
+        let started = Instant::now();
+        let mut loss_sum = 0.0;
+        let mut lr = 0.0;
+        for step in 0..steps {
+            let batch = loader.batch(epoch as u64, step, cfg.batch_size)?;
+            let (x, y) = tensors(&batch, &train_device);
+            let loss = cfg.loss.loss(model.forward(x), y);
+            let value: f32 = loss.clone().into_scalar::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            lr = cosine_with_warmup(cfg.lr, epoch * steps + step, total_steps, cfg.warmup);
+            model = optim.step(lr, model, grads);
+            loss_sum += f64::from(value);
+            on_event(TrainEvent::Step {
+                epoch,
+                step,
+                steps,
+                loss: f64::from(value),
+            });
+        }
+        let eval_model = model.valid();
+        let (scores, valid_loss) = score(&eval_model, &valid, &cfg.loss, cfg.batch_size, &device)?;
+        let is_best = valid_loss < best;
+        let save = |name: &str| -> anyhow::Result<()> {
+            let path = run.join(name);
+            model
+                .clone()
+                .into_record()
+                .save(&path)
+                .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", path.display()))
+        };
+        if is_best {
+            best = valid_loss;
+            save("best.bpk")?;
+        }
+        save("last.bpk")?;
+        write_json(
+            &run.join("state.json"),
+            &RunState {
+                last_epoch: epoch,
+                best_valid_loss: best,
+            },
+        )?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / steps as f64,
+            valid_loss,
+            valid: evaluate(&scores, &valid.y, valid.classes),
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+            best: is_best,
+        };
+        let mut line = serde_json::to_string(&record)?;
+        line.push('\n');
+        use std::io::Write;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join("metrics.jsonl"))?
+            .write_all(line.as_bytes())?;
+        on_event(TrainEvent::Epoch(record.clone()));
+        records.push(record);
+    }
+    Ok(records)
+}
