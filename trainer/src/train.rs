@@ -72,6 +72,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Cache decoded audio under the run directory.
     pub cache_audio: bool,
+    /// Leave out bad manifest rows (each reported through [`TrainEvent::Skipped`])
+    /// instead of stopping at the first.
+    #[serde(default)]
+    pub skip_bad: bool,
 }
 
 /// One epoch's record in `metrics.jsonl`.
@@ -116,6 +120,8 @@ pub enum TrainEvent {
     },
     /// An epoch finished.
     Epoch(EpochRecord),
+    /// Manifest rows left out with `skip_bad`, each with file, line and reason.
+    Skipped(Vec<crate::data::manifest::ManifestError>),
 }
 
 fn tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<2>) {
@@ -216,8 +222,18 @@ pub fn fit(
             cfg.model.num_classes
         );
     }
-    let (train_manifest, _) = Manifest::read(&cfg.data.join("train.csv"), &labels, false)?;
-    let (valid_manifest, _) = Manifest::read(&cfg.data.join("valid.csv"), &labels, false)?;
+    let (train_manifest, skipped_train) =
+        Manifest::read(&cfg.data.join("train.csv"), &labels, cfg.skip_bad)?;
+    let (valid_manifest, skipped_valid) =
+        Manifest::read(&cfg.data.join("valid.csv"), &labels, cfg.skip_bad)?;
+    let skipped: Vec<_> = skipped_train
+        .problems
+        .into_iter()
+        .chain(skipped_valid.problems)
+        .collect();
+    if !skipped.is_empty() {
+        on_event(TrainEvent::Skipped(skipped));
+    }
     let cache = run.join("audio-cache");
     let loader = TrainLoader::new(
         train_manifest,

@@ -38,6 +38,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
         augment: AugmentConfig::default(),
         seed: 3,
         cache_audio: true,
+        skip_bad: false,
     }
 }
 
@@ -124,4 +125,45 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
         .lines()
         .count();
     assert_eq!(lines, 10);
+}
+
+#[test]
+fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, 2)
+        .write(data.path(), &|| {})
+        .unwrap();
+    let train = data.path().join("train.csv");
+    let mut text = std::fs::read_to_string(&train).unwrap();
+    text.push_str("audio/train/missing.wav,0,1,syn00\naudio/train/train-00000.wav,2,1,syn00\n");
+    std::fs::write(&train, text).unwrap();
+    let rows = std::fs::read_to_string(&train).unwrap().lines().count() as u64;
+
+    let run = tempfile::tempdir().unwrap();
+    let err = fit(
+        &config(data.path(), 1),
+        run.path(),
+        false,
+        &Device::flex(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!("train.csv:{}: missing file", rows - 1)),
+        "{message}"
+    );
+
+    let mut cfg = config(data.path(), 1);
+    cfg.skip_bad = true;
+    let mut skipped = Vec::new();
+    fit(&cfg, run.path(), false, &Device::flex(), &mut |e| {
+        if let TrainEvent::Skipped(p) = e {
+            skipped.extend(p.into_iter().map(|p| (p.line, p.problem.to_string())));
+        }
+    })
+    .unwrap();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert_eq!(skipped[0].0, rows - 1);
+    assert!(skipped[1].1.contains("bad time span"), "{skipped:?}");
 }

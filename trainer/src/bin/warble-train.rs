@@ -133,6 +133,9 @@ enum Command {
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
         device: DeviceArg,
+        /// Leave out bad manifest rows (each reported) instead of stopping at the first.
+        #[arg(long)]
+        skip_bad: bool,
     },
     /// Evaluate a run's best weights on every set of a dataset folder.
     Eval {
@@ -272,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             resume,
             device: device_arg,
+            skip_bad,
         } => {
             let device = device(device_arg)?;
             let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
@@ -306,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 seed,
                 cache_audio,
+                skip_bad,
             };
             let progress = bar(0, "steps")?;
             let records = train::fit(&cfg, &out, resume, &device, &mut |event| {
@@ -315,6 +320,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     progress.set_position(step as u64 + 1);
                     progress.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
                 }
+                TrainEvent::Skipped(problems) => progress.suspend(|| {
+                    eprintln!("skipped {} bad manifest rows:", problems.len());
+                    for p in &problems {
+                        eprintln!("  {p}");
+                    }
+                }),
                 TrainEvent::Epoch(r) => progress.suspend(|| {
                     println!(
                         "epoch {:>3}: train loss {:.4}  valid loss {:.4}  valid cmAP {:.3}  AUROC {:.3}  top-1 {:.3}  {:.0} s{}",
