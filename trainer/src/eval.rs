@@ -8,7 +8,8 @@ use warble_core::labels::LabelTable;
 
 use crate::data::loader::{self, Crop};
 use crate::data::manifest::Manifest;
-use crate::metrics::{Metrics, evaluate};
+use crate::metrics::{Metrics, evaluate, pr_curve};
+use crate::plot;
 use crate::shift::SetResult;
 use crate::synth::Split;
 use crate::train::{load_model, score};
@@ -22,7 +23,8 @@ pub struct EvalReport {
     pub soundscape_mean_cmap: f64,
 }
 
-/// Evaluates the best weights of `run` on the sets in `data` that exist.
+/// Evaluates the best weights of `run` on the sets in `data` that exist, and draws a
+/// micro-averaged precision–recall curve per set (`pr-<set>.svg` in the run directory).
 ///
 /// # Errors
 /// Unreadable run files, manifests or audio.
@@ -57,6 +59,18 @@ pub fn evaluate_run(
         )?;
         let (scores, _) = score(&model, &set, &cfg.loss, cfg.batch_size, &device)?;
         let metrics: Metrics = evaluate(&scores, &set.y, set.classes);
+        let truth: Vec<bool> = set.y.iter().map(|&t| t > 0.5).collect();
+        plot::line_chart_svg(
+            &run.join(format!("pr-{}.svg", split.name())),
+            &format!(
+                "{}: micro-averaged precision-recall (mAP {:.3})",
+                split.name(),
+                metrics.micro_map
+            ),
+            "recall",
+            "precision",
+            &[("all classes", pr_curve(&scores, &truth))],
+        )?;
         sets.push(SetResult {
             set: split.name().to_owned(),
             examples: set.n,

@@ -42,6 +42,31 @@ pub fn average_precision(scores: &[f32], targets: &[bool]) -> Option<f64> {
     Some(ap)
 }
 
+/// Precision–recall curve of one ranking as `(recall, precision)` points, one per distinct
+/// score threshold from the highest down (empty without positives).
+pub fn pr_curve(scores: &[f32], targets: &[bool]) -> Vec<(f64, f64)> {
+    let positives = targets.iter().filter(|&&t| t).count();
+    if positives == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut points, mut i) = (0usize, 0usize, Vec::new(), 0);
+    while i < order.len() {
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
+            if targets[order[i]] {
+                tp += 1
+            } else {
+                fp += 1
+            }
+            i += 1;
+        }
+        points.push((tp as f64 / positives as f64, tp as f64 / (tp + fp) as f64));
+    }
+    points
+}
+
 /// ROC area of one ranking (ties count one half); `None` unless both classes occur.
 pub fn auroc(scores: &[f32], targets: &[bool]) -> Option<f64> {
     let pos = targets.iter().filter(|&&t| t).count();
@@ -162,6 +187,16 @@ mod tests {
         ));
         // No positive: undefined.
         assert_eq!(average_precision(&[0.3, 0.2], &[false, false]), None);
+    }
+
+    #[test]
+    fn pr_curve_by_hand() {
+        let pts = pr_curve(&[0.9, 0.8, 0.7, 0.6], &[true, false, true, false]);
+        assert_eq!(
+            pts,
+            vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0), (1.0, 0.5)]
+        );
+        assert!(pr_curve(&[0.1], &[false]).is_empty());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Pictures for people: spectrograms as PNG.
+//! Pictures for people: spectrograms as PNG, line charts (training curves, PR curves) as
+//! SVG.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -97,6 +98,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn writes_an_svg_chart_with_every_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.svg");
+        let series = [
+            ("train", vec![(1.0, 0.5), (2.0, 0.3)]),
+            ("valid", vec![(1.0, 0.6), (2.0, 0.4)]),
+        ];
+        line_chart_svg(&path, "loss", "epoch", "loss", &series).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg")
+                && svg.contains("train")
+                && svg.contains("valid")
+                && svg.contains("epoch")
+        );
+    }
+
+    #[test]
     fn writes_a_png_of_the_right_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.png");
@@ -108,4 +127,73 @@ mod tests {
         assert_eq!(colour(0.0), [68, 1, 84]);
         assert_eq!(colour(1.0), [253, 231, 37]);
     }
+}
+
+/// One line of a chart: a name for the legend and its points.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
+/// Writes a line chart as SVG (no font files needed): axes with labels, one coloured line
+/// per series, and a legend.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn line_chart_svg(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> Result<(), PlotError> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| PlotError::Png {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let points = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in points.filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if !x0.is_finite() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = |a: f64, b: f64| if b > a { (b - a) * 0.05 } else { 0.5 };
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
 }

@@ -9,6 +9,8 @@
 //! labels.csv         the label table
 //! model.json         the model config
 //! metrics.jsonl      one line per epoch: train loss, validation loss and metrics, lr, time
+//! curves.svg         training and validation loss per epoch
+//! valid-metrics.svg  validation cmAP, AUROC and top-1 per epoch
 //! best.bpk           weights with the lowest validation loss (burnpack)
 //! last.bpk           weights after the last finished epoch
 //! state.json         last finished epoch and best validation loss (for --resume)
@@ -30,12 +32,13 @@ use warble_core::FrontEndConfig;
 use warble_core::labels::LabelTable;
 
 use crate::data::augment::AugmentConfig;
-use crate::data::batcher::{Batch, TrainLoader};
+use crate::data::batcher::TrainLoader;
 use crate::data::loader::{self, Crop, FeatureSet};
 use crate::data::manifest::Manifest;
 use crate::loss::LossKind;
 use crate::metrics::{Metrics, evaluate};
 use crate::model::convnext::{ConvNext, ConvNextConfig};
+use crate::plot;
 use crate::schedule::cosine_with_warmup;
 
 /// Everything that defines a training run.
@@ -124,16 +127,18 @@ pub enum TrainEvent {
     Skipped(Vec<crate::data::manifest::ManifestError>),
 }
 
-fn tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<2>) {
-    let (m, f) = batch.shape;
-    let x = Tensor::from_data(
-        TensorData::new(batch.x.clone(), [batch.size, 1, m, f]),
-        device,
-    );
-    let y = Tensor::from_data(
-        TensorData::new(batch.y.clone(), [batch.size, batch.classes]),
-        device,
-    );
+/// Examples `range` of a feature set as input and target tensors.
+fn tensors(
+    set: &FeatureSet,
+    range: std::ops::Range<usize>,
+    device: &Device,
+) -> (Tensor<4>, Tensor<2>) {
+    let (m, f) = set.shape;
+    let n = range.len();
+    let x = set.x[range.start * m * f..range.end * m * f].to_vec();
+    let y = set.y[range.start * set.classes..range.end * set.classes].to_vec();
+    let x = Tensor::from_data(TensorData::new(x, [n, 1, m, f]), device);
+    let y = Tensor::from_data(TensorData::new(y, [n, set.classes]), device);
     (x, y)
 }
 
@@ -151,19 +156,10 @@ pub fn score(
     batch_size: usize,
     device: &Device,
 ) -> anyhow::Result<(Vec<f32>, f64)> {
-    let (m, f) = set.shape;
-    let per = m * f;
     let (mut scores, mut loss_sum) = (Vec::with_capacity(set.n * set.classes), 0.0);
     for start in (0..set.n).step_by(batch_size.max(1)) {
         let end = (start + batch_size).min(set.n);
-        let batch = Batch {
-            x: set.x[start * per..end * per].to_vec(),
-            y: set.y[start * set.classes..end * set.classes].to_vec(),
-            size: end - start,
-            shape: set.shape,
-            classes: set.classes,
-        };
-        let (x, y) = tensors(&batch, device);
+        let (x, y) = tensors(set, start..end, device);
         let logits = model.forward(x);
         let l: f32 = loss.loss(logits.clone(), y).into_scalar::<f32>();
         loss_sum += f64::from(l) * (end - start) as f64;
@@ -284,7 +280,7 @@ pub fn fit(
         let mut lr = 0.0;
         for step in 0..steps {
             let batch = loader.batch(epoch as u64, step, cfg.batch_size)?;
-            let (x, y) = tensors(&batch, &train_device);
+            let (x, y) = tensors(&batch, 0..batch.n, &train_device);
             let loss = cfg.loss.loss(model.forward(x), y);
             let value: f32 = loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -340,6 +336,46 @@ pub fn fit(
             .write_all(line.as_bytes())?;
         on_event(TrainEvent::Epoch(record.clone()));
         records.push(record);
+        write_curves(run)?;
     }
     Ok(records)
+}
+
+/// Draws `curves.svg` (training and validation loss) and `valid-metrics.svg` (validation
+/// cmAP, AUROC, top-1) from the whole of `metrics.jsonl`, so a resumed run's pictures
+/// cover every epoch.
+fn write_curves(run: &Path) -> anyhow::Result<()> {
+    let log = fs::read_to_string(run.join("metrics.jsonl"))?;
+    let records: Vec<EpochRecord> = log
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let line = |f: &dyn Fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .map(|r| ((r.epoch + 1) as f64, f(r)))
+            .collect()
+    };
+    plot::line_chart_svg(
+        &run.join("curves.svg"),
+        "training curves",
+        "epoch",
+        "loss",
+        &[
+            ("train loss", line(&|r| r.train_loss)),
+            ("validation loss", line(&|r| r.valid_loss)),
+        ],
+    )?;
+    plot::line_chart_svg(
+        &run.join("valid-metrics.svg"),
+        "validation metrics",
+        "epoch",
+        "value",
+        &[
+            ("cmAP", line(&|r| r.valid.cmap)),
+            ("AUROC", line(&|r| r.valid.auroc)),
+            ("top-1", line(&|r| r.valid.top1)),
+        ],
+    )?;
+    Ok(())
 }

@@ -39,7 +39,7 @@ fn batches_are_deterministic_shuffled_and_shaped() {
     let cached = loader(data.path(), Some(cache.path()));
 
     let a = plain.batch(0, 1, 8).unwrap();
-    assert_eq!(a.size, 8);
+    assert_eq!(a.n, 8);
     assert_eq!(a.shape, (128, 201));
     assert_eq!(a.x.len(), 8 * 128 * 201);
     assert_eq!((a.classes, a.y.len()), (10, 80));
@@ -75,5 +75,5 @@ fn batches_are_deterministic_shuffled_and_shaped() {
         .collect();
     assert!(counts.iter().any(|&c| c >= 2), "{counts:?}");
     let last = plain.batches_per_epoch(16) - 1;
-    assert!(plain.batch(0, last, 16).unwrap().size <= 16);
+    assert!(plain.batch(0, last, 16).unwrap().n <= 16);
 }

@@ -82,6 +82,8 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
         "best.bpk",
         "last.bpk",
         "metrics.jsonl",
+        "curves.svg",
+        "valid-metrics.svg",
     ] {
         assert!(
             run.path().join(file).is_file(),
@@ -96,6 +98,8 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
             s.set, s.metrics.cmap, s.metrics.auroc, s.metrics.top1
         );
     }
+    assert!(run.path().join("pr-test-focal.svg").is_file());
+    assert!(run.path().join("pr-test-soundscape-noisy.svg").is_file());
     let focal = report
         .sets
         .iter()

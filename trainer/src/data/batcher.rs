@@ -16,24 +16,12 @@ use warble_core::{ClipFrontEnd, FrontEndConfig, SampleRate};
 
 use super::augment::{self, AugmentConfig, AugmentSource};
 use super::cache::AudioCache;
-use super::loader::{Crop, LoadError, read_window, window_start};
+use super::loader::{Crop, FeatureSet, LoadError, read_window, window_start};
 use super::manifest::{Manifest, ManifestRow};
 use crate::synth::dsp::{self, NoiseColour};
 
-/// One batch: features `(size, n_mels, frames)` and multi-hot targets `(size, classes)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    /// Features, row-major.
-    pub x: Vec<f32>,
-    /// Targets, row-major.
-    pub y: Vec<f32>,
-    /// Examples in the batch.
-    pub size: usize,
-    /// `(n_mels, frames)`.
-    pub shape: (usize, usize),
-    /// Number of classes.
-    pub classes: usize,
-}
+/// One batch: the same layout as a [`FeatureSet`] (`n` examples).
+pub type Batch = FeatureSet;
 
 /// Produces training batches from a manifest.
 #[derive(Debug)]
@@ -160,7 +148,7 @@ impl TrainLoader {
         let mut batch = Batch {
             x: Vec::with_capacity(examples.len() * n_mels * frames),
             y: Vec::with_capacity(examples.len() * classes),
-            size: examples.len(),
+            n: examples.len(),
             shape: (n_mels, frames),
             classes,
         };
