@@ -93,42 +93,6 @@ pub fn spectrogram_png(
     writer.finish().map_err(png_err)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_an_svg_chart_with_every_series() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.svg");
-        let series = [
-            ("train", vec![(1.0, 0.5), (2.0, 0.3)]),
-            ("valid", vec![(1.0, 0.6), (2.0, 0.4)]),
-        ];
-        line_chart_svg(&path, "loss", "epoch", "loss", &series).unwrap();
-        let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            svg.starts_with("<svg")
-                && svg.contains("train")
-                && svg.contains("valid")
-                && svg.contains("epoch")
-        );
-    }
-
-    #[test]
-    fn writes_a_png_of_the_right_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.png");
-        let features: Vec<f32> = (0..4 * 10).map(|i| i as f32).collect();
-        spectrogram_png(&path, &features, 4, 2).unwrap();
-        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&path).unwrap()));
-        let reader = decoder.read_info().unwrap();
-        assert_eq!((reader.info().width, reader.info().height), (20, 8));
-        assert_eq!(colour(0.0), [68, 1, 84]);
-        assert_eq!(colour(1.0), [253, 231, 37]);
-    }
-}
-
 /// One line of a chart: a name for the legend and its points.
 pub type Series<'a> = (&'a str, Vec<(f64, f64)>);
 
@@ -196,4 +160,40 @@ pub fn line_chart_svg(
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_an_svg_chart_with_every_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.svg");
+        let series = [
+            ("train", vec![(1.0, 0.5), (2.0, 0.3)]),
+            ("valid", vec![(1.0, 0.6), (2.0, 0.4)]),
+        ];
+        line_chart_svg(&path, "loss", "epoch", "loss", &series).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg")
+                && svg.contains("train")
+                && svg.contains("valid")
+                && svg.contains("epoch")
+        );
+    }
+
+    #[test]
+    fn writes_a_png_of_the_right_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.png");
+        let features: Vec<f32> = (0..4 * 10).map(|i| i as f32).collect();
+        spectrogram_png(&path, &features, 4, 2).unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&path).unwrap()));
+        let reader = decoder.read_info().unwrap();
+        assert_eq!((reader.info().width, reader.info().height), (20, 8));
+        assert_eq!(colour(0.0), [68, 1, 84]);
+        assert_eq!(colour(1.0), [253, 231, 37]);
+    }
 }
