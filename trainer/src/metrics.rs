@@ -14,32 +14,19 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Average precision of one ranking; `None` without positives.
+/// Average precision of one ranking; `None` without positives: the sum over the steps of
+/// the precision–recall curve of (recall step) × precision.
 pub fn average_precision(scores: &[f32], targets: &[bool]) -> Option<f64> {
-    let positives = targets.iter().filter(|&&t| t).count();
-    if positives == 0 {
+    let curve = pr_curve(scores, targets);
+    if curve.is_empty() {
         return None;
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < order.len() {
-        let threshold = scores[order[i]];
-        while i < order.len() && scores[order[i]] == threshold {
-            if targets[order[i]] {
-                tp += 1
-            } else {
-                fp += 1
-            }
-            i += 1;
-        }
-        let recall = tp as f64 / positives as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - last_recall) * precision;
+    let mut last_recall = 0.0;
+    Some(curve.iter().fold(0.0, |ap, &(recall, precision)| {
+        let step = recall - last_recall;
         last_recall = recall;
-    }
-    Some(ap)
+        ap + step * precision
+    }))
 }
 
 /// Precision–recall curve of one ranking as `(recall, precision)` points, one per distinct
