@@ -10,7 +10,7 @@ use crate::data::loader::{self, Crop};
 use crate::data::manifest::Manifest;
 use crate::metrics::{Metrics, evaluate, pr_curve};
 use crate::plot;
-use crate::shift::SetResult;
+use crate::shift::{SetResult, soundscape_mean_cmap};
 use crate::synth::Split;
 use crate::train::{load_model, score};
 
@@ -77,12 +77,7 @@ pub fn evaluate_run(
             metrics,
         });
     }
-    let test: Vec<f64> = sets
-        .iter()
-        .filter(|s| s.set.starts_with("test-soundscape"))
-        .map(|s| s.metrics.cmap)
-        .collect();
-    let soundscape_mean_cmap = test.iter().sum::<f64>() / test.len().max(1) as f64;
+    let soundscape_mean_cmap = soundscape_mean_cmap(&sets);
     Ok(EvalReport {
         sets,
         soundscape_mean_cmap,

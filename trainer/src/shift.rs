@@ -42,14 +42,19 @@ impl ShiftReport {
 
     /// Mean cmAP over the shifted test sets (validation excluded).
     pub fn soundscape_mean_cmap(&self) -> f64 {
-        let test: Vec<f64> = self
-            .sets
-            .iter()
-            .filter(|s| s.set.starts_with("test-soundscape"))
-            .map(|s| s.metrics.cmap)
-            .collect();
-        test.iter().sum::<f64>() / test.len().max(1) as f64
+        soundscape_mean_cmap(&self.sets)
     }
+}
+
+/// Mean cmAP over the soundscape test sets among `sets` (validation excluded), as the
+/// paper's tables average over test datasets.
+pub fn soundscape_mean_cmap(sets: &[SetResult]) -> f64 {
+    let test: Vec<f64> = sets
+        .iter()
+        .filter(|s| s.set.starts_with("test-soundscape"))
+        .map(|s| s.metrics.cmap)
+        .collect();
+    test.iter().sum::<f64>() / test.len().max(1) as f64
 }
 
 /// Runs the study on a benchmark folder written by `warble-train synth` (or any folder

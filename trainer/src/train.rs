@@ -127,18 +127,18 @@ pub enum TrainEvent {
     Skipped(Vec<crate::data::manifest::ManifestError>),
 }
 
-/// Examples `range` of a feature set as input and target tensors.
+/// Input and target tensors from row-major features `(n, n_mels, frames)` and targets
+/// `(n, classes)`, taking ownership so no copy is made.
 fn tensors(
-    set: &FeatureSet,
-    range: std::ops::Range<usize>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    n: usize,
+    (m, f): (usize, usize),
     device: &Device,
 ) -> (Tensor<4>, Tensor<2>) {
-    let (m, f) = set.shape;
-    let n = range.len();
-    let x = set.x[range.start * m * f..range.end * m * f].to_vec();
-    let y = set.y[range.start * set.classes..range.end * set.classes].to_vec();
+    let classes = y.len() / n.max(1);
     let x = Tensor::from_data(TensorData::new(x, [n, 1, m, f]), device);
-    let y = Tensor::from_data(TensorData::new(y, [n, set.classes]), device);
+    let y = Tensor::from_data(TensorData::new(y, [n, classes]), device);
     (x, y)
 }
 
@@ -159,7 +159,14 @@ pub fn score(
     let (mut scores, mut loss_sum) = (Vec::with_capacity(set.n * set.classes), 0.0);
     for start in (0..set.n).step_by(batch_size.max(1)) {
         let end = (start + batch_size).min(set.n);
-        let (x, y) = tensors(set, start..end, device);
+        let (m, f) = set.shape;
+        let (x, y) = tensors(
+            set.x[start * m * f..end * m * f].to_vec(),
+            set.y[start * set.classes..end * set.classes].to_vec(),
+            end - start,
+            set.shape,
+            device,
+        );
         let logits = model.forward(x);
         let l: f32 = loss.loss(logits.clone(), y).into_scalar::<f32>();
         loss_sum += f64::from(l) * (end - start) as f64;
@@ -280,7 +287,7 @@ pub fn fit(
         let mut lr = 0.0;
         for step in 0..steps {
             let batch = loader.batch(epoch as u64, step, cfg.batch_size)?;
-            let (x, y) = tensors(&batch, 0..batch.n, &train_device);
+            let (x, y) = tensors(batch.x, batch.y, batch.n, batch.shape, &train_device);
             let loss = cfg.loss.loss(model.forward(x), y);
             let value: f32 = loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);

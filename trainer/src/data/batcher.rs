@@ -71,13 +71,7 @@ impl TrainLoader {
         let targets = manifest
             .rows
             .iter()
-            .map(|row| {
-                let mut y = vec![0.0; labels.len()];
-                for i in Manifest::label_indices(row, labels) {
-                    y[i] = 1.0;
-                }
-                y
-            })
+            .map(|row| Manifest::multi_hot(row, labels))
             .collect();
         let background_rows = (0..manifest.rows.len())
             .filter(|&i| manifest.rows[i].labels.is_empty())

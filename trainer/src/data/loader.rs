@@ -165,12 +165,8 @@ pub fn features(
                         row: row_index,
                         source,
                     })?;
-                let mut y = vec![0.0; classes];
-                for i in Manifest::label_indices(row, labels) {
-                    y[i] = 1.0;
-                }
                 on_row();
-                Ok((x, y))
+                Ok((x, Manifest::multi_hot(row, labels)))
             },
         )
         .collect::<Result<_, LoadError>>()?;

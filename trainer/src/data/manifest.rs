@@ -135,6 +135,15 @@ impl Manifest {
         Ok(())
     }
 
+    /// A row's multi-hot target over the classes of `labels`.
+    pub fn multi_hot(row: &ManifestRow, labels: &LabelTable) -> Vec<f32> {
+        let mut y = vec![0.0; labels.len()];
+        for i in Self::label_indices(row, labels) {
+            y[i] = 1.0;
+        }
+        y
+    }
+
     /// Label indices of a row, in `labels` order.
     pub fn label_indices(row: &ManifestRow, labels: &LabelTable) -> Vec<usize> {
         row.labels
