@@ -41,6 +41,9 @@ pub enum PlotError {
         /// The error.
         source: std::io::Error,
     },
+    /// The front end could not compute the picture's features.
+    #[error("features for the picture: {0}")]
+    FrontEnd(#[from] warble_core::FrontEndError),
     /// PNG encoding failed.
     #[error("{}: {reason}", path.display())]
     Png {

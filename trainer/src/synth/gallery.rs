@@ -28,17 +28,13 @@ pub fn write_gallery(bench: &Benchmark, out: &Path) -> Result<Vec<Picture>, Plot
     })?;
     let cfg = FrontEndConfig::birdset();
     let n_mels = cfg.n_mels;
-    let Ok(mut frontend) = ClipFrontEnd::new(cfg) else {
-        unreachable!("the birdset preset is valid")
-    };
+    let mut frontend = ClipFrontEnd::new(cfg)?;
     let window = (bench.spec.segment_seconds * RATE) as usize;
     let mut render =
         |samples: &[f32], name: String, caption: String| -> Result<Picture, PlotError> {
             let mut padded = samples.to_vec();
             padded.resize(window, 0.0);
-            let Ok(features) = frontend.compute_vec(&padded) else {
-                unreachable!("a full window is long enough for the front end")
-            };
+            let features = frontend.compute_vec(&padded)?;
             let path = out.join(name);
             spectrogram_png(&path, &features, n_mels, 2)?;
             Ok(Picture { path, caption })
