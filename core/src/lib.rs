@@ -9,7 +9,8 @@
 //! - [`frontend`]: the one log-mel front end, in clip and streaming mode.
 //! - [`labels`]: the label table (index, code, scientific and common name).
 //! - [`event`]: the detection event published by recorders (`warble.detection/1`).
-//! - [`bundle`]: the model bundle manifest (`warble.bundle/1`) and its consistency rules.
+//! - [`bundle`]: model bundles (`warble.bundle/1`): manifest, ed25519 keys, signed tar
+//!   writing and verification, self-test vectors.
 #![deny(missing_docs)]
 
 pub mod audio;

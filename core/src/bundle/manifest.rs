@@ -1,16 +1,11 @@
-//! The model bundle manifest (`warble.bundle/1`) and the rules it must satisfy.
-//!
-//! A bundle is a tar holding `manifest.json`, `model.onnx`, `labels.csv`, `selftest.bin`
-//! and `signature` (ed25519 over the manifest bytes). The manifest lists the SHA-256 of
-//! every other file, so the signature covers the whole bundle. Reading and signing the tar
-//! belong to the export work; the types and the consistency rules live here so that the
-//! exporter and the recorder apply the same ones.
+//! The bundle manifest (`warble.bundle/1`) and the rules it must satisfy on its own.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::BundleError;
 use crate::frontend::FrontEndConfig;
 
 /// Schema string of the manifest.
@@ -98,37 +93,6 @@ pub struct BundleManifest {
     pub selftest_tolerance: f32,
     /// SHA-256 (lower-case hex) of every file in the bundle except manifest and signature.
     pub files: BTreeMap<String, String>,
-}
-
-/// Why a bundle is rejected. Each failure has its own variant so operators and tests can
-/// tell them apart.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[non_exhaustive]
-pub enum BundleError {
-    /// Manifest JSON does not parse or has unknown fields.
-    #[error("manifest.json: {0}")]
-    ManifestSyntax(String),
-    /// A manifest field breaks a rule.
-    #[error("manifest.json: {field}: {reason}")]
-    ManifestInvalid {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A required file is not listed or not present.
-    #[error("bundle is missing {0}")]
-    MissingFile(String),
-    /// A file's SHA-256 differs from the manifest.
-    #[error("{file}: SHA-256 mismatch (manifest {expected}, file {actual})")]
-    HashMismatch {
-        /// The file.
-        file: String,
-        /// Hash listed in the manifest.
-        expected: String,
-        /// Hash of the bytes found.
-        actual: String,
-    },
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
