@@ -1,5 +1,9 @@
-//! Warble export (to be built): trained model → ONNX with proven numerical parity →
-//! signed model bundle whose manifest type is [`warble_core::bundle::BundleManifest`].
+//! Warble export: trained model → ONNX with proven numerical parity → signed model bundle.
 //!
-//! This crate holds no code yet; see the export issue.
+//! - [`onnx`]: writes ConvNeXt and AudioProtoPNet as standard ONNX graphs.
+//! - [`parity`]: runs the exported graph with ONNX Runtime and tract and compares it with
+//!   burn; an export that disagrees is refused.
 #![deny(missing_docs)]
+
+pub mod onnx;
+pub mod parity;

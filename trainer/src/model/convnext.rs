@@ -155,12 +155,18 @@ fn norm_channels_first(norm: &LayerNorm, x: Tensor<4>) -> Tensor<4> {
 /// One ConvNeXt block.
 #[derive(Module, Debug)]
 pub struct Block {
-    dwconv: Conv2d,
-    norm: LayerNorm,
-    pw1: Linear,
-    act: Gelu,
-    pw2: Linear,
-    gamma: Param<Tensor<1>>,
+    /// Depthwise k×k convolution.
+    pub dwconv: Conv2d,
+    /// LayerNorm over channels (applied channels-last).
+    pub norm: LayerNorm,
+    /// Pointwise expansion to 4× channels (channels-last Linear).
+    pub pw1: Linear,
+    /// Exact (erf) GELU.
+    pub act: Gelu,
+    /// Pointwise projection back.
+    pub pw2: Linear,
+    /// Layer scale, one value per channel.
+    pub gamma: Param<Tensor<1>>,
 }
 
 impl Block {
@@ -181,25 +187,36 @@ impl Block {
 /// LayerNorm + 2×2 stride-2 convolution between stages.
 #[derive(Module, Debug)]
 pub struct Downsample {
-    norm: LayerNorm,
-    conv: Conv2d,
+    /// LayerNorm over channels (channels-first).
+    pub norm: LayerNorm,
+    /// 2×2 stride-2 convolution.
+    pub conv: Conv2d,
 }
 
 /// A stage: optional downsampling, then blocks.
 #[derive(Module, Debug)]
 pub struct Stage {
-    downsample: Option<Downsample>,
-    blocks: Vec<Block>,
+    /// Downsampling before the blocks (absent in the first stage).
+    pub downsample: Option<Downsample>,
+    /// The blocks.
+    pub blocks: Vec<Block>,
 }
 
 /// The ConvNeXt classifier.
+///
+/// Fields are public so that the exporter can write the same weights into an ONNX graph.
 #[derive(Module, Debug)]
 pub struct ConvNext {
-    stem: Conv2d,
-    stem_norm: LayerNorm,
-    stages: Vec<Stage>,
-    head_norm: LayerNorm,
-    head: Linear,
+    /// Patchify stem (kernel = stride).
+    pub stem: Conv2d,
+    /// LayerNorm after the stem (channels-first).
+    pub stem_norm: LayerNorm,
+    /// The stages.
+    pub stages: Vec<Stage>,
+    /// LayerNorm on the pooled embedding.
+    pub head_norm: LayerNorm,
+    /// Classifier.
+    pub head: Linear,
 }
 
 impl ConvNext {

@@ -102,6 +102,32 @@ impl AudioProtoPNet {
         &self.backbone
     }
 
+    /// Unit-norm prototypes, `[classes · K, channels]` (class-major), as compared with the
+    /// feature map.
+    pub fn unit_prototypes(&self) -> Tensor<2> {
+        normalise(self.prototypes.val(), 1)
+    }
+
+    /// The effective (non-negative) last-layer weights, `[classes, K]`.
+    pub fn class_weights(&self) -> Tensor<2> {
+        relu(self.last_weight.val())
+    }
+
+    /// The last-layer bias, `[classes]`.
+    pub fn class_bias(&self) -> Tensor<1> {
+        self.last_bias.val()
+    }
+
+    /// Cosine similarities are divided by this.
+    pub fn similarity_scale(&self) -> f64 {
+        self.similarity_scale
+    }
+
+    /// Prototypes per class.
+    pub fn prototypes_per_class(&self) -> usize {
+        self.prototypes_per_class
+    }
+
     /// The upsampled feature map that prototypes are compared with.
     ///
     /// # Shapes
@@ -124,14 +150,14 @@ impl AudioProtoPNet {
         let f = self.feature_map(x);
         let [b, c, h, w] = f.dims();
         let f = normalise(f.reshape([b, c, h * w]), 1); // [b, c, n]
-        let p = normalise(self.prototypes.val(), 1); // [P, c]
+        let p = self.unit_prototypes(); // [P, c]
         let n_protos = p.dims()[0];
         let sim = p.unsqueeze::<3>().expand([b, n_protos, c]).matmul(f); // [b, P, n]
         let similarity = relu(sim.div_scalar(self.similarity_scale));
         let activations = similarity.clone().max_dim(2).reshape([b, n_protos]);
         let k = self.prototypes_per_class;
         let classes = n_protos / k;
-        let weights = relu(self.last_weight.val()).reshape([1, classes, k]);
+        let weights = self.class_weights().reshape([1, classes, k]);
         let logits = (activations.clone().reshape([b, classes, k]) * weights)
             .sum_dim(2)
             .reshape([b, classes])
