@@ -1,9 +1,18 @@
 //! The Warble recorder agent.
 //!
-//! Today it holds the feature path of the recorder: audio in chunks → streaming log-mel
-//! front end (from `warble-core`) → per-window summaries, with throughput and memory
-//! figures. Inference, detections, delivery and model updates arrive with their issues.
+//! - [`analyze`]: recordings → streaming front end → batched inference → events, with a
+//!   verified, self-tested bundle.
+//! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
+//! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
+//! - [`features`]: the front end alone, per-window summaries (no model needed).
+//! - [`resources`]: peak memory.
+//!
+//! Live capture, the durable outbox, MQTT delivery and model updates arrive with their
+//! issues.
 #![deny(missing_docs)]
 
+pub mod analyze;
+pub mod detect;
 pub mod features;
+pub mod output;
 pub mod resources;

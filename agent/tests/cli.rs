@@ -23,26 +23,26 @@ fn agent(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Calls in the demo recording's ground truth that overlap `[start, end)`.
-fn calls_between(start: f64, end: f64) -> usize {
-    let truth = std::fs::read_to_string(repo_file("demo/soundscape.calls.csv")).unwrap();
-    truth
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let cols: Vec<f64> = line
-                .split(',')
-                .skip(1)
-                .take(2)
-                .map(|v| v.parse().unwrap())
-                .collect();
-            cols[0] < end && cols[1] > start
-        })
-        .count()
+const BUNDLE: &str = "models/demo/warble-demo-0.1.0.warble";
+const KEY: &str = "models/demo/warble-demo.pub";
+
+fn analyze(extra: &[&str]) -> (i32, String, String) {
+    let bundle = repo_file(BUNDLE);
+    let key = repo_file(KEY);
+    let mut args = vec![
+        "analyze",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trusted",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = agent(&args);
+    (code, out, err)
 }
 
 #[test]
-fn demo_windows_show_events_where_the_ground_truth_has_calls() {
+fn demo_windows_cover_the_recording() {
     let demo = repo_file("demo/soundscape.flac");
     let (code, stdout, stderr) = agent(&["features", demo.to_str().unwrap()]);
     assert_eq!(code, 0, "stderr: {stderr}");
@@ -50,33 +50,156 @@ fn demo_windows_show_events_where_the_ground_truth_has_calls() {
         stdout.contains("12 windows from 60.0 s of audio"),
         "{stdout}"
     );
-    let rows: Vec<(f64, f64, f64)> = stdout
+    let rows = stdout
         .lines()
         .filter(|l| l.ends_with('%') && l.contains(" s "))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // index, start, –, end, s, band, Hz, rise, dB, active%
-            (
-                f[1].parse().unwrap(),
-                f[3].parse().unwrap(),
-                f[7].parse().unwrap(),
-            )
-        })
+        .count();
+    assert_eq!(rows, 12, "{stdout}");
+}
+
+#[test]
+fn the_demo_model_finds_the_demo_calls() {
+    let demo = repo_file("demo/soundscape.flac");
+    let truth = repo_file("demo/soundscape.truth.csv");
+    let (code, stdout, stderr) =
+        analyze(&[demo.to_str().unwrap(), "--truth", truth.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    // JSON Lines on stdout: valid detection events with consecutive ids.
+    let events: Vec<warble_core::event::Detection> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 12, "{stdout}");
-    for (start, end, rise_db) in rows {
-        if calls_between(start, end) > 0 {
-            assert!(
-                rise_db > 30.0,
-                "{start}–{end} s has calls but rises only {rise_db} dB"
-            );
-        } else {
-            assert!(
-                rise_db < 25.0,
-                "{start}–{end} s has no call but rises {rise_db} dB"
-            );
-        }
+    assert!(events.len() >= 10, "{stdout}\n{stderr}");
+    for (i, e) in events.iter().enumerate() {
+        e.validate().unwrap();
+        assert_eq!(e.seq, i as u64);
+        assert_eq!(e.model.id, "warble-demo");
     }
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("against the ground truth"))
+        .expect("a ground-truth summary");
+    let number = |key: &str| -> f64 {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (precision, recall) = (number("precision "), number("recall "));
+    assert!(precision >= 0.8 && recall >= 0.5, "{line}");
+}
+
+#[test]
+fn analysis_of_a_long_file_equals_analysis_of_its_windows() {
+    // The streaming path must hand the model exactly what a window cut out of the file
+    // gives: analyse 0–6 s as one file and the two 3-s halves as separate files.
+    let dir = tempfile::tempdir().unwrap();
+    let decoded = warble_core::audio::decode_file(
+        repo_file("demo/soundscape.flac"),
+        warble_core::SampleRate::HZ_32000,
+    )
+    .unwrap();
+    let write = |name: &str, samples: &[f32]| {
+        let path = dir.path().join(name);
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 32_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for &s in samples {
+            w.write_sample(s).unwrap();
+        }
+        w.finalize().unwrap();
+        path
+    };
+    let whole = write("whole.wav", &decoded.samples[..192_000]);
+    let first = write("a.wav", &decoded.samples[..96_000]);
+    let second = write("b.wav", &decoded.samples[96_000..192_000]);
+    let csv = |paths: &[&std::path::Path]| {
+        let mut args: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+        args.extend(["--format", "csv", "--min-confidence", "0.2", "--no-merge"]);
+        let (code, out, err) = analyze(&args);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (
+                    f[1].parse::<f64>().unwrap(),
+                    f[3].to_owned(),
+                    f[6].to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut long = csv(&[&whole]);
+    let mut parts: Vec<_> = csv(&[&first]);
+    parts.extend(csv(&[&second]).into_iter().map(|(t, c, p)| (t + 3.0, c, p)));
+    long.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    parts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert!(!long.is_empty());
+    assert_eq!(long, parts);
+}
+
+#[test]
+fn a_corrupt_file_in_a_directory_is_reported_and_the_rest_analysed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_file("demo/soundscape.flac"), dir.path().join("a.flac")).unwrap();
+    std::fs::write(dir.path().join("b.wav"), b"RIFF\x10\x00\x00\x00WAVEjunk").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not audio, not picked up").unwrap();
+    let (code, stdout, stderr) = analyze(&[dir.path().to_str().unwrap()]);
+    assert_ne!(code, 0, "a failed file makes the run fail at the end");
+    assert!(stderr.contains("b.wav"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 2 file(s) could not be analysed"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.lines().count() >= 10,
+        "a.flac was still analysed: {stdout}"
+    );
+}
+
+#[test]
+fn a_tampered_or_untrusted_bundle_is_refused_before_any_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(repo_file(BUNDLE)).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    let tampered = dir.path().join("t.warble");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let demo = repo_file("demo/soundscape.flac");
+    let key = repo_file(KEY);
+    let (code, stdout, stderr) = agent(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--bundle",
+        tampered.to_str().unwrap(),
+        "--trusted",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("refusing to run it"), "{stderr}");
+    let other = dir.path().join("other.pub");
+    std::fs::write(
+        &other,
+        warble_core::bundle::SecretKey::from_seed([1; 32], "")
+            .public()
+            .to_text(),
+    )
+    .unwrap();
+    let bundle = repo_file(BUNDLE);
+    let (code, _, stderr) = agent(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trusted",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not among the trusted keys"), "{stderr}");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! - [`onnx`]: writes ConvNeXt and AudioProtoPNet as standard ONNX graphs.
 //! - [`parity`]: runs the exported graph with ONNX Runtime and tract and compares it with
 //!   burn; an export that disagrees is refused.
+//! - [`pipeline`]: run directory → signed bundle (parity, calibrated thresholds, self-test).
 #![deny(missing_docs)]
 
 pub mod onnx;
 pub mod parity;
+pub mod pipeline;

@@ -1,1 +1,359 @@
-fn main() {}
+//! `warble-export`: keys, ONNX export with parity, signed bundles, verification.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use warble_core::bundle::{Bundle, InputSpec, Limits, SecretKey, TrustedKeys};
+use warble_export::pipeline::{BundleOptions, Progress, bundle_run};
+use warble_infer::{EngineChoice, EngineConfig};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Export Warble models: ONNX, parity, signed bundles, keys"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Auto,
+    Ort,
+    Tract,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => Self::Auto,
+            EngineArg::Ort => Self::Ort,
+            EngineArg::Tract => Self::Tract,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an ed25519 signing key: NAME.key (mode 0600, keep it secret) and NAME.pub
+    /// (give it to the stations).
+    Keygen {
+        /// Path prefix of the two files, e.g. keys/field-team.
+        out: PathBuf,
+        /// Comment stored in the public key (who owns it).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Export a trained run as a signed bundle (.warble), refusing it if the ONNX graph
+    /// disagrees with burn by more than 1e-4 in ONNX Runtime or tract.
+    Bundle {
+        /// Run directory written by `warble-train fit`.
+        run: PathBuf,
+        /// Output bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// Secret key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Model id (default: the run directory's name).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Semantic version of this model.
+        #[arg(long, default_value = "0.1.0")]
+        version: String,
+        /// Use the last epoch's weights instead of the best.
+        #[arg(long)]
+        last: bool,
+        /// Threshold for classes without a calibrated one.
+        #[arg(long, default_value_t = 0.5)]
+        default_threshold: f32,
+        /// Calibrate each class's threshold to this precision on validation data.
+        #[arg(long, default_value_t = 0.9)]
+        target_precision: f64,
+        /// Validation clips used for parity and calibration (at most).
+        #[arg(long, default_value_t = 256)]
+        max_valid: usize,
+        /// ONNX Runtime library (default: ORT_DYLIB_PATH or the installed one).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
+    /// Verify a bundle: signature by a trusted key, hashes, archive safety, consistency,
+    /// and the self-test in an inference engine.
+    Verify {
+        /// Bundle file.
+        bundle: PathBuf,
+        /// Trusted public key file(s).
+        #[arg(long = "trusted", required = true)]
+        trusted: Vec<PathBuf>,
+        /// Engine for the self-test.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineArg,
+        /// ONNX Runtime library.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
+    /// Print a verified bundle's manifest for people: model, input, thresholds, metrics.
+    Inspect {
+        /// Bundle file.
+        bundle: PathBuf,
+        /// Trusted public key file(s).
+        #[arg(long = "trusted", required = true)]
+        trusted: Vec<PathBuf>,
+        /// Print the manifest as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// indicatif progress for the library's steps.
+struct Bars(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bars {
+    fn start(&self, step: &str, total: u64) {
+        let bar = ProgressBar::new(total).with_message(step.to_owned());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(bar);
+        }
+    }
+    fn tick(&self) {
+        if let Ok(slot) = self.0.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut slot) = self.0.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish();
+        }
+    }
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn keygen(out: &Path, comment: &str) -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    let key = SecretKey::from_seed(seed, comment);
+    let secret = out.with_extension("key");
+    let public = out.with_extension("pub");
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if public.exists() {
+        bail!("{} already exists; not overwriting a key", public.display());
+    }
+    write_new(&secret, &key.to_text(), 0o600)?;
+    write_new(&public, &key.public().to_text(), 0o644)?;
+    println!("key id   {}", key.public().id());
+    println!(
+        "secret   {}  (mode 0600: never copy it into a bundle or a repository)",
+        secret.display()
+    );
+    println!(
+        "public   {}  (install on stations as a trusted key)",
+        public.display()
+    );
+    Ok(())
+}
+
+fn open_verified(bundle: &Path, trusted: &[PathBuf]) -> anyhow::Result<Bundle> {
+    let keys = TrustedKeys::read_files(trusted)?;
+    Bundle::open(bundle, &keys, &Limits::default())
+        .with_context(|| format!("{} failed verification", bundle.display()))
+}
+
+fn verify(
+    bundle: &Path,
+    trusted: &[PathBuf],
+    engine: EngineArg,
+    onnxruntime: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let b = open_verified(bundle, trusted)?;
+    let config = EngineConfig {
+        choice: engine.into(),
+        ort_library: onnxruntime,
+        threads: 1,
+    };
+    let (engine, diff) = warble_infer::load_bundle(&b, &config)
+        .with_context(|| format!("{}: self-test", bundle.display()))?;
+    let m = b.manifest();
+    println!(
+        "OK {} {} ({} classes)",
+        m.model_id, m.version, m.num_classes
+    );
+    println!("  signed by     {}", b.signed_by());
+    println!("  sha256        {}", b.sha256());
+    println!(
+        "  self-test     max |diff| {diff:.2e} <= {:.0e} in {}",
+        m.selftest_tolerance,
+        engine.backend()
+    );
+    Ok(())
+}
+
+fn inspect(bundle: &Path, trusted: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let b = open_verified(bundle, trusted)?;
+    let m = b.manifest();
+    if json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    println!("model        {} {}", m.model_id, m.version);
+    println!("created      {}", m.created);
+    println!("signed by    {}", b.signed_by());
+    match &m.input {
+        InputSpec::Logmel {
+            frontend,
+            window_samples,
+        } => println!(
+            "input        log-mel {:?}: {} Hz, {} mels, window {:.2} s ({window_samples} samples), shape {:?}",
+            frontend.preset,
+            frontend.sample_rate_hz,
+            frontend.n_mels,
+            *window_samples as f64 / f64::from(frontend.sample_rate_hz),
+            m.input_shape
+        ),
+        InputSpec::Waveform {
+            sample_rate_hz,
+            window_samples,
+        } => println!(
+            "input        waveform {sample_rate_hz} Hz, {window_samples} samples, shape {:?}",
+            m.input_shape
+        ),
+    }
+    println!(
+        "outputs      {} classes ({:?})",
+        m.num_classes, m.output_activation
+    );
+    if let Some(arch) = m.recipe.get("architecture") {
+        println!("architecture {arch}");
+    }
+    println!(
+        "thresholds   default {:.3}; {}",
+        m.thresholds.default, m.thresholds.method
+    );
+    println!("  {:<10} {:<28} {:>9}", "code", "common name", "threshold");
+    for (i, label) in b.labels().iter().enumerate() {
+        println!(
+            "  {:<10} {:<28} {:>9.3}",
+            label.code.as_str(),
+            label.common,
+            b.threshold(i)
+        );
+    }
+    if let Some(v) = m.metrics.get("validation") {
+        let get = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "validation   cmAP {:.3}  AUROC {:.3}  top-1 {:.3}",
+            get("cmap"),
+            get("auroc"),
+            get("top1")
+        );
+    }
+    if let Some(engines) = m
+        .metrics
+        .pointer("/parity/engines")
+        .and_then(|e| e.as_array())
+    {
+        for e in engines {
+            println!(
+                "parity       {}: max |logit diff| {}",
+                e["engine"].as_str().unwrap_or("?"),
+                e["max_abs_diff"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen { out, comment } => keygen(&out, &comment),
+        Command::Bundle {
+            run,
+            out,
+            key,
+            model_id,
+            version,
+            last,
+            default_threshold,
+            target_precision,
+            max_valid,
+            onnxruntime,
+        } => {
+            let opts = BundleOptions {
+                run,
+                last,
+                out,
+                key,
+                model_id,
+                version,
+                default_threshold,
+                target_precision,
+                max_valid,
+                random_batches: 4,
+                engines: vec![EngineChoice::Ort, EngineChoice::Tract],
+                ort_library: onnxruntime,
+            };
+            let report = bundle_run(&opts, &Bars(Mutex::new(None)))?;
+            println!(
+                "wrote {} ({} bytes): {} [{}]",
+                report.path.display(),
+                report.bytes,
+                report.model,
+                report.architecture
+            );
+            for e in &report.parity.engines {
+                println!(
+                    "  parity {:<12} max |logit diff| {:.2e} (mean {:.2e}) over {} inputs",
+                    e.engine, e.max_abs_diff, e.mean_abs_diff, report.parity.inputs
+                );
+            }
+            println!(
+                "  thresholds: {} of {} classes calibrated on {} validation clips",
+                report.calibrated, report.manifest.num_classes, report.valid_clips
+            );
+            Ok(())
+        }
+        Command::Verify {
+            bundle,
+            trusted,
+            engine,
+            onnxruntime,
+        } => verify(&bundle, &trusted, engine, onnxruntime),
+        Command::Inspect {
+            bundle,
+            trusted,
+            json,
+        } => inspect(&bundle, &trusted, json),
+    }
+}

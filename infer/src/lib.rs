@@ -215,3 +215,33 @@ impl Engine {
         }
     }
 }
+
+/// Loads a verified bundle's model and runs its self-test: the bundle is usable only if
+/// this succeeds. Returns the engine and the largest difference seen.
+///
+/// # Errors
+/// [`SelfTestError`]: the engine cannot load or run the model, or the output differs from
+/// the expected output by more than the manifest's tolerance.
+pub fn load_bundle(
+    bundle: &warble_core::bundle::Bundle,
+    config: &EngineConfig,
+) -> Result<(Engine, f32), SelfTestError> {
+    let mut engine = Engine::load(bundle.model(), config)?;
+    let st = bundle.selftest();
+    let out = engine.run(&st.input.data, &st.input.shape)?;
+    let max_diff = st
+        .check(&out.data, bundle.manifest().selftest_tolerance)
+        .map_err(SelfTestError::Failed)?;
+    Ok((engine, max_diff))
+}
+
+/// Why a bundle's self-test did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfTestError {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] InferError),
+    /// Outputs differ.
+    #[error(transparent)]
+    Failed(warble_core::bundle::BundleError),
+}

@@ -54,6 +54,37 @@ pub fn pr_curve(scores: &[f32], targets: &[bool]) -> Vec<(f64, f64)> {
     points
 }
 
+/// The lowest decision threshold (predict positive when `score >= threshold`) at which
+/// precision is at least `target_precision`: the most recall the precision target allows.
+/// `None` when the class has no positives or no threshold reaches the target.
+///
+/// Used to calibrate per-class thresholds of a bundle on validation data; a class whose
+/// target cannot be met keeps the bundle's default threshold.
+pub fn threshold_for_precision(
+    scores: &[f32],
+    targets: &[bool],
+    target_precision: f64,
+) -> Option<f32> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut i, mut best) = (0usize, 0usize, 0, None);
+    while i < order.len() {
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
+            if targets[order[i]] {
+                tp += 1
+            } else {
+                fp += 1
+            }
+            i += 1;
+        }
+        if tp > 0 && tp as f64 / (tp + fp) as f64 >= target_precision {
+            best = Some(threshold);
+        }
+    }
+    best
+}
+
 /// ROC area of one ranking (ties count one half); `None` unless both classes occur.
 pub fn auroc(scores: &[f32], targets: &[bool]) -> Option<f64> {
     let pos = targets.iter().filter(|&&t| t).count();
@@ -152,6 +183,28 @@ pub fn evaluate(scores: &[f32], targets: &[f32], classes: usize) -> Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_for_precision_takes_the_most_recall_the_target_allows() {
+        // Ranked: 0.9 P, 0.8 P, 0.7 N, 0.6 P, 0.5 N, 0.4 P.
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let targets = [true, true, false, true, false, true];
+        // Precision at each cut: 1, 1, 2/3, 3/4, 3/5, 4/6.
+        assert_eq!(threshold_for_precision(&scores, &targets, 1.0), Some(0.8));
+        assert_eq!(threshold_for_precision(&scores, &targets, 0.75), Some(0.6));
+        assert_eq!(threshold_for_precision(&scores, &targets, 0.6), Some(0.4));
+        assert_eq!(threshold_for_precision(&scores, &[false; 6], 0.5), None);
+        // The top score is a negative and the target is unreachable.
+        assert_eq!(
+            threshold_for_precision(&[0.9, 0.1], &[false, true], 0.9),
+            None
+        );
+        // Tied scores are one threshold.
+        assert_eq!(
+            threshold_for_precision(&[0.5, 0.5, 0.2], &[true, false, true], 0.6),
+            Some(0.2)
+        );
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -1,0 +1,307 @@
+//! `warble-agent analyze`: the batch-mode wiring (verification, file walking, output,
+//! ground-truth scoring, summary).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use warble_agent::analyze::{AnalyzeConfig, Analyzer};
+use warble_agent::detect::{DetectorConfig, SpeciesEvent};
+use warble_agent::output::{Format, Row, Writer};
+use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
+use warble_core::bundle::{Bundle, Limits, TrustedKeys};
+use warble_core::event::ModelRef;
+use warble_infer::EngineConfig;
+
+pub struct Args {
+    pub paths: Vec<PathBuf>,
+    pub bundle: PathBuf,
+    pub trusted: Vec<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub format: Format,
+    pub hop: Option<f64>,
+    pub min_confidence: Option<f32>,
+    pub merge: bool,
+    pub engine: EngineConfig,
+    pub batch: usize,
+    pub station: String,
+    pub recorded_at: Option<String>,
+    pub truth: Option<PathBuf>,
+}
+
+const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "oga", "mp3", "wave"];
+
+/// Audio files under `paths` (directories recursively), sorted per directory.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut files)?;
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// One ground-truth call.
+struct Truth {
+    start_s: f64,
+    end_s: f64,
+    code: String,
+    found: bool,
+}
+
+fn read_truth(path: &Path) -> anyhow::Result<Vec<Truth>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let parsed = (f.len() >= 3)
+            .then(|| Some((f[0].parse().ok()?, f[1].parse().ok()?, f[2].to_owned())))
+            .flatten();
+        let Some((start_s, end_s, code)) = parsed else {
+            bail!(
+                "{}:{}: expected `start_s,end_s,code`",
+                path.display(),
+                i + 1
+            );
+        };
+        rows.push(Truth {
+            start_s,
+            end_s,
+            code,
+            found: false,
+        });
+    }
+    Ok(rows)
+}
+
+fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> {
+    if let Some(text) = arg {
+        return Ok(DateTime::parse_from_rfc3339(text)
+            .with_context(|| format!("--recorded-at `{text}` is not RFC 3339"))?
+            .to_utc());
+    }
+    let modified = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("modification time of {}", file.display()))?;
+    Ok(DateTime::<Utc>::from(modified))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let keys = TrustedKeys::read_files(&args.trusted)?;
+    let bundle = Bundle::open(&args.bundle, &keys, &Limits::default()).with_context(|| {
+        format!(
+            "{} failed verification; refusing to run it",
+            args.bundle.display()
+        )
+    })?;
+    let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &args.engine)
+        .with_context(|| format!("{}: self-test", args.bundle.display()))?;
+    let m = bundle.manifest();
+    eprintln!(
+        "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
+        m.model_id,
+        m.version,
+        m.num_classes,
+        bundle.signed_by(),
+        engine.backend()
+    );
+    let rate_hz = match &m.input {
+        warble_core::bundle::InputSpec::Logmel { frontend, .. } => frontend.sample_rate_hz,
+        warble_core::bundle::InputSpec::Waveform { sample_rate_hz, .. } => *sample_rate_hz,
+    };
+    let hop_samples = args.hop.map(|h| (h * f64::from(rate_hz)).round() as usize);
+    let cfg = AnalyzeConfig {
+        hop_samples,
+        batch: args.batch,
+        detector: DetectorConfig {
+            min_confidence: args.min_confidence,
+            merge: args.merge,
+            ..DetectorConfig::default()
+        },
+    };
+    let mut analyzer = Analyzer::new(&bundle, engine, cfg)?;
+    let model = ModelRef {
+        id: m.model_id.clone(),
+        version: m.version.clone(),
+    };
+    let to_stdout = args.out.is_none();
+    let sink: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = Writer::new(sink, args.format, &args.station, 0, model)?;
+    let mut truth = match &args.truth {
+        Some(p) => Some(read_truth(p)?),
+        None => None,
+    };
+
+    let files = collect(&args.paths)?;
+    let bar = if files.len() > 1 {
+        ProgressBar::new(files.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} files {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let cpu_start = cpu_seconds();
+    let (mut audio_s, mut inference, mut windows, mut events_n) = (0.0, Duration::ZERO, 0, 0);
+    let (mut non_finite, mut failed) = (0, 0usize);
+    let mut true_events = 0usize;
+    for file in &files {
+        bar.set_message(file.display().to_string());
+        let name = file.display().to_string();
+        let t0 = match recorded_at(args.recorded_at.as_deref(), file) {
+            Ok(t) => t,
+            Err(e) => {
+                bar.suspend(|| eprintln!("skipped {name}: {e:#}"));
+                failed += 1;
+                bar.inc(1);
+                continue;
+            }
+        };
+        let labels = analyzer.labels().clone();
+        let rate = analyzer.sample_rate().hz();
+        let mut write_err = None;
+        let mut on_event = |e: &SpeciesEvent| {
+            let row = Row {
+                file: &name,
+                event: e,
+                rate_hz: rate,
+            };
+            if let Err(err) = writer.write(&row, &labels, t0) {
+                write_err.get_or_insert(err);
+            }
+            let (start_s, end_s) = (
+                e.start_sample as f64 / f64::from(rate),
+                e.end_sample as f64 / f64::from(rate),
+            );
+            let code = labels
+                .get(e.class)
+                .map(|l| l.code.to_string())
+                .unwrap_or_default();
+            let common = labels
+                .get(e.class)
+                .map(|l| l.common.clone())
+                .unwrap_or_default();
+            let verdict = truth.as_mut().map(|rows| {
+                let mut hit = false;
+                for t in rows.iter_mut() {
+                    if t.code == code && t.start_s < end_s && start_s < t.end_s {
+                        t.found = true;
+                        hit = true;
+                    }
+                }
+                if hit {
+                    "  ✓ in ground truth"
+                } else {
+                    "  ✗ not in ground truth"
+                }
+            });
+            true_events += usize::from(verdict == Some("  ✓ in ground truth"));
+            if !to_stdout || truth.is_some() {
+                bar.suspend(|| {
+                    let line = format!(
+                        "{start_s:>7.1}–{end_s:>6.1} s  {code:<8} {common:<24} {:.2}{}",
+                        e.confidence,
+                        verdict.unwrap_or("")
+                    );
+                    if to_stdout {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                });
+            }
+        };
+        match analyzer.analyze_file(file, &mut on_event) {
+            Ok(r) => {
+                audio_s += r.audio_seconds;
+                inference += r.inference;
+                windows += r.stats.windows;
+                non_finite += r.stats.non_finite_windows;
+                events_n += r.events.len();
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("skipped {name}: {e}"));
+                failed += 1;
+            }
+        }
+        if let Some(e) = write_err {
+            return Err(e).context("writing detections");
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    writer.finish().context("writing detections")?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
+    let mut summary = format!(
+        "{} file(s), {audio_s:.1} s of audio, {windows} windows, {events_n} detections in \
+         {wall:.2} s: {:.0}× real time",
+        files.len() - failed,
+        audio_s / wall.max(1e-9)
+    );
+    if let Some(cpu) = cpu.filter(|&c| c > 0.0) {
+        summary += &format!(", {:.0} audio-s per CPU-s", audio_s / cpu);
+    }
+    summary += &format!(
+        "; inference {:.1} ms per window",
+        1e3 * inference.as_secs_f64() / windows.max(1) as f64
+    );
+    if let Some(rss) = peak_rss_bytes() {
+        summary += &format!("; peak RSS {:.1} MB", rss as f64 / 1e6);
+    }
+    eprintln!("{summary}");
+    if non_finite > 0 {
+        eprintln!("{non_finite} window(s) dropped: the model produced NaN or infinity");
+    }
+    if let Some(rows) = &truth {
+        let found = rows.iter().filter(|t| t.found).count();
+        eprintln!(
+            "against the ground truth: precision {:.2} ({true_events}/{events_n} detections \
+             match a call), recall {:.2} ({found}/{} calls found)",
+            true_events as f64 / events_n.max(1) as f64,
+            found as f64 / rows.len().max(1) as f64,
+            rows.len()
+        );
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} file(s) could not be analysed (see above)",
+            files.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! From per-window probabilities to species events: thresholds, species lists, merging of
+//! consecutive windows and repeat-confirmation.
+//!
+//! Every window's probabilities go through [`Detector::push`] in stream order; an event is
+//! emitted when it is closed (the species stops being detected, or the stream ends), so
+//! one call that spans several overlapping windows is one event with a start and an end.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use warble_core::LabelTable;
+
+/// Post-processing settings (station config overrides on top of the bundle's thresholds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    /// Replaces every class's threshold when set (a global sensitivity knob).
+    pub min_confidence: Option<f32>,
+    /// Per-species threshold overrides by code; they win over everything else.
+    pub per_species: BTreeMap<String, f32>,
+    /// Only these species are reported, when non-empty.
+    pub include: BTreeSet<String>,
+    /// These species are never reported.
+    pub exclude: BTreeSet<String>,
+    /// Merge consecutive windows of a species into one event (else one event per window,
+    /// as BirdNET-Analyzer lists them).
+    pub merge: bool,
+    /// Windows of the same species at most this many samples apart are merged.
+    pub merge_gap_samples: u64,
+    /// A species must be seen in this many windows ...
+    pub confirm_count: usize,
+    /// ... within this many samples before its events are reported (1 window = off).
+    pub confirm_within_samples: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            min_confidence: None,
+            per_species: BTreeMap::new(),
+            include: BTreeSet::new(),
+            exclude: BTreeSet::new(),
+            merge: true,
+            merge_gap_samples: 0,
+            confirm_count: 1,
+            confirm_within_samples: 0,
+        }
+    }
+}
+
+/// One species event: merged windows of one class above its threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeciesEvent {
+    /// Output index (row of the label table).
+    pub class: usize,
+    /// First sample of the first window.
+    pub start_sample: u64,
+    /// One past the last sample of the last window.
+    pub end_sample: u64,
+    /// Highest probability over the merged windows.
+    pub confidence: f32,
+    /// Windows merged.
+    pub windows: u32,
+}
+
+/// Counters a summary or heartbeat reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    /// Windows seen.
+    pub windows: u64,
+    /// Windows dropped because the model produced NaN or infinity.
+    pub non_finite_windows: u64,
+    /// Events held back because repeat-confirmation never succeeded.
+    pub unconfirmed_events: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    event: SpeciesEvent,
+    confirmed: bool,
+}
+
+/// The post-processor for one stream.
+#[derive(Debug)]
+pub struct Detector {
+    thresholds: Vec<f32>,
+    reported: Vec<bool>,
+    cfg: DetectorConfig,
+    open: Vec<Option<Open>>,
+    hits: Vec<VecDeque<u64>>,
+    stats: DetectorStats,
+}
+
+impl Detector {
+    /// A detector for `labels` with the bundle's per-class `thresholds` (one per label).
+    pub fn new(labels: &LabelTable, thresholds: Vec<f32>, cfg: DetectorConfig) -> Self {
+        let n = labels.len();
+        let mut effective = thresholds;
+        effective.resize(n, 0.5);
+        let mut reported = vec![true; n];
+        for (i, label) in labels.iter().enumerate() {
+            let code = label.code.as_str();
+            if let Some(t) = cfg.min_confidence {
+                effective[i] = t;
+            }
+            if let Some(&t) = cfg.per_species.get(code) {
+                effective[i] = t;
+            }
+            reported[i] = (cfg.include.is_empty() || cfg.include.contains(code))
+                && !cfg.exclude.contains(code);
+        }
+        Self {
+            thresholds: effective,
+            reported,
+            cfg,
+            open: vec![None; n],
+            hits: vec![VecDeque::new(); n],
+            stats: DetectorStats::default(),
+        }
+    }
+
+    /// The effective threshold of each class.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> DetectorStats {
+        self.stats
+    }
+
+    /// Feeds one window's probabilities (one per class); closed events go to `out`.
+    pub fn push(
+        &mut self,
+        start_sample: u64,
+        end_sample: u64,
+        probs: &[f32],
+        out: &mut Vec<SpeciesEvent>,
+    ) {
+        self.stats.windows += 1;
+        if probs.len() != self.thresholds.len() || probs.iter().any(|p| !p.is_finite()) {
+            self.stats.non_finite_windows += 1;
+            return;
+        }
+        for (class, &p) in probs.iter().enumerate() {
+            let hit = self.reported[class] && p >= self.thresholds[class];
+            if hit {
+                self.record_hit(class, end_sample);
+            }
+            let confirmed = hit && self.is_confirmed(class);
+            let gap = self.cfg.merge_gap_samples;
+            let merge = self.cfg.merge;
+            let slot = &mut self.open[class];
+            match slot {
+                Some(open) if merge && hit && start_sample <= open.event.end_sample + gap => {
+                    open.event.end_sample = open.event.end_sample.max(end_sample);
+                    open.event.confidence = open.event.confidence.max(p);
+                    open.event.windows += 1;
+                    open.confirmed |= confirmed;
+                }
+                Some(open) if hit || !merge || start_sample > open.event.end_sample + gap => {
+                    if let Some(done) = slot.take() {
+                        Self::close(done, &mut self.stats, out);
+                    }
+                    if hit {
+                        *slot = Some(Open {
+                            event: SpeciesEvent {
+                                class,
+                                start_sample,
+                                end_sample,
+                                confidence: p,
+                                windows: 1,
+                            },
+                            confirmed,
+                        });
+                    }
+                }
+                Some(_) => {}
+                None if hit => {
+                    *slot = Some(Open {
+                        event: SpeciesEvent {
+                            class,
+                            start_sample,
+                            end_sample,
+                            confidence: p,
+                            windows: 1,
+                        },
+                        confirmed,
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Ends the stream: closes every open event (in class order).
+    pub fn finish(&mut self, out: &mut Vec<SpeciesEvent>) {
+        for slot in &mut self.open {
+            if let Some(done) = slot.take() {
+                Self::close(done, &mut self.stats, out);
+            }
+        }
+        for h in &mut self.hits {
+            h.clear();
+        }
+    }
+
+    fn record_hit(&mut self, class: usize, at: u64) {
+        let hits = &mut self.hits[class];
+        hits.push_back(at);
+        let within = self.cfg.confirm_within_samples;
+        while hits.front().is_some_and(|&t| at.saturating_sub(t) > within) {
+            hits.pop_front();
+        }
+        // Only the last `confirm_count` hits can matter.
+        while hits.len() > self.cfg.confirm_count.max(1) {
+            hits.pop_front();
+        }
+    }
+
+    fn is_confirmed(&self, class: usize) -> bool {
+        self.hits[class].len() >= self.cfg.confirm_count.max(1)
+    }
+
+    fn close(open: Open, stats: &mut DetectorStats, out: &mut Vec<SpeciesEvent>) {
+        if open.confirmed {
+            out.push(open.event);
+        } else {
+            stats.unconfirmed_events += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warble_core::SpeciesCode;
+
+    fn labels() -> LabelTable {
+        LabelTable::new(
+            ["aaa", "bbb", "ccc"]
+                .iter()
+                .map(|c| (SpeciesCode::new(*c).unwrap(), String::new(), String::new()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// Runs windows of 100 samples with hop `hop` and returns the events.
+    fn run(cfg: DetectorConfig, hop: u64, windows: &[[f32; 3]]) -> Vec<SpeciesEvent> {
+        let mut d = Detector::new(&labels(), vec![0.5, 0.5, 0.8], cfg);
+        let mut out = Vec::new();
+        for (i, p) in windows.iter().enumerate() {
+            let start = i as u64 * hop;
+            d.push(start, start + 100, p, &mut out);
+        }
+        d.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn per_class_thresholds_apply() {
+        let ev = run(DetectorConfig::default(), 100, &[[0.6, 0.4, 0.7]]);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].class, 0);
+        let ev = run(DetectorConfig::default(), 100, &[[0.1, 0.1, 0.85]]);
+        assert_eq!(ev.iter().map(|e| e.class).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn consecutive_windows_merge_into_one_event() {
+        let w = [
+            [0.6, 0.0, 0.0],
+            [0.9, 0.0, 0.0],
+            [0.7, 0.0, 0.0],
+            [0.1, 0.0, 0.0],
+            [0.6, 0.0, 0.0],
+        ];
+        let ev = run(DetectorConfig::default(), 100, &w);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!((ev[0].start_sample, ev[0].end_sample), (0, 300));
+        assert_eq!(ev[0].confidence, 0.9);
+        assert_eq!(ev[0].windows, 3);
+        assert_eq!((ev[1].start_sample, ev[1].end_sample), (400, 500));
+    }
+
+    #[test]
+    fn overlapping_windows_merge_and_a_gap_setting_bridges_misses() {
+        // Hop 50, windows of 100: a miss in between still overlaps the open event.
+        let w = [[0.6, 0.0, 0.0], [0.1, 0.0, 0.0], [0.6, 0.0, 0.0]];
+        let ev = run(DetectorConfig::default(), 50, &w);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!((ev[0].start_sample, ev[0].end_sample), (0, 200));
+        // Hop 100 with one missed window: two events, or one with a 100-sample gap.
+        let w = [[0.6, 0.0, 0.0], [0.1, 0.0, 0.0], [0.6, 0.0, 0.0]];
+        assert_eq!(run(DetectorConfig::default(), 100, &w).len(), 2);
+        let bridged = DetectorConfig {
+            merge_gap_samples: 100,
+            ..DetectorConfig::default()
+        };
+        assert_eq!(run(bridged, 100, &w).len(), 1);
+    }
+
+    #[test]
+    fn without_merging_each_window_is_an_event() {
+        let w = [[0.6, 0.0, 0.0], [0.9, 0.0, 0.0]];
+        let cfg = DetectorConfig {
+            merge: false,
+            ..DetectorConfig::default()
+        };
+        let ev = run(cfg, 100, &w);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!((ev[1].start_sample, ev[1].confidence), (100, 0.9));
+    }
+
+    #[test]
+    fn overrides_and_species_lists() {
+        let p = [[0.45, 0.6, 0.9]];
+        let global = DetectorConfig {
+            min_confidence: Some(0.4),
+            ..DetectorConfig::default()
+        };
+        assert_eq!(run(global, 100, &p).len(), 3);
+        let per = DetectorConfig {
+            min_confidence: Some(0.4),
+            per_species: BTreeMap::from([("bbb".to_owned(), 0.7)]),
+            ..DetectorConfig::default()
+        };
+        let classes: Vec<usize> = run(per, 100, &p).iter().map(|e| e.class).collect();
+        assert_eq!(classes, [0, 2]);
+        let include = DetectorConfig {
+            include: BTreeSet::from(["ccc".to_owned()]),
+            ..DetectorConfig::default()
+        };
+        let classes: Vec<usize> = run(include, 100, &p).iter().map(|e| e.class).collect();
+        assert_eq!(classes, [2]);
+        let exclude = DetectorConfig {
+            exclude: BTreeSet::from(["ccc".to_owned()]),
+            ..DetectorConfig::default()
+        };
+        let classes: Vec<usize> = run(exclude, 100, &p).iter().map(|e| e.class).collect();
+        assert_eq!(classes, [1]);
+    }
+
+    #[test]
+    fn repeat_confirmation_holds_back_single_windows() {
+        let cfg = DetectorConfig {
+            confirm_count: 2,
+            confirm_within_samples: 300,
+            ..DetectorConfig::default()
+        };
+        // A lone hit is held back; two hits within 300 samples (with a gap) are reported.
+        let lone = [[0.9, 0.0, 0.0], [0.0; 3], [0.0; 3], [0.0; 3], [0.0; 3]];
+        let mut d = Detector::new(&labels(), vec![0.5; 3], cfg.clone());
+        let mut out = Vec::new();
+        for (i, p) in lone.iter().enumerate() {
+            d.push(i as u64 * 100, i as u64 * 100 + 100, p, &mut out);
+        }
+        d.finish(&mut out);
+        assert!(out.is_empty());
+        assert_eq!(d.stats().unconfirmed_events, 1);
+        let pair = [[0.9, 0.0, 0.0], [0.0; 3], [0.8, 0.0, 0.0]];
+        let ev = run(cfg, 100, &pair);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].start_sample, 200);
+    }
+
+    #[test]
+    fn non_finite_windows_are_dropped_and_counted() {
+        let mut d = Detector::new(&labels(), vec![0.5; 3], DetectorConfig::default());
+        let mut out = Vec::new();
+        d.push(0, 100, &[f32::NAN, 0.9, 0.9], &mut out);
+        d.push(100, 200, &[0.1, f32::INFINITY, 0.1], &mut out);
+        d.finish(&mut out);
+        assert!(out.is_empty());
+        assert_eq!(d.stats().non_finite_windows, 2);
+        assert_eq!(d.stats().windows, 2);
+    }
+}

@@ -1,0 +1,265 @@
+//! Detection files: JSON Lines of `warble.detection/1` events, a plain CSV, a Raven
+//! selection table, and BirdNET-Analyzer's CSV, so existing tools read Warble's output.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use warble_core::LabelTable;
+use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
+
+use crate::detect::SpeciesEvent;
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One `warble.detection/1` JSON object per line.
+    Jsonl,
+    /// `file,start_s,end_s,code,scientific,common,confidence`.
+    Csv,
+    /// Raven Pro selection table (tab-separated).
+    Raven,
+    /// BirdNET-Analyzer CSV (`Start (s),End (s),Scientific name,Common name,Confidence,File`).
+    Birdnet,
+}
+
+/// One event with everything a row needs.
+#[derive(Debug, Clone)]
+pub struct Row<'a> {
+    /// Source file as given.
+    pub file: &'a str,
+    /// The event.
+    pub event: &'a SpeciesEvent,
+    /// Sample rate of the offsets.
+    pub rate_hz: u32,
+}
+
+/// Writes rows in one format; `header` once at the start.
+#[derive(Debug)]
+pub struct Writer<W: Write> {
+    out: W,
+    format: Format,
+    station: String,
+    boot: u64,
+    seq: u64,
+    model: ModelRef,
+    selection: u64,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer; events get ids `station:boot:seq` with `seq` from 0.
+    ///
+    /// # Errors
+    /// Writing the header.
+    pub fn new(
+        mut out: W,
+        format: Format,
+        station: &str,
+        boot: u64,
+        model: ModelRef,
+    ) -> io::Result<Self> {
+        match format {
+            Format::Jsonl => {}
+            Format::Csv => writeln!(out, "file,start_s,end_s,code,scientific,common,confidence")?,
+            Format::Raven => writeln!(
+                out,
+                "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\t\
+                 High Freq (Hz)\tSpecies Code\tCommon Name\tConfidence\tBegin Path"
+            )?,
+            Format::Birdnet => writeln!(
+                out,
+                "Start (s),End (s),Scientific name,Common name,Confidence,File"
+            )?,
+        }
+        Ok(Self {
+            out,
+            format,
+            station: station.to_owned(),
+            boot,
+            seq: 0,
+            model,
+            selection: 0,
+        })
+    }
+
+    /// Writes one event; `recorded_at` is the wall-clock time of the file's first sample.
+    ///
+    /// # Errors
+    /// Writing.
+    pub fn write(
+        &mut self,
+        row: &Row<'_>,
+        labels: &LabelTable,
+        recorded_at: DateTime<Utc>,
+    ) -> io::Result<()> {
+        let e = row.event;
+        let rate = f64::from(row.rate_hz);
+        let (start_s, end_s) = (e.start_sample as f64 / rate, e.end_sample as f64 / rate);
+        let (code, scientific, common) = labels
+            .get(e.class)
+            .map(|l| (l.code.as_str(), l.scientific.as_str(), l.common.as_str()))
+            .unwrap_or(("?", "?", "?"));
+        match self.format {
+            Format::Jsonl => {
+                let Some(label) = labels.get(e.class) else {
+                    return Ok(());
+                };
+                let offset =
+                    |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
+                let event = Detection {
+                    schema: DETECTION_SCHEMA.into(),
+                    id: Detection::make_id(&self.station, self.boot, self.seq),
+                    station: self.station.clone(),
+                    boot: self.boot,
+                    seq: self.seq,
+                    start: recorded_at + offset(e.start_sample),
+                    end: recorded_at + offset(e.end_sample),
+                    start_sample: e.start_sample,
+                    end_sample: e.end_sample,
+                    code: label.code.clone(),
+                    scientific: label.scientific.clone(),
+                    common: label.common.clone(),
+                    confidence: e.confidence.clamp(0.0, 1.0),
+                    model: self.model.clone(),
+                    location: None,
+                    clip: None,
+                    historical: false,
+                };
+                self.seq += 1;
+                serde_json::to_writer(&mut self.out, &event)?;
+                writeln!(self.out)?;
+            }
+            Format::Csv => writeln!(
+                self.out,
+                "{},{start_s:.3},{end_s:.3},{},{},{},{:.4}",
+                csv_field(row.file),
+                csv_field(code),
+                csv_field(scientific),
+                csv_field(common),
+                e.confidence
+            )?,
+            Format::Raven => {
+                self.selection += 1;
+                writeln!(
+                    self.out,
+                    "{}\tSpectrogram 1\t1\t{start_s:.3}\t{end_s:.3}\t0\t{}\t{code}\t{common}\t{:.4}\t{}",
+                    self.selection,
+                    row.rate_hz / 2,
+                    e.confidence,
+                    row.file
+                )?
+            }
+            Format::Birdnet => writeln!(
+                self.out,
+                "{start_s:.1},{end_s:.1},{},{},{:.4},{}",
+                csv_field(scientific),
+                csv_field(common),
+                e.confidence,
+                csv_field(row.file)
+            )?,
+        }
+        Ok(())
+    }
+
+    /// Flushes and returns the sink.
+    ///
+    /// # Errors
+    /// Flushing.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warble_core::SpeciesCode;
+
+    fn labels() -> LabelTable {
+        LabelTable::new(vec![(
+            SpeciesCode::new("eurrob1").unwrap(),
+            "Erithacus rubecula".into(),
+            "European Robin".into(),
+        )])
+        .unwrap()
+    }
+
+    fn write(format: Format) -> String {
+        let event = SpeciesEvent {
+            class: 0,
+            start_sample: 32_000,
+            end_sample: 128_000,
+            confidence: 0.875,
+            windows: 2,
+        };
+        let model = ModelRef {
+            id: "demo".into(),
+            version: "0.1.0".into(),
+        };
+        let mut w = Writer::new(Vec::new(), format, "st-1", 3, model).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2026-05-01T04:00:00Z")
+            .unwrap()
+            .to_utc();
+        for _ in 0..2 {
+            let row = Row {
+                file: "a,b.flac",
+                event: &event,
+                rate_hz: 32_000,
+            };
+            w.write(&row, &labels(), t0).unwrap();
+        }
+        String::from_utf8(w.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn jsonl_events_are_valid_detections_with_consecutive_ids() {
+        let text = write(Format::Jsonl);
+        let events: Vec<Detection> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id, "st-1:3:0");
+        assert_eq!(events[1].id, "st-1:3:1");
+        events[0].validate().unwrap();
+        assert!(
+            text.contains("\"start\":\"2026-05-01T04:00:01.000Z\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"end\":\"2026-05-01T04:00:04.000Z\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn table_formats_have_their_headers_and_quoting() {
+        let csv = write(Format::Csv);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "\"a,b.flac\",1.000,4.000,eurrob1,Erithacus rubecula,European Robin,0.8750"
+        );
+        let raven = write(Format::Raven);
+        assert!(raven.starts_with("Selection\tView\tChannel\tBegin Time (s)"));
+        assert!(
+            raven
+                .lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("2\tSpectrogram 1\t1\t1.000\t4.000\t0\t16000\teurrob1")
+        );
+        let birdnet = write(Format::Birdnet);
+        assert_eq!(
+            birdnet.lines().nth(1).unwrap(),
+            "1.0,4.0,Erithacus rubecula,European Robin,0.8750,\"a,b.flac\""
+        );
+    }
+}
