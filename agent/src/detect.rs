@@ -78,6 +78,21 @@ struct Open {
     confirmed: bool,
 }
 
+impl Open {
+    fn new(class: usize, start_sample: u64, end_sample: u64, p: f32, confirmed: bool) -> Self {
+        Self {
+            event: SpeciesEvent {
+                class,
+                start_sample,
+                end_sample,
+                confidence: p,
+                windows: 1,
+            },
+            confirmed,
+        }
+    }
+}
+
 /// The post-processor for one stream.
 #[derive(Debug)]
 pub struct Detector {
@@ -161,30 +176,12 @@ impl Detector {
                         Self::close(done, &mut self.stats, out);
                     }
                     if hit {
-                        *slot = Some(Open {
-                            event: SpeciesEvent {
-                                class,
-                                start_sample,
-                                end_sample,
-                                confidence: p,
-                                windows: 1,
-                            },
-                            confirmed,
-                        });
+                        *slot = Some(Open::new(class, start_sample, end_sample, p, confirmed));
                     }
                 }
                 Some(_) => {}
                 None if hit => {
-                    *slot = Some(Open {
-                        event: SpeciesEvent {
-                            class,
-                            start_sample,
-                            end_sample,
-                            confidence: p,
-                            windows: 1,
-                        },
-                        confirmed,
-                    });
+                    *slot = Some(Open::new(class, start_sample, end_sample, p, confirmed));
                 }
                 None => {}
             }

@@ -369,3 +369,45 @@ fn bundle_files_are_read_with_a_size_check() {
     .unwrap_err();
     assert!(matches!(err, BundleError::Io { .. }), "{err}");
 }
+
+mod fuzz {
+    //! Random damage to a valid bundle: the reader never panics, never accepts a changed
+    //! bundle, and always names what is wrong. (A cargo-fuzz target over the same entry point
+    //! lives in `fuzz/` for longer runs on a nightly toolchain.)
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn damaged_bundles_are_rejected_without_panics(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let original = good_bundle();
+            let mut bytes = original.clone();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            match verify(&bytes) {
+                // Only changes the format ignores (tar padding, unused header fields)
+                // may leave the bundle valid; its content must then be the original's.
+                Ok(b) => {
+                    prop_assert_eq!(b.model(), b"not really onnx".as_slice());
+                    prop_assert_eq!(b.labels().len(), 3);
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            prop_assert!(verify(&bytes).is_err());
+        }
+    }
+}

@@ -29,18 +29,17 @@ pub fn average_precision(scores: &[f32], targets: &[bool]) -> Option<f64> {
     }))
 }
 
-/// Precision–recall curve of one ranking as `(recall, precision)` points, one per distinct
-/// score threshold from the highest down (empty without positives).
-pub fn pr_curve(scores: &[f32], targets: &[bool]) -> Vec<(f64, f64)> {
-    let positives = targets.iter().filter(|&&t| t).count();
-    if positives == 0 {
-        return Vec::new();
-    }
+/// The ranking's distinct score thresholds from the highest down, each with the true and
+/// false positives predicted at `score >= threshold` (tied scores form one step).
+fn threshold_steps<'a>(
+    scores: &'a [f32],
+    targets: &'a [bool],
+) -> impl Iterator<Item = (f32, usize, usize)> + 'a {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut points, mut i) = (0usize, 0usize, Vec::new(), 0);
-    while i < order.len() {
-        let threshold = scores[order[i]];
+    let (mut tp, mut fp, mut i) = (0usize, 0usize, 0);
+    std::iter::from_fn(move || {
+        let threshold = scores[*order.get(i)?];
         while i < order.len() && scores[order[i]] == threshold {
             if targets[order[i]] {
                 tp += 1
@@ -49,9 +48,20 @@ pub fn pr_curve(scores: &[f32], targets: &[bool]) -> Vec<(f64, f64)> {
             }
             i += 1;
         }
-        points.push((tp as f64 / positives as f64, tp as f64 / (tp + fp) as f64));
+        Some((threshold, tp, fp))
+    })
+}
+
+/// Precision–recall curve of one ranking as `(recall, precision)` points, one per distinct
+/// score threshold from the highest down (empty without positives).
+pub fn pr_curve(scores: &[f32], targets: &[bool]) -> Vec<(f64, f64)> {
+    let positives = targets.iter().filter(|&&t| t).count();
+    if positives == 0 {
+        return Vec::new();
     }
-    points
+    threshold_steps(scores, targets)
+        .map(|(_, tp, fp)| (tp as f64 / positives as f64, tp as f64 / (tp + fp) as f64))
+        .collect()
 }
 
 /// The lowest decision threshold (predict positive when `score >= threshold`) at which
@@ -65,24 +75,10 @@ pub fn threshold_for_precision(
     targets: &[bool],
     target_precision: f64,
 ) -> Option<f32> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut i, mut best) = (0usize, 0usize, 0, None);
-    while i < order.len() {
-        let threshold = scores[order[i]];
-        while i < order.len() && scores[order[i]] == threshold {
-            if targets[order[i]] {
-                tp += 1
-            } else {
-                fp += 1
-            }
-            i += 1;
-        }
-        if tp > 0 && tp as f64 / (tp + fp) as f64 >= target_precision {
-            best = Some(threshold);
-        }
-    }
-    best
+    threshold_steps(scores, targets)
+        .filter(|&(_, tp, fp)| tp > 0 && tp as f64 / (tp + fp) as f64 >= target_precision)
+        .last()
+        .map(|(threshold, _, _)| threshold)
 }
 
 /// ROC area of one ranking (ties count one half); `None` unless both classes occur.
