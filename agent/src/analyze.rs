@@ -71,9 +71,12 @@ pub struct FileResult {
 #[derive(Debug)]
 pub struct Analyzer {
     engine: Engine,
-    frontend: StreamingFrontEnd,
+    windows: Windower,
     rate: SampleRate,
-    shape: (usize, usize),
+    /// Model input shape of one window (without the batch axis).
+    window_shape: Vec<usize>,
+    /// Samples per window, at `rate`.
+    window_samples: usize,
     labels: LabelTable,
     thresholds: Vec<f32>,
     sigmoid: bool,
@@ -84,36 +87,57 @@ impl Analyzer {
     /// Prepares analysis with a bundle whose self-test has passed in `engine`.
     ///
     /// # Errors
-    /// [`AnalyzeError::Unsupported`] for waveform bundles (not yet analysed here) or a hop
-    /// off the frame grid; front-end errors.
+    /// [`AnalyzeError::Unsupported`] for a zero hop; front-end errors (e.g. a hop off the
+    /// frame grid).
     pub fn new(bundle: &Bundle, engine: Engine, cfg: AnalyzeConfig) -> Result<Self, AnalyzeError> {
         let m = bundle.manifest();
-        let InputSpec::Logmel {
-            frontend,
-            window_samples,
-        } = &m.input
-        else {
-            return Err(AnalyzeError::Unsupported(
-                "waveform-input bundles are not analysed by this version".into(),
-            ));
+        let (windows, rate_hz, window_samples, window_shape) = match &m.input {
+            InputSpec::Logmel {
+                frontend,
+                window_samples,
+            } => {
+                let spec = WindowSpec {
+                    length_samples: *window_samples,
+                    hop_samples: cfg.hop_samples.unwrap_or(*window_samples),
+                };
+                let fe = StreamingFrontEnd::new(frontend.clone(), spec)?;
+                let (mels, frames) = fe.window_shape();
+                let rate = fe.config().sample_rate_hz;
+                (
+                    Windower::Logmel(Box::new(fe)),
+                    rate,
+                    *window_samples,
+                    vec![1, mels, frames],
+                )
+            }
+            InputSpec::Waveform {
+                sample_rate_hz,
+                window_samples,
+            } => {
+                let hop = cfg.hop_samples.unwrap_or(*window_samples);
+                if hop == 0 {
+                    return Err(AnalyzeError::Unsupported("hop must be positive".into()));
+                }
+                let w = WaveWindows::new(*window_samples, hop);
+                (
+                    Windower::Waveform(w),
+                    *sample_rate_hz,
+                    *window_samples,
+                    vec![*window_samples],
+                )
+            }
         };
-        let hop = cfg.hop_samples.unwrap_or(*window_samples);
-        let spec = WindowSpec {
-            length_samples: *window_samples,
-            hop_samples: hop,
-        };
-        let frontend = StreamingFrontEnd::new(frontend.clone(), spec)?;
-        let rate = SampleRate::new(frontend.config().sample_rate_hz)
+        let rate = SampleRate::new(rate_hz)
             .ok_or_else(|| AnalyzeError::Unsupported("sample rate 0".into()))?;
-        let shape = frontend.window_shape();
         let thresholds = (0..bundle.labels().len())
             .map(|i| bundle.threshold(i))
             .collect();
         Ok(Self {
             engine,
-            frontend,
+            windows,
             rate,
-            shape,
+            window_shape,
+            window_samples,
             labels: bundle.labels().clone(),
             thresholds,
             sigmoid: m.output_activation == OutputActivation::Sigmoid,
@@ -152,7 +176,7 @@ impl Analyzer {
             self.thresholds.clone(),
             self.cfg.detector.clone(),
         );
-        let per_window = self.shape.0 * self.shape.1;
+        let per_window: usize = self.window_shape.iter().product();
         let batch_cap = self.cfg.batch.max(1);
         let mut batch = Batch {
             x: Vec::with_capacity(batch_cap * per_window),
@@ -163,7 +187,7 @@ impl Analyzer {
         let mut chunk = Vec::new();
         let mut samples = 0u64;
         let mut inference = Duration::ZERO;
-        self.frontend.reset();
+        self.windows.reset();
         let result: Result<(), AnalyzeError> = (|| {
             loop {
                 chunk.clear();
@@ -172,21 +196,19 @@ impl Analyzer {
                     break;
                 }
                 samples += n as u64;
-                self.frontend.push(&chunk, |info, features| {
-                    batch.add(info.start_sample, features);
-                });
+                self.windows
+                    .push(&chunk, |start, window| batch.add(start, window));
                 while batch.full() {
                     inference += self.flush(&mut batch, &mut detector, &mut events)?;
                 }
             }
-            self.frontend.finish(|info, features| {
-                batch.add(info.start_sample, features);
-            });
+            self.windows
+                .finish(|start, window| batch.add(start, window));
             inference += self.flush(&mut batch, &mut detector, &mut events)?;
             detector.finish(&mut events);
             Ok(())
         })();
-        self.frontend.reset();
+        self.windows.reset();
         result?;
         for e in &events {
             on_event(e);
@@ -211,12 +233,12 @@ impl Analyzer {
         if n == 0 {
             return Ok(Duration::ZERO);
         }
-        let per_window = self.shape.0 * self.shape.1;
+        let per_window: usize = self.window_shape.iter().product();
+        let shape: Vec<usize> = std::iter::once(n)
+            .chain(self.window_shape.iter().copied())
+            .collect();
         let t = Instant::now();
-        let out = self.engine.run(
-            &batch.x[..n * per_window],
-            &[n, 1, self.shape.0, self.shape.1],
-        )?;
+        let out = self.engine.run(&batch.x[..n * per_window], &shape)?;
         let took = t.elapsed();
         let classes = self.labels.len();
         if out.data.len() != n * classes {
@@ -225,7 +247,7 @@ impl Analyzer {
                 out.data.len()
             )));
         }
-        let length = self.frontend.window_spec().length_samples as u64;
+        let length = self.window_samples as u64;
         let mut probs = vec![0.0f32; classes];
         for (w, row) in out.data.chunks_exact(classes).enumerate() {
             for (p, &z) in probs.iter_mut().zip(row) {
@@ -244,6 +266,114 @@ impl Analyzer {
     }
 }
 
+/// What the model reads: log-mel windows from the shared streaming front end, or raw
+/// audio windows for waveform models.
+#[derive(Debug)]
+enum Windower {
+    Logmel(Box<StreamingFrontEnd>),
+    Waveform(WaveWindows),
+}
+
+impl Windower {
+    fn push(&mut self, pcm: &[f32], mut on_window: impl FnMut(u64, &[f32])) {
+        match self {
+            Self::Logmel(fe) => {
+                fe.push(pcm, |info, features| on_window(info.start_sample, features));
+            }
+            Self::Waveform(w) => w.push(pcm, on_window),
+        }
+    }
+
+    fn finish(&mut self, mut on_window: impl FnMut(u64, &[f32])) {
+        match self {
+            Self::Logmel(fe) => {
+                fe.finish(|info, features| on_window(info.start_sample, features));
+            }
+            Self::Waveform(w) => w.finish(on_window),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Self::Logmel(fe) => fe.reset(),
+            Self::Waveform(w) => w.reset(),
+        }
+    }
+}
+
+/// Fixed-length raw-audio windows with a hop, padded with zeros at the end of a stream
+/// exactly as the front end pads its last window.
+#[derive(Debug)]
+struct WaveWindows {
+    length: usize,
+    hop: usize,
+    buf: Vec<f32>,
+    /// Stream offset of `buf[0]`.
+    start: u64,
+    /// Leading samples of `buf` that an emitted window already covered.
+    covered: usize,
+    /// Samples to drop before the next window (hop longer than the window).
+    skip: usize,
+}
+
+impl WaveWindows {
+    fn new(length: usize, hop: usize) -> Self {
+        Self {
+            length,
+            hop,
+            buf: Vec::with_capacity(length),
+            start: 0,
+            covered: 0,
+            skip: 0,
+        }
+    }
+
+    fn push(&mut self, mut pcm: &[f32], mut on_window: impl FnMut(u64, &[f32])) {
+        while !pcm.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(pcm.len());
+                self.skip -= n;
+                pcm = &pcm[n..];
+                continue;
+            }
+            let n = (self.length - self.buf.len()).min(pcm.len());
+            self.buf.extend_from_slice(&pcm[..n]);
+            pcm = &pcm[n..];
+            if self.buf.len() == self.length {
+                on_window(self.start, &self.buf);
+                self.advance();
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        self.start += self.hop as u64;
+        if self.hop < self.length {
+            self.buf.drain(..self.hop);
+            self.covered = self.buf.len();
+        } else {
+            self.buf.clear();
+            self.covered = 0;
+            self.skip = self.hop - self.length;
+        }
+    }
+
+    fn finish(&mut self, mut on_window: impl FnMut(u64, &[f32])) {
+        if self.buf.len() > self.covered {
+            self.buf.resize(self.length, 0.0);
+            on_window(self.start, &self.buf);
+        }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.covered = 0;
+        self.skip = 0;
+    }
+}
+
 /// Windows waiting for inference (may briefly exceed `cap` when one push emits several).
 struct Batch {
     x: Vec<f32>,
@@ -259,5 +389,38 @@ impl Batch {
 
     fn full(&self) -> bool {
         self.spans.len() >= self.cap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaveWindows;
+
+    fn windows(length: usize, hop: usize, total: usize, chunk: usize) -> Vec<(u64, Vec<f32>)> {
+        let pcm: Vec<f32> = (1..=total).map(|i| i as f32).collect();
+        let mut w = WaveWindows::new(length, hop);
+        let mut out = Vec::new();
+        for c in pcm.chunks(chunk) {
+            w.push(c, |s, x| out.push((s, x.to_vec())));
+        }
+        w.finish(|s, x| out.push((s, x.to_vec())));
+        out
+    }
+
+    #[test]
+    fn waveform_windows_hop_overlap_and_pad_the_tail() {
+        let w = windows(4, 2, 9, 3);
+        let starts: Vec<u64> = w.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, [0, 2, 4, 6]);
+        assert_eq!(w[1].1, [3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(w[3].1, [7.0, 8.0, 9.0, 0.0]);
+        // Exactly covered: no padded window.
+        assert_eq!(windows(4, 4, 8, 5).len(), 2);
+        // Hop longer than the window skips samples.
+        let w = windows(2, 3, 8, 1);
+        assert_eq!(
+            w.iter().map(|(s, x)| (*s, x[0])).collect::<Vec<_>>(),
+            [(0, 1.0), (3, 4.0), (6, 7.0)]
+        );
     }
 }

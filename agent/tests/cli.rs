@@ -225,3 +225,59 @@ fn bad_window_arguments_are_refused() {
     assert_eq!(code, 2);
     assert!(stderr.contains("must exceed n_fft / 2"), "{stderr}");
 }
+
+#[test]
+fn a_waveform_bundle_runs_on_raw_audio_windows() {
+    // An imported raw-audio model (16 kHz, 1-s windows; `loud` vs `quiet`) on a 48-kHz
+    // stereo file: tone, silence, tone. The agent resamples and windows the waveform.
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("tone-gap-tone.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for i in 0..3 * 48_000 {
+        let second = i / 48_000;
+        let t = i as f64 / 48_000.0;
+        let v = if second == 1 {
+            0.0
+        } else {
+            0.5 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()
+        };
+        let s = (v * 32767.0) as i16;
+        w.write_sample(s).unwrap();
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let bundle = repo_file("agent/tests/fixtures/loudness-1.0.0.warble");
+    let key = repo_file("agent/tests/fixtures/fixture.pub");
+    let (code, stdout, stderr) = agent(&[
+        "analyze",
+        wav.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trusted",
+        key.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--no-merge",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<(String, String)> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_owned(), f[3].to_owned())
+        })
+        .collect();
+    let expected = [("0.000", "loud"), ("1.000", "quiet"), ("2.000", "loud")];
+    assert_eq!(
+        rows,
+        expected.map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "{stdout}"
+    );
+}

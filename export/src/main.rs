@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use warble_core::bundle::{Bundle, InputSpec, Limits, SecretKey, TrustedKeys};
-use warble_export::pipeline::{BundleOptions, Progress, bundle_run};
+use warble_core::bundle::{Bundle, InputSpec, Limits, OutputActivation, SecretKey, TrustedKeys};
+use warble_export::pipeline::{BundleOptions, ImportOptions, Progress, bundle_run, import_onnx};
 use warble_infer::{EngineChoice, EngineConfig};
 
 #[derive(Parser)]
@@ -80,6 +80,50 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         max_valid: usize,
         /// ONNX Runtime library (default: ORT_DYLIB_PATH or the installed one).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
+    /// Wrap an external ONNX classifier that takes raw audio (e.g. BirdNET or Perch
+    /// converted to ONNX by you) in a signed bundle with `input.kind = waveform`.
+    Import {
+        /// The ONNX model: input `[batch, samples]`, output `[batch, classes]`.
+        #[arg(long)]
+        onnx: PathBuf,
+        /// Labels CSV (`index,code,scientific,common`), one row per output.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Input kind (only `waveform` is imported).
+        #[arg(long, default_value = "waveform")]
+        input: String,
+        /// Sample rate the model expects, Hz.
+        #[arg(long)]
+        sample_rate: u32,
+        /// Window length, s.
+        #[arg(long)]
+        window: f64,
+        /// The model outputs logits (`sigmoid`, the agent applies one) or probabilities
+        /// (`none`).
+        #[arg(long, default_value = "sigmoid")]
+        activation: String,
+        /// Decision threshold for every class.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// Self-test tolerance.
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f32,
+        /// Output bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// Secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Model id.
+        #[arg(long)]
+        model_id: String,
+        /// Semantic version.
+        #[arg(long, default_value = "1.0.0")]
+        version: String,
+        /// ONNX Runtime library.
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
@@ -342,6 +386,59 @@ fn main() -> anyhow::Result<()> {
                 "  thresholds: {} of {} classes calibrated on {} validation clips",
                 report.calibrated, report.manifest.num_classes, report.valid_clips
             );
+            Ok(())
+        }
+        Command::Import {
+            onnx,
+            labels,
+            input,
+            sample_rate,
+            window,
+            activation,
+            threshold,
+            tolerance,
+            out,
+            key,
+            model_id,
+            version,
+            onnxruntime,
+        } => {
+            if input != "waveform" {
+                bail!(
+                    "--input {input}: only `waveform` models are imported (Warble's own log-mel models are exported with `bundle`)"
+                );
+            }
+            let activation = match activation.as_str() {
+                "sigmoid" => OutputActivation::Sigmoid,
+                "none" => OutputActivation::None,
+                other => bail!("--activation {other}: expected `sigmoid` or `none`"),
+            };
+            let report = import_onnx(&ImportOptions {
+                onnx,
+                labels,
+                sample_rate_hz: sample_rate,
+                window_s: window,
+                activation,
+                threshold,
+                tolerance,
+                out,
+                key,
+                model_id,
+                version,
+                ort_library: onnxruntime,
+            })?;
+            println!(
+                "wrote {} ({} bytes): {} classes, waveform input",
+                report.path.display(),
+                report.bytes,
+                report.classes
+            );
+            match report.engine_diff {
+                Some(d) => {
+                    println!("  ONNX Runtime vs tract on the self-test input: max |diff| {d:.2e}")
+                }
+                None => println!("  (only one engine could run the model; no cross-check)"),
+            }
             Ok(())
         }
         Command::Verify {
