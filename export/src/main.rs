@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_core::bundle::{Bundle, InputSpec, Limits, OutputActivation, SecretKey, TrustedKeys};
-use warble_export::pipeline::{BundleOptions, ImportOptions, Progress, bundle_run, import_onnx};
+use warble_export::parity::ParityReport;
+use warble_export::pipeline::{
+    BundleOptions, ImportOptions, Progress, bundle_run, export_run, import_onnx,
+};
 use warble_infer::{EngineChoice, EngineConfig};
 
 #[derive(Parser)]
@@ -49,6 +52,24 @@ enum Command {
         /// Comment stored in the public key (who owns it).
         #[arg(long, default_value = "")]
         comment: String,
+    },
+    /// Write a trained run's ONNX graph after proving it equal to burn (max |logit
+    /// difference| <= 1e-4 in ONNX Runtime and tract); prints the parity figures.
+    Onnx {
+        /// Run directory written by `warble-train fit`.
+        run: PathBuf,
+        /// Output .onnx file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Use the last epoch's weights instead of the best.
+        #[arg(long)]
+        last: bool,
+        /// Validation clips used for the parity check (at most).
+        #[arg(long, default_value_t = 64)]
+        max_valid: usize,
+        /// ONNX Runtime library.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
     },
     /// Export a trained run as a signed bundle (.warble), refusing it if the ONNX graph
     /// disagrees with burn by more than 1e-4 in ONNX Runtime or tract.
@@ -338,6 +359,15 @@ fn inspect(bundle: &Path, trusted: &[PathBuf], json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+fn print_parity(parity: &ParityReport) {
+    for e in &parity.engines {
+        println!(
+            "  parity {:<12} max |logit diff| {:.2e} (mean {:.2e}) over {} inputs",
+            e.engine, e.max_abs_diff, e.mean_abs_diff, parity.inputs
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -376,16 +406,40 @@ fn main() -> anyhow::Result<()> {
                 report.model,
                 report.architecture
             );
-            for e in &report.parity.engines {
-                println!(
-                    "  parity {:<12} max |logit diff| {:.2e} (mean {:.2e}) over {} inputs",
-                    e.engine, e.max_abs_diff, e.mean_abs_diff, report.parity.inputs
-                );
-            }
+            print_parity(&report.parity);
             println!(
                 "  thresholds: {} of {} classes calibrated on {} validation clips",
                 report.calibrated, report.manifest.num_classes, report.valid_clips
             );
+            Ok(())
+        }
+        Command::Onnx {
+            run,
+            out,
+            last,
+            max_valid,
+            onnxruntime,
+        } => {
+            let exported = export_run(
+                &run,
+                last,
+                max_valid,
+                4,
+                &[EngineChoice::Ort, EngineChoice::Tract],
+                onnxruntime.as_deref(),
+                &Bars(Mutex::new(None)),
+            )?;
+            std::fs::write(&out, &exported.onnx)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({} bytes, opset {}): {} with {} classes",
+                out.display(),
+                exported.onnx.len(),
+                warble_export::onnx::OPSET,
+                exported.arch.name(),
+                exported.arch.num_classes()
+            );
+            print_parity(&exported.parity);
             Ok(())
         }
         Command::Import {

@@ -157,19 +157,43 @@ fn batches_of(set: &FeatureSet, batch: usize) -> Vec<(Vec<f32>, [usize; 4])> {
         .collect()
 }
 
-/// Exports a trained run as a signed bundle; refuses when parity does not hold.
+/// A run loaded, exported to ONNX and proven equal to burn.
+#[derive(Debug)]
+pub struct Exported {
+    /// The run's training configuration.
+    pub cfg: TrainConfig,
+    /// Its labels.
+    pub labels: LabelTable,
+    /// The model.
+    pub arch: Architecture,
+    /// Validation features used for parity (and calibration).
+    pub valid: FeatureSet,
+    /// The ONNX bytes.
+    pub onnx: Vec<u8>,
+    /// Parity batches (validation, then random).
+    pub batches: Vec<(Vec<f32>, [usize; 4])>,
+    /// Parity figures (within [`REQUIRED_TOLERANCE`]).
+    pub parity: ParityReport,
+}
+
+/// Loads a run, writes its ONNX graph and checks parity with burn in `engines` on up to
+/// `max_valid` validation clips plus `random_batches` random batches.
 ///
 /// # Errors
-/// [`ExportError`] naming the step and file that failed.
-pub fn bundle_run(
-    opts: &BundleOptions,
+/// [`ExportError::ParityFailed`] when any logit differs by more than 1e-4; unreadable run
+/// files; engine failures.
+pub fn export_run(
+    run: &Path,
+    last: bool,
+    max_valid: usize,
+    random_batches: usize,
+    engines: &[EngineChoice],
+    ort_library: Option<&Path>,
     progress: &dyn Progress,
-) -> Result<BundleReport, ExportError> {
-    let run = &opts.run;
-    let key = SecretKey::read(&opts.key)?;
+) -> Result<Exported, ExportError> {
     let device = Device::flex();
     let (cfg, model): (TrainConfig, _) =
-        load_model(run, opts.last, &device).map_err(|e| run_err(run, e))?;
+        load_model(run, last, &device).map_err(|e| run_err(run, e))?;
     let labels = LabelTable::read(run.join("labels.csv")).map_err(|e| run_err(run, e))?;
     let arch = Architecture::ConvNext {
         model,
@@ -180,7 +204,7 @@ pub fn bundle_run(
     let valid_path = cfg.data.join("valid.csv");
     let (mut manifest, _) =
         Manifest::read(&valid_path, &labels, false).map_err(|e| run_err(run, e))?;
-    manifest.rows.truncate(opts.max_valid);
+    manifest.rows.truncate(max_valid);
     progress.start("validation features", manifest.rows.len() as u64);
     let tick = || progress.tick();
     let set = loader::features(
@@ -201,7 +225,7 @@ pub fn bundle_run(
     // Parity on validation batches and random standardised inputs.
     let mut batches = batches_of(&set, 8);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    for _ in 0..opts.random_batches {
+    for _ in 0..random_batches {
         let data = (0..4 * n_mels * frames)
             .map(|_| rng.random_range(-4.0f32..4.0))
             .collect();
@@ -209,14 +233,14 @@ pub fn bundle_run(
     }
     progress.start(
         "parity (burn vs ONNX)",
-        (batches.len() * opts.engines.len()) as u64,
+        (batches.len() * engines.len()) as u64,
     );
     let parity = parity::check(
         &arch,
         &onnx_bytes,
         &batches,
-        &opts.engines,
-        opts.ort_library.as_deref(),
+        engines,
+        ort_library,
         &device,
         || progress.tick(),
     )?;
@@ -228,6 +252,47 @@ pub fn bundle_run(
             report: parity,
         });
     }
+    Ok(Exported {
+        cfg,
+        labels,
+        arch,
+        valid: set,
+        onnx: onnx_bytes,
+        batches,
+        parity,
+    })
+}
+
+/// Exports a trained run as a signed bundle; refuses when parity does not hold.
+///
+/// # Errors
+/// [`ExportError`] naming the step and file that failed.
+pub fn bundle_run(
+    opts: &BundleOptions,
+    progress: &dyn Progress,
+) -> Result<BundleReport, ExportError> {
+    let run = &opts.run;
+    let key = SecretKey::read(&opts.key)?;
+    let device = Device::flex();
+    let Exported {
+        cfg,
+        labels,
+        arch,
+        valid: set,
+        onnx: onnx_bytes,
+        batches,
+        parity,
+    } = export_run(
+        run,
+        opts.last,
+        opts.max_valid,
+        opts.random_batches,
+        &opts.engines,
+        opts.ort_library.as_deref(),
+        progress,
+    )?;
+    let (n_mels, frames) = set.shape;
+    let valid_path = cfg.data.join("valid.csv");
 
     // Calibrated thresholds from burn's validation scores.
     let mut scores = Vec::with_capacity(set.n * set.classes);
