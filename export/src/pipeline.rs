@@ -142,6 +142,18 @@ fn run_err(run: &Path, e: impl std::fmt::Display) -> ExportError {
     }
 }
 
+/// Writes a finished bundle, creating its directory.
+fn write_output(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let fail = |p: &Path, e: std::io::Error| ExportError::Write {
+        path: p.to_path_buf(),
+        reason: e.to_string(),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| fail(path, e))
+}
+
 /// Batches of the feature set as `[b, 1, n_mels, frames]`.
 fn batches_of(set: &FeatureSet, batch: usize) -> Vec<(Vec<f32>, [usize; 4])> {
     let (m, f) = set.shape;
@@ -383,16 +395,7 @@ pub fn bundle_run(
         files: BTreeMap::new(),
     };
     let bytes = BundleBuilder::new(manifest.clone(), onnx_bytes, labels, selftest).build(&key)?;
-    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| ExportError::Write {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    }
-    std::fs::write(&opts.out, &bytes).map_err(|e| ExportError::Write {
-        path: opts.out.clone(),
-        reason: e.to_string(),
-    })?;
+    write_output(&opts.out, &bytes)?;
     Ok(BundleReport {
         path: opts.out.clone(),
         bytes: bytes.len(),
@@ -552,10 +555,7 @@ pub fn import_onnx(opts: &ImportOptions) -> Result<ImportReport, ExportError> {
     };
     let classes = labels.len();
     let bytes = BundleBuilder::new(manifest, model, labels, selftest).build(&key)?;
-    std::fs::write(&opts.out, &bytes).map_err(|e| ExportError::Write {
-        path: opts.out.clone(),
-        reason: e.to_string(),
-    })?;
+    write_output(&opts.out, &bytes)?;
     Ok(ImportReport {
         path: opts.out.clone(),
         bytes: bytes.len(),
