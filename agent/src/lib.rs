@@ -4,6 +4,7 @@
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
+//! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory.
 //!
@@ -14,5 +15,6 @@
 pub mod analyze;
 pub mod detect;
 pub mod features;
+pub mod outbox;
 pub mod output;
 pub mod resources;

@@ -1,0 +1,422 @@
+//! The durable outbox: every detection is committed to SQLite before anyone may publish it,
+//! and leaves only when the broker has acknowledged it.
+//!
+//! - WAL journal with `synchronous = FULL`: a committed event survives SIGKILL and power
+//!   loss (SQLite syncs the WAL on every commit).
+//! - Events are sent oldest first; [`Outbox::ack`] deletes one after its PUBACK.
+//! - Everything still pending when the outbox is opened (after a crash, restart or power
+//!   cut) is re-sent with `historical: true`, as is everything queued during a broker outage
+//!   once [`Outbox::mark_historical`] has been called.
+//! - A byte quota bounds the file: when a new event would exceed it, the oldest pending
+//!   events are dropped and counted (persistently), never the new one, so the newest
+//!   knowledge survives a month-long outage.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use warble_core::event::Detection;
+
+/// Why the outbox failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// SQLite reported an error (disk full, corrupt file, permissions…).
+    #[error("outbox {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A stored event no longer parses (should not happen: written by this code).
+    #[error("outbox {path}: stored event {rowid} is not a detection: {reason}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Row.
+        rowid: i64,
+        /// Parser message.
+        reason: String,
+    },
+    /// One event is larger than the whole quota.
+    #[error("event of {size} bytes exceeds the outbox quota of {quota} bytes")]
+    TooLarge {
+        /// Event size.
+        size: u64,
+        /// Quota.
+        quota: u64,
+    },
+}
+
+/// One event waiting for its PUBACK.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// Outbox row (pass to [`Outbox::ack`]).
+    pub rowid: i64,
+    /// The event, with `historical` set when it is re-sent.
+    pub event: Detection,
+}
+
+/// Counters for heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Events waiting.
+    pub depth: u64,
+    /// Bytes of the events waiting.
+    pub bytes: u64,
+    /// Events dropped by the quota policy since the outbox was created.
+    pub dropped_total: u64,
+}
+
+/// The outbox.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    quota_bytes: u64,
+    stats: OutboxStats,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    historical INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped_total', 0);
+";
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`, bounded by `quota_bytes` of event payload.
+    /// Events left from a previous run are marked historical.
+    ///
+    /// # Errors
+    /// [`OutboxError::Sqlite`] naming the file (unwritable directory, corrupt database…).
+    pub fn open(path: impl AsRef<Path>, quota_bytes: u64) -> Result<Self, OutboxError> {
+        let path = path.as_ref().to_path_buf();
+        let err = |source| OutboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
+            .map_err(err)?;
+        let (depth, bytes): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(err)?;
+        let dropped: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'dropped_total'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        Ok(Self {
+            conn,
+            path,
+            quota_bytes,
+            stats: OutboxStats {
+                depth: depth as u64,
+                bytes: bytes as u64,
+                dropped_total: dropped as u64,
+            },
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> OutboxError {
+        OutboxError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Commits events durably, in one transaction; returns how many old events the quota
+    /// dropped to make room. An event whose id is already stored is not stored twice.
+    ///
+    /// # Errors
+    /// [`OutboxError`]; on error nothing of the batch is stored.
+    pub fn push(&mut self, events: &[Detection]) -> Result<u64, OutboxError> {
+        let mut encoded = Vec::with_capacity(events.len());
+        for e in events {
+            let json = serde_json::to_string(e).map_err(|err| OutboxError::Corrupt {
+                path: self.path.clone(),
+                rowid: -1,
+                reason: err.to_string(),
+            })?;
+            let size = json.len() as u64;
+            if size > self.quota_bytes {
+                return Err(OutboxError::TooLarge {
+                    size,
+                    quota: self.quota_bytes,
+                });
+            }
+            encoded.push((e.id.as_str(), json, size));
+        }
+        let tx = self.conn.transaction().map_err(|e| OutboxError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let mut stats = self.stats;
+        let mut dropped = 0u64;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, payload, bytes) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(|e| self_err(&self.path, e))?;
+            let mut oldest = tx
+                .prepare_cached("SELECT rowid, bytes FROM events ORDER BY rowid LIMIT 1")
+                .map_err(|e| self_err(&self.path, e))?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM events WHERE rowid = ?1")
+                .map_err(|e| self_err(&self.path, e))?;
+            for (id, json, size) in &encoded {
+                while stats.bytes + size > self.quota_bytes {
+                    let Some((rowid, bytes)) = oldest
+                        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                        .optional()
+                        .map_err(|e| self_err(&self.path, e))?
+                    else {
+                        break;
+                    };
+                    delete
+                        .execute([rowid])
+                        .map_err(|e| self_err(&self.path, e))?;
+                    stats.bytes -= bytes as u64;
+                    stats.depth -= 1;
+                    dropped += 1;
+                }
+                let inserted = insert
+                    .execute(params![id, json, *size as i64])
+                    .map_err(|e| self_err(&self.path, e))?;
+                if inserted == 1 {
+                    stats.bytes += size;
+                    stats.depth += 1;
+                }
+            }
+            if dropped > 0 {
+                tx.execute(
+                    "UPDATE meta SET value = value + ?1 WHERE key = 'dropped_total'",
+                    [dropped as i64],
+                )
+                .map_err(|e| self_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| self_err(&self.path, e))?;
+        stats.dropped_total += dropped;
+        self.stats = stats;
+        Ok(dropped)
+    }
+
+    /// Up to `limit` pending events, oldest first.
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    pub fn pending(&self, limit: usize) -> Result<Vec<Pending>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid, payload, historical FROM events ORDER BY rowid LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rowid, payload, historical) = row.map_err(|e| self.err(e))?;
+            let mut event: Detection =
+                serde_json::from_str(&payload).map_err(|e| OutboxError::Corrupt {
+                    path: self.path.clone(),
+                    rowid,
+                    reason: e.to_string(),
+                })?;
+            event.historical |= historical;
+            out.push(Pending { rowid, event });
+        }
+        Ok(out)
+    }
+
+    /// Removes an acknowledged event; `false` if it was already gone (a duplicate ack).
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    pub fn ack(&mut self, rowid: i64) -> Result<bool, OutboxError> {
+        let bytes: Option<i64> = self
+            .conn
+            .query_row(
+                "DELETE FROM events WHERE rowid = ?1 RETURNING bytes",
+                [rowid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(b) = bytes {
+            self.stats.depth -= 1;
+            self.stats.bytes -= b as u64;
+        }
+        Ok(bytes.is_some())
+    }
+
+    /// Marks everything pending as historical (call when a broker outage began: what is
+    /// delivered after it is late).
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    pub fn mark_historical(&mut self) -> Result<(), OutboxError> {
+        self.conn
+            .execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> OutboxStats {
+        self.stats
+    }
+}
+
+fn self_err(path: &Path, source: rusqlite::Error) -> OutboxError {
+    OutboxError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warble_core::SpeciesCode;
+    use warble_core::event::{DETECTION_SCHEMA, ModelRef};
+
+    pub(crate) fn event(seq: u64) -> Detection {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
+            .unwrap()
+            .to_utc();
+        Detection {
+            schema: DETECTION_SCHEMA.into(),
+            id: Detection::make_id("st", 1, seq),
+            station: "st".into(),
+            boot: 1,
+            seq,
+            start,
+            end: start + chrono::Duration::seconds(3),
+            start_sample: 0,
+            end_sample: 96_000,
+            code: SpeciesCode::new("syn01").unwrap(),
+            scientific: "Synthetica sp01".into(),
+            common: "Triller B".into(),
+            confidence: 0.9,
+            model: ModelRef {
+                id: "demo".into(),
+                version: "0.1.0".into(),
+            },
+            location: None,
+            clip: None,
+            historical: false,
+        }
+    }
+
+    #[test]
+    fn events_leave_only_when_acknowledged_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        ob.push(&[event(0), event(1)]).unwrap();
+        ob.push(&[event(2)]).unwrap();
+        let p = ob.pending(10).unwrap();
+        assert_eq!(p.iter().map(|p| p.event.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(p.iter().all(|p| !p.event.historical));
+        assert!(ob.ack(p[1].rowid).unwrap());
+        assert!(!ob.ack(p[1].rowid).unwrap(), "a second ack is a no-op");
+        assert_eq!(ob.stats().depth, 2);
+        let p = ob.pending(1).unwrap();
+        assert_eq!(p[0].event.seq, 0);
+        // The same event id is stored once.
+        ob.push(&[event(0)]).unwrap();
+        assert_eq!(ob.stats().depth, 2);
+    }
+
+    #[test]
+    fn a_reopened_outbox_resends_everything_as_historical() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        {
+            let mut ob = Outbox::open(&path, 1 << 20).unwrap();
+            ob.push(&[event(0), event(1)]).unwrap();
+            let first = ob.pending(1).unwrap()[0].rowid;
+            ob.ack(first).unwrap();
+        }
+        let mut ob = Outbox::open(&path, 1 << 20).unwrap();
+        assert_eq!(ob.stats().depth, 1);
+        let p = ob.pending(10).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].event.seq, 1);
+        assert!(p[0].event.historical);
+        // New events after the restart are live again.
+        ob.push(&[event(2)]).unwrap();
+        let p = ob.pending(10).unwrap();
+        assert!(!p[1].event.historical);
+        ob.mark_historical().unwrap();
+        assert!(ob.pending(10).unwrap()[1].event.historical);
+    }
+
+    #[test]
+    fn the_quota_drops_the_oldest_and_counts_them_persistently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let size = serde_json::to_string(&event(0)).unwrap().len() as u64;
+        {
+            let mut ob = Outbox::open(&path, 3 * size + size / 2).unwrap();
+            assert_eq!(ob.push(&[event(0), event(1), event(2)]).unwrap(), 0);
+            assert_eq!(ob.push(&[event(3), event(4)]).unwrap(), 2);
+            let seqs: Vec<u64> = ob
+                .pending(10)
+                .unwrap()
+                .iter()
+                .map(|p| p.event.seq)
+                .collect();
+            assert_eq!(seqs, [2, 3, 4]);
+            assert_eq!(ob.stats().dropped_total, 2);
+            assert!(ob.stats().bytes <= 3 * size + size / 2);
+        }
+        let ob = Outbox::open(&path, 3 * size + size / 2).unwrap();
+        assert_eq!(ob.stats().dropped_total, 2);
+        assert_eq!(ob.stats().depth, 3);
+        let mut tiny = Outbox::open(dir.path().join("t.db"), 10).unwrap();
+        assert!(matches!(
+            tiny.push(&[event(0)]),
+            Err(OutboxError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        std::fs::write(&path, vec![0x42; 8192]).unwrap();
+        let err = Outbox::open(&path, 1 << 20).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("o.db") && text.contains("not a database"),
+            "{text}"
+        );
+    }
+}
