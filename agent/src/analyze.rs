@@ -160,7 +160,32 @@ impl Analyzer {
         &self.engine
     }
 
-    /// Analyses one file; `on_event` sees each event as soon as it closes.
+    /// Starts a continuous stream (a file, or live audio between capture gaps): samples go
+    /// in with [`Stream::push`], events come out as they close.
+    pub fn stream(&mut self) -> Stream<'_> {
+        self.windows.reset();
+        let per_window: usize = self.window_shape.iter().product();
+        let cap = self.cfg.batch.max(1);
+        Stream {
+            detector: Detector::new(
+                &self.labels,
+                self.thresholds.clone(),
+                self.cfg.detector.clone(),
+            ),
+            batch: Batch {
+                x: Vec::with_capacity(cap * per_window),
+                spans: Vec::with_capacity(cap),
+                cap,
+            },
+            closed: Vec::new(),
+            samples: 0,
+            inference: Duration::ZERO,
+            analyzer: self,
+        }
+    }
+
+    /// Analyses one file; `on_event` sees each event as soon as it closes (so the events
+    /// before a decoding error part-way through are not lost).
     ///
     /// # Errors
     /// [`AnalyzeError`]; the analyzer stays usable for the next file.
@@ -170,55 +195,28 @@ impl Analyzer {
         mut on_event: impl FnMut(&SpeciesEvent),
     ) -> Result<FileResult, AnalyzeError> {
         let started = Instant::now();
-        let mut stream = AudioStream::open(path, self.rate)?;
-        let mut detector = Detector::new(
-            &self.labels,
-            self.thresholds.clone(),
-            self.cfg.detector.clone(),
-        );
-        let per_window: usize = self.window_shape.iter().product();
-        let batch_cap = self.cfg.batch.max(1);
-        let mut batch = Batch {
-            x: Vec::with_capacity(batch_cap * per_window),
-            spans: Vec::with_capacity(batch_cap),
-            cap: batch_cap,
-        };
+        let mut audio = AudioStream::open(path, self.rate)?;
         let mut events = Vec::new();
-        let mut chunk = Vec::new();
-        let mut samples = 0u64;
-        let mut inference = Duration::ZERO;
-        self.windows.reset();
-        let result: Result<(), AnalyzeError> = (|| {
-            loop {
-                chunk.clear();
-                let n = stream.read_chunk(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                samples += n as u64;
-                self.windows
-                    .push(&chunk, |start, window| batch.add(start, window));
-                while batch.full() {
-                    inference += self.flush(&mut batch, &mut detector, &mut events)?;
-                }
-            }
-            self.windows
-                .finish(|start, window| batch.add(start, window));
-            inference += self.flush(&mut batch, &mut detector, &mut events)?;
-            detector.finish(&mut events);
-            Ok(())
-        })();
-        self.windows.reset();
-        result?;
-        for e in &events {
+        let mut forward = |e: &SpeciesEvent| {
+            events.push(e.clone());
             on_event(e);
+        };
+        let mut stream = self.stream();
+        let mut chunk = Vec::new();
+        loop {
+            chunk.clear();
+            if audio.read_chunk(&mut chunk)? == 0 {
+                break;
+            }
+            stream.push(&chunk, &mut forward)?;
         }
+        let summary = stream.finish(&mut forward)?;
         Ok(FileResult {
             events,
-            audio_seconds: samples as f64 / f64::from(self.rate.hz()),
+            audio_seconds: summary.audio_seconds,
             elapsed: started.elapsed(),
-            inference,
-            stats: detector.stats(),
+            inference: summary.inference,
+            stats: summary.stats,
         })
     }
 
@@ -263,6 +261,80 @@ impl Analyzer {
         batch.x.drain(..n * per_window);
         batch.spans.drain(..n);
         Ok(took)
+    }
+}
+
+/// What a finished stream amounted to.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSummary {
+    /// Seconds of audio pushed.
+    pub audio_seconds: f64,
+    /// Time inside the inference engine.
+    pub inference: Duration,
+    /// Detector counters.
+    pub stats: DetectorStats,
+}
+
+/// A continuous stream through an [`Analyzer`]: windows → batched inference → detector.
+#[derive(Debug)]
+pub struct Stream<'a> {
+    analyzer: &'a mut Analyzer,
+    detector: Detector,
+    batch: Batch,
+    closed: Vec<SpeciesEvent>,
+    samples: u64,
+    inference: Duration,
+}
+
+impl Stream<'_> {
+    /// Pushes mono samples at the analyzer's sample rate; runs the model whenever a batch
+    /// of windows is complete and hands every event that closes to `on_event`.
+    ///
+    /// # Errors
+    /// [`AnalyzeError::Infer`] when the engine fails.
+    pub fn push(
+        &mut self,
+        pcm: &[f32],
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) -> Result<(), AnalyzeError> {
+        self.samples += pcm.len() as u64;
+        let batch = &mut self.batch;
+        self.analyzer
+            .windows
+            .push(pcm, |start, window| batch.add(start, window));
+        while self.batch.full() {
+            self.inference +=
+                self.analyzer
+                    .flush(&mut self.batch, &mut self.detector, &mut self.closed)?;
+        }
+        self.closed.drain(..).for_each(|e| on_event(&e));
+        Ok(())
+    }
+
+    /// Ends the stream: pads and classifies the last partial window, closes open events.
+    ///
+    /// # Errors
+    /// [`AnalyzeError::Infer`] when the engine fails.
+    pub fn finish(
+        mut self,
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) -> Result<StreamSummary, AnalyzeError> {
+        let batch = &mut self.batch;
+        self.analyzer
+            .windows
+            .finish(|start, window| batch.add(start, window));
+        while !self.batch.spans.is_empty() {
+            self.inference +=
+                self.analyzer
+                    .flush(&mut self.batch, &mut self.detector, &mut self.closed)?;
+        }
+        self.detector.finish(&mut self.closed);
+        self.closed.drain(..).for_each(|e| on_event(&e));
+        Ok(StreamSummary {
+            audio_seconds: self.samples as f64 / f64::from(self.analyzer.rate.hz()),
+            inference: self.inference,
+            stats: self.detector.stats(),
+        })
     }
 }
 
@@ -375,6 +447,7 @@ impl WaveWindows {
 }
 
 /// Windows waiting for inference (may briefly exceed `cap` when one push emits several).
+#[derive(Debug)]
 struct Batch {
     x: Vec<f32>,
     spans: Vec<u64>,
