@@ -15,22 +15,77 @@ use warble_agent::output::{Format, Row, Writer};
 use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
 use warble_core::bundle::{Bundle, Limits, TrustedKeys};
 use warble_core::event::ModelRef;
-use warble_infer::EngineConfig;
+use warble_infer::{EngineChoice, EngineConfig};
 
-pub struct Args {
+/// `warble-agent analyze` arguments.
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Audio files or directories.
+    #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Model bundle (.warble).
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// Trusted public key(s) that may sign the bundle.
+    #[arg(long = "trusted", required = true)]
     pub trusted: Vec<PathBuf>,
+    /// Output file (default: standard output).
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    pub format: Format,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
+    pub format: FormatArg,
+    /// Seconds between window starts (default: the bundle's window, no overlap).
+    #[arg(long)]
     pub hop: Option<f64>,
+    /// Replace every class's threshold (global sensitivity).
+    #[arg(long)]
     pub min_confidence: Option<f32>,
-    pub merge: bool,
-    pub engine: EngineConfig,
+    /// One detection per window instead of merging consecutive windows of a species.
+    #[arg(long)]
+    pub no_merge: bool,
+    /// Inference engine.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+    /// ONNX Runtime library (default: ORT_DYLIB_PATH or the installed one).
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Inference threads (0: the engine decides).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Windows per inference call.
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Station id used in event ids.
+    #[arg(long, default_value = "local")]
     pub station: String,
+    /// Data directory holding the station's boot counter: each run takes the next boot
+    /// number, so event ids never repeat. Without it, runs use boot 0.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Wall-clock time of each file's first sample (RFC 3339); default: the file's
+    /// modification time.
+    #[arg(long)]
     pub recorded_at: Option<String>,
+    /// Ground truth CSV (`start_s,end_s,code`) to score the detections against
+    /// (prints precision and recall).
+    #[arg(long)]
     pub truth: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Csv,
+    Raven,
+    Birdnet,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum EngineArg {
+    Auto,
+    Ort,
+    Tract,
 }
 
 const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "oga", "mp3", "wave"];
@@ -113,7 +168,22 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
     Ok(DateTime::<Utc>::from(modified))
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let format = match args.format {
+        FormatArg::Jsonl => Format::Jsonl,
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Raven => Format::Raven,
+        FormatArg::Birdnet => Format::Birdnet,
+    };
+    let engine_config = EngineConfig {
+        choice: match args.engine {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Ort => EngineChoice::Ort,
+            EngineArg::Tract => EngineChoice::Tract,
+        },
+        ort_library: args.onnxruntime.clone(),
+        threads: args.threads,
+    };
     let keys = TrustedKeys::read_files(&args.trusted)?;
     let bundle = Bundle::open(&args.bundle, &keys, &Limits::default()).with_context(|| {
         format!(
@@ -121,7 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.bundle.display()
         )
     })?;
-    let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &args.engine)
+    let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &engine_config)
         .with_context(|| format!("{}: self-test", args.bundle.display()))?;
     let m = bundle.manifest();
     eprintln!(
@@ -142,7 +212,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch: args.batch,
         detector: DetectorConfig {
             min_confidence: args.min_confidence,
-            merge: args.merge,
+            merge: !args.no_merge,
             ..DetectorConfig::default()
         },
     };
@@ -158,7 +228,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut writer = Writer::new(sink, args.format, &args.station, 0, model)?;
+    let boot = match &args.data_dir {
+        Some(dir) => warble_agent::station::next_boot(dir)?,
+        None => 0,
+    };
+    let mut writer = Writer::new(sink, format, &args.station, boot, model)?;
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),
         None => None,

@@ -6,7 +6,8 @@
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
-//! - [`resources`]: peak memory.
+//! - [`resources`]: peak memory and CPU time.
+//! - [`station`]: the persisted boot counter behind unique event ids.
 //!
 //! Live capture, the durable outbox, MQTT delivery and model updates arrive with their
 //! issues.
@@ -18,3 +19,4 @@ pub mod features;
 pub mod outbox;
 pub mod output;
 pub mod resources;
+pub mod station;

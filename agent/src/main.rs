@@ -8,10 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_agent::features::{self, WindowSummary};
-use warble_agent::output::Format;
 use warble_agent::resources::peak_rss_bytes;
 use warble_core::frontend::WindowSpec;
-use warble_infer::{EngineChoice, EngineConfig};
 
 mod analyze_cmd;
 use warble_core::{FrontEndConfig, Preset};
@@ -30,55 +28,7 @@ enum Command {
     /// The bundle is verified (signature by a trusted key, hashes, self-test) before any
     /// audio is read. Directories are searched recursively for audio files; a file that
     /// cannot be decoded is reported and the rest continue.
-    Analyze {
-        /// Audio files or directories.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Model bundle (.warble).
-        #[arg(long)]
-        bundle: PathBuf,
-        /// Trusted public key(s) that may sign the bundle.
-        #[arg(long = "trusted", required = true)]
-        trusted: Vec<PathBuf>,
-        /// Output file (default: standard output).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
-        format: FormatArg,
-        /// Seconds between window starts (default: the bundle's window, no overlap).
-        #[arg(long)]
-        hop: Option<f64>,
-        /// Replace every class's threshold (global sensitivity).
-        #[arg(long)]
-        min_confidence: Option<f32>,
-        /// One detection per window instead of merging consecutive windows of a species.
-        #[arg(long)]
-        no_merge: bool,
-        /// Inference engine.
-        #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-        engine: EngineArg,
-        /// ONNX Runtime library (default: ORT_DYLIB_PATH or the installed one).
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Inference threads (0: the engine decides).
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Windows per inference call.
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Station id used in event ids.
-        #[arg(long, default_value = "local")]
-        station: String,
-        /// Wall-clock time of each file's first sample (RFC 3339); default: the file's
-        /// modification time.
-        #[arg(long)]
-        recorded_at: Option<String>,
-        /// Ground truth CSV (`start_s,end_s,code`) to score the detections against
-        /// (prints precision and recall).
-        #[arg(long)]
-        truth: Option<PathBuf>,
-    },
+    Analyze(Box<analyze_cmd::AnalyzeArgs>),
     /// Stream a recording through the log-mel front end exactly as the recorder will, and
     /// print what each window looks like plus throughput and memory figures.
     Features {
@@ -100,21 +50,6 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Jsonl,
-    Csv,
-    Raven,
-    Birdnet,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum EngineArg {
-    Auto,
-    Ort,
-    Tract,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum PresetArg {
     Birdset,
     Audioprotopnet,
@@ -132,53 +67,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Analyze {
-            paths,
-            bundle,
-            trusted,
-            out,
-            format,
-            hop,
-            min_confidence,
-            no_merge,
-            engine,
-            onnxruntime,
-            threads,
-            batch,
-            station,
-            recorded_at,
-            truth,
-        } => {
-            let args = analyze_cmd::Args {
-                paths,
-                bundle,
-                trusted,
-                out,
-                format: match format {
-                    FormatArg::Jsonl => Format::Jsonl,
-                    FormatArg::Csv => Format::Csv,
-                    FormatArg::Raven => Format::Raven,
-                    FormatArg::Birdnet => Format::Birdnet,
-                },
-                hop,
-                min_confidence,
-                merge: !no_merge,
-                engine: EngineConfig {
-                    choice: match engine {
-                        EngineArg::Auto => EngineChoice::Auto,
-                        EngineArg::Ort => EngineChoice::Ort,
-                        EngineArg::Tract => EngineChoice::Tract,
-                    },
-                    ort_library: onnxruntime,
-                    threads,
-                },
-                batch,
-                station,
-                recorded_at,
-                truth,
-            };
-            analyze_cmd::run(args)
-        }
+        Command::Analyze(args) => analyze_cmd::run(*args),
         Command::Features {
             file,
             preset,

@@ -281,3 +281,26 @@ fn a_waveform_bundle_runs_on_raw_audio_windows() {
         "{stdout}"
     );
 }
+
+#[test]
+fn each_run_with_a_data_dir_takes_the_next_boot_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo_file("demo/soundscape.flac");
+    let data = dir.path().join("data");
+    let mut first_ids = Vec::new();
+    for boot in 1..=2 {
+        let (code, stdout, stderr) = analyze(&[
+            demo.to_str().unwrap(),
+            "--station",
+            "marsh-7",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let first: warble_core::event::Detection =
+            serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(first.id, format!("marsh-7:{boot}:0"));
+        first_ids.push(first.id);
+    }
+    assert_ne!(first_ids[0], first_ids[1]);
+}
