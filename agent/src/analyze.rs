@@ -20,7 +20,7 @@ pub enum AnalyzeError {
     #[error(transparent)]
     Audio(#[from] AudioError),
     /// The bundle's front end or window does not work.
-    #[error("front end: {0}")]
+    #[error(transparent)]
     FrontEnd(#[from] FrontEndError),
     /// Inference failed.
     #[error(transparent)]

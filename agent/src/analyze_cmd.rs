@@ -206,7 +206,27 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         warble_core::bundle::InputSpec::Logmel { frontend, .. } => frontend.sample_rate_hz,
         warble_core::bundle::InputSpec::Waveform { sample_rate_hz, .. } => *sample_rate_hz,
     };
-    let hop_samples = args.hop.map(|h| (h * f64::from(rate_hz)).round() as usize);
+    if let Some(c) = args.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
+        bail!("--min-confidence {c}: a probability threshold must lie in [0, 1]");
+    }
+    // Log-mel windows start on the front end's frame grid: round the hop to it.
+    let grid = match &m.input {
+        warble_core::bundle::InputSpec::Logmel { frontend, .. } => frontend.hop_length,
+        warble_core::bundle::InputSpec::Waveform { .. } => 1,
+    };
+    let hop_samples = match args.hop {
+        Some(h) if !(h.is_finite() && h > 0.0) => bail!("--hop {h}: must be positive seconds"),
+        Some(h) => {
+            let frames = ((h * f64::from(rate_hz)) / grid as f64).round().max(1.0) as usize;
+            let hop = frames * grid;
+            eprintln!(
+                "hop {:.3} s ({hop} samples, a multiple of the {grid}-sample frame hop)",
+                hop as f64 / f64::from(rate_hz)
+            );
+            Some(hop)
+        }
+        None => None,
+    };
     let cfg = AnalyzeConfig {
         hop_samples,
         batch: args.batch,
@@ -239,6 +259,17 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     };
 
     let files = collect(&args.paths)?;
+    if files.is_empty() {
+        bail!(
+            "no audio files ({}) found in {}",
+            AUDIO_EXTENSIONS.join(", "),
+            args.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let bar = if files.len() > 1 {
         ProgressBar::new(files.len() as u64)
     } else {

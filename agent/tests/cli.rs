@@ -304,3 +304,19 @@ fn each_run_with_a_data_dir_takes_the_next_boot_number() {
     }
     assert_ne!(first_ids[0], first_ids[1]);
 }
+
+#[test]
+fn bad_analyze_arguments_say_what_is_wrong() {
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = analyze(&[empty.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no audio files"), "{stderr}");
+    let demo = repo_file("demo/soundscape.flac");
+    let (code, _, stderr) = analyze(&[demo.to_str().unwrap(), "--min-confidence", "1.5"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("must lie in [0, 1]"), "{stderr}");
+    // A hop off the frame grid is rounded to it and said so.
+    let (code, _, stderr) = analyze(&[demo.to_str().unwrap(), "--hop", "1.234"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("hop 1.230 s (39360 samples"), "{stderr}");
+}
