@@ -411,3 +411,10 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_file_that_is_not_a_tar_is_named_as_such() {
+    let err =
+        verify(b"# README\nnot a bundle at all, but long enough to be read as one").unwrap_err();
+    assert!(err.to_string().contains("not a Warble bundle"), "{err}");
+}

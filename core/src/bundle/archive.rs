@@ -79,6 +79,13 @@ pub(super) fn read_entries(
     limits: &Limits,
 ) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
     let malformed = |e: std::io::Error| BundleError::Archive(e.to_string());
+    // Bundles are written as ustar/GNU tar: say so plainly for anything else (a WAV, a
+    // README, an HTML error page saved by mistake) rather than quote a header parser.
+    if bytes.get(257..262) != Some(b"ustar".as_slice()) {
+        return Err(BundleError::Archive(
+            "not a Warble bundle (no tar header at the start of the file)".into(),
+        ));
+    }
     let mut archive = Archive::new(bytes);
     let mut files = BTreeMap::new();
     for entry in archive.entries().map_err(malformed)? {
