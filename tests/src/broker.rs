@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Ports tried before giving up.
+const START_ATTEMPTS: usize = 5;
 /// How long a broker may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +84,20 @@ impl Mosquitto {
     /// [`HarnessError::NotInstalled`] without mosquitto; [`HarnessError::NotReady`] if it
     /// does not accept connections within 10 s (its log is included).
     pub fn start() -> Result<Self, HarnessError> {
+        // A free port can be taken by someone else between our probe and mosquitto's bind
+        // (tests start brokers in parallel): then this broker exits, and we try another.
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            match Self::start_once() {
+                Ok(broker) => return Ok(broker),
+                Err(e @ HarnessError::NotReady { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(HarnessError::NotInstalled))
+    }
+
+    fn start_once() -> Result<Self, HarnessError> {
         let binary = mosquitto_binary().ok_or(HarnessError::NotInstalled)?;
         let dir = tempfile::tempdir().map_err(io_err("creating the broker directory"))?;
         let port = free_port()?;
@@ -115,13 +131,19 @@ impl Mosquitto {
         Ok(broker)
     }
 
+    /// Ready means: this mosquitto is alive, its log says it listens on our port, and the
+    /// port accepts connections (a connection alone could reach another process).
     fn wait_ready(&mut self) -> Result<(), HarnessError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let listening = format!("listen socket on port {}.", self.port);
         while Instant::now() < deadline {
             if let Ok(Some(_status)) = self.child.try_wait() {
                 break;
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            if self.log().contains(&listening)
+                && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                && matches!(self.child.try_wait(), Ok(None))
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
