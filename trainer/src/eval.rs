@@ -8,7 +8,7 @@ use warble_core::labels::LabelTable;
 
 use crate::data::loader::{self, Crop};
 use crate::data::manifest::Manifest;
-use crate::metrics::{Metrics, evaluate, pr_curve};
+use crate::metrics::{Metrics, evaluate, pr_curve, restrict_to_present};
 use crate::plot;
 use crate::shift::{SetResult, soundscape_mean_cmap};
 use crate::synth::Split;
@@ -58,8 +58,10 @@ pub fn evaluate_run(
             on_row,
         )?;
         let (scores, _) = score(&model, &set, &cfg.loss, cfg.batch_size, &device)?;
-        let metrics: Metrics = evaluate(&scores, &set.y, set.classes);
-        let truth: Vec<bool> = set.y.iter().map(|&t| t > 0.5).collect();
+        // Scored within the set's own label space (BirdSet's logit restriction).
+        let (scores, targets, present) = restrict_to_present(&scores, &set.y, set.classes);
+        let metrics: Metrics = evaluate(&scores, &targets, present.len());
+        let truth: Vec<bool> = targets.iter().map(|&t| t > 0.5).collect();
         plot::line_chart_svg(
             &run.join(format!("pr-{}.svg", split.name())),
             &format!(

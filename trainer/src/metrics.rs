@@ -132,6 +132,27 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     if n == 0 { f64::NAN } else { sum / n as f64 }
 }
 
+/// Keeps only the columns of classes with at least one positive in `targets`: a test set
+/// is scored within its own label space, as BirdSet restricts the logits to the test
+/// dataset's classes before the sigmoid (a class that never occurs in the set cannot then
+/// win top-1 or dilute AUROC). Returns the restricted scores, targets and class indices.
+pub fn restrict_to_present(
+    scores: &[f32],
+    targets: &[f32],
+    classes: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+    let n = targets.len() / classes.max(1);
+    let keep: Vec<usize> = (0..classes)
+        .filter(|&c| (0..n).any(|i| targets[i * classes + c] > 0.5))
+        .collect();
+    let pick = |values: &[f32]| -> Vec<f32> {
+        (0..n)
+            .flat_map(|i| keep.iter().map(move |&c| values[i * classes + c]))
+            .collect()
+    };
+    (pick(scores), pick(targets), keep)
+}
+
 /// All metrics for `scores` against multi-hot `targets`, both `(n, classes)`.
 /// Metrics with nothing to average over are NaN (e.g. top-1 on a set without calls).
 pub fn evaluate(scores: &[f32], targets: &[f32], classes: usize) -> Metrics {
@@ -179,6 +200,21 @@ pub fn evaluate(scores: &[f32], targets: &[f32], classes: usize) -> Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restriction_keeps_the_sets_own_classes() {
+        // Class 2 never occurs but scores highest: unrestricted top-1 is 0, restricted 1.
+        let scores = [0.6, 0.1, 0.9, 0.2, 0.7, 0.95];
+        let targets = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        assert_eq!(evaluate(&scores, &targets, 3).top1, 0.0);
+        let (s, t, keep) = restrict_to_present(&scores, &targets, 3);
+        assert_eq!(keep, [0, 1]);
+        assert_eq!(s, [0.6, 0.1, 0.2, 0.7]);
+        assert_eq!(t, [1.0, 0.0, 0.0, 1.0]);
+        let m = evaluate(&s, &t, keep.len());
+        assert_eq!(m.top1, 1.0);
+        assert_eq!(m.cmap, 1.0);
+    }
 
     #[test]
     fn threshold_for_precision_takes_the_most_recall_the_target_allows() {
