@@ -13,7 +13,7 @@ use warble_agent::analyze::{AnalyzeConfig, Analyzer};
 use warble_agent::detect::{DetectorConfig, SpeciesEvent};
 use warble_agent::output::{Format, Row, Writer};
 use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
-use warble_core::bundle::{Bundle, Limits, TrustedKeys};
+use warble_core::bundle::{Bundle, InputSpec, Limits, TrustedKeys};
 use warble_core::event::ModelRef;
 use warble_infer::{EngineChoice, EngineConfig};
 
@@ -202,18 +202,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         bundle.signed_by(),
         engine.backend()
     );
-    let rate_hz = match &m.input {
-        warble_core::bundle::InputSpec::Logmel { frontend, .. } => frontend.sample_rate_hz,
-        warble_core::bundle::InputSpec::Waveform { sample_rate_hz, .. } => *sample_rate_hz,
+    // Log-mel windows start on the front end's frame grid: a hop is rounded to it.
+    let (rate_hz, grid) = match &m.input {
+        InputSpec::Logmel { frontend, .. } => (frontend.sample_rate_hz, frontend.hop_length),
+        InputSpec::Waveform { sample_rate_hz, .. } => (*sample_rate_hz, 1),
     };
     if let Some(c) = args.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
         bail!("--min-confidence {c}: a probability threshold must lie in [0, 1]");
     }
-    // Log-mel windows start on the front end's frame grid: round the hop to it.
-    let grid = match &m.input {
-        warble_core::bundle::InputSpec::Logmel { frontend, .. } => frontend.hop_length,
-        warble_core::bundle::InputSpec::Waveform { .. } => 1,
-    };
     let hop_samples = match args.hop {
         Some(h) if !(h.is_finite() && h > 0.0) => bail!("--hop {h}: must be positive seconds"),
         Some(h) => {
@@ -258,6 +254,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let labels = analyzer.labels().clone();
+    let rate = analyzer.sample_rate().hz();
     let files = collect(&args.paths)?;
     if files.is_empty() {
         bail!(
@@ -296,8 +294,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let labels = analyzer.labels().clone();
-        let rate = analyzer.sample_rate().hz();
         let mut write_err = None;
         let mut on_event = |e: &SpeciesEvent| {
             let row = Row {

@@ -52,6 +52,14 @@ pub enum ExportError {
         /// What failed.
         reason: String,
     },
+    /// An input file of an import cannot be read or does not fit.
+    #[error("{path}: {reason}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// ONNX writing failed.
     #[error(transparent)]
     Onnx(#[from] OnnxError),
@@ -460,18 +468,19 @@ pub struct ImportReport {
 /// bundle rule broken.
 pub fn import_onnx(opts: &ImportOptions) -> Result<ImportReport, ExportError> {
     use warble_infer::{Engine, EngineConfig};
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| ExportError::Run {
-            run: p.to_path_buf(),
-            reason: e.to_string(),
-        })
+    let input_err = |p: &Path, e: &dyn std::fmt::Display| ExportError::Input {
+        path: p.to_path_buf(),
+        reason: e.to_string(),
     };
-    let model = read(&opts.onnx)?;
-    let labels = LabelTable::read(&opts.labels).map_err(|e| run_err(&opts.labels, e))?;
+    let model = std::fs::read(&opts.onnx).map_err(|e| input_err(&opts.onnx, &e))?;
+    let labels = LabelTable::read(&opts.labels).map_err(|e| input_err(&opts.labels, &e))?;
     let key = SecretKey::read(&opts.key)?;
     let window_samples = (opts.window_s * f64::from(opts.sample_rate_hz)).round() as usize;
     if window_samples == 0 {
-        return Err(run_err(&opts.onnx, "window must be longer than one sample"));
+        return Err(input_err(
+            &opts.onnx,
+            &"window must be longer than one sample",
+        ));
     }
     // A reproducible, call-like test input: two windows of chirps in noise.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -493,9 +502,9 @@ pub fn import_onnx(opts: &ImportOptions) -> Result<ImportReport, ExportError> {
         Engine::load(&model, &engine_config(EngineChoice::Auto)).map_err(ParityError::from)?;
     let expected = first.run(&input, &shape).map_err(ParityError::from)?;
     if expected.shape != [2, labels.len()] {
-        return Err(run_err(
+        return Err(input_err(
             &opts.onnx,
-            format!(
+            &format!(
                 "output shape {:?} for input [2, {window_samples}], expected [2, {}] \
                  (one column per label)",
                 expected.shape,
