@@ -42,6 +42,7 @@ fn tiny_run(data: &Path, run: &Path) {
         seed: 5,
         cache_audio: false,
         skip_bad: false,
+        adversarial: Default::default(),
     };
     fit(&cfg, run, false, &Device::flex(), &mut |_| {}).unwrap();
 }

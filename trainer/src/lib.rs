@@ -14,6 +14,7 @@
 //! AudioProtoPNet and adversarial training build on these.
 #![deny(missing_docs)]
 
+pub mod attack;
 pub mod baseline;
 pub mod data;
 pub mod eval;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use warble_core::FrontEndConfig;
 use warble_core::labels::LabelTable;
 
+use crate::attack::{AttackConfig, Distance, Norm, Objective, attack};
 use crate::data::augment::AugmentConfig;
 use crate::data::batcher::TrainLoader;
 use crate::data::loader::{self, Crop, FeatureSet};
@@ -79,6 +80,83 @@ pub struct TrainConfig {
     /// instead of stopping at the first.
     #[serde(default)]
     pub skip_bad: bool,
+    /// Adversarial training (off unless set).
+    #[serde(default)]
+    pub adversarial: AdversarialConfig,
+}
+
+/// Which adversarial examples training sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AdversarialMode {
+    /// Standard training.
+    None,
+    /// Output space: examples that maximise the training loss against the true labels.
+    Output,
+    /// Embedding space: examples that maximise the dissimilarity of the embedding from
+    /// the clean one (labels are not used to make them).
+    Embedding,
+}
+
+/// Adversarial training settings. The paper does not publish its attack
+/// hyper-parameters; these defaults are ours (docs/adversarial.md).
+///
+/// Each step, the attack runs on the current weights without autodiff (eval mode; our
+/// models have no dropout or batch statistics, so train and eval mode compute the same
+/// function) and the loss is `(1 − ratio) · L(x) + ratio · L(x_adv)` against the true
+/// labels in both modes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarialConfig {
+    /// Output space, embedding space, or none.
+    pub mode: AdversarialMode,
+    /// The attack that makes the examples.
+    pub attack: AttackConfig,
+    /// Dissimilarity for embedding-space examples.
+    pub distance: Distance,
+    /// Weight of the adversarial loss, in [0, 1].
+    pub ratio: f64,
+    /// First epoch (0-based) that sees adversarial examples; the ones before warm up on
+    /// clean data.
+    pub start_epoch: usize,
+}
+
+impl Default for AdversarialConfig {
+    fn default() -> Self {
+        Self {
+            mode: AdversarialMode::None,
+            attack: AttackConfig::pgd(Norm::Linf, 0.1, 3),
+            distance: Distance::Cosine,
+            ratio: 0.5,
+            start_epoch: 1,
+        }
+    }
+}
+
+impl AdversarialConfig {
+    /// Checks the ranges that serde cannot.
+    ///
+    /// # Errors
+    /// A ratio outside [0, 1], a negative or non-finite ε or step.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&self.ratio) {
+            bail!("adversarial ratio {} must lie in [0, 1]", self.ratio);
+        }
+        let a = &self.attack;
+        if !(a.eps.is_finite() && a.eps >= 0.0 && a.step.is_finite() && a.step >= 0.0) {
+            bail!(
+                "attack eps {} and step {} must be finite and non-negative",
+                a.eps,
+                a.step
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether epoch `epoch` trains on adversarial examples.
+    pub fn active(&self, epoch: usize) -> bool {
+        self.mode != AdversarialMode::None && epoch >= self.start_epoch && self.ratio > 0.0
+    }
 }
 
 /// One epoch's record in `metrics.jsonl`.
@@ -98,6 +176,12 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Whether this epoch gave the best validation loss so far.
     pub best: bool,
+    /// Mean loss on the clean inputs, for adversarially trained epochs that use them.
+    #[serde(default)]
+    pub train_clean_loss: Option<f64>,
+    /// Mean loss on the adversarial examples, for adversarially trained epochs.
+    #[serde(default)]
+    pub train_adversarial_loss: Option<f64>,
 }
 
 /// Resume state.
@@ -213,6 +297,7 @@ pub fn fit(
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> anyhow::Result<Vec<EpochRecord>> {
     cfg.frontend.validate()?;
+    cfg.adversarial.validate()?;
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         bail!("batch size and epochs must be positive");
     }
@@ -284,11 +369,27 @@ pub fn fit(
     for epoch in first_epoch..cfg.epochs {
         let started = Instant::now();
         let mut loss_sum = 0.0;
+        let (mut adv_sum, mut clean_sum) = (0.0, 0.0);
+        let adversarial = cfg.adversarial.active(epoch);
         let mut lr = 0.0;
         for step in 0..steps {
             let batch = loader.batch(epoch as u64, step, cfg.batch_size)?;
             let (x, y) = tensors(batch.x, batch.y, batch.n, batch.shape, &train_device);
-            let loss = cfg.loss.loss(model.forward(x), y);
+            let loss = if adversarial {
+                let adv = adversarial_examples(&model.valid(), &x, &y, cfg)?;
+                let adv_loss = cfg.loss.loss(model.forward(adv.autodiff()), y.clone());
+                adv_sum += f64::from(adv_loss.clone().into_scalar::<f32>());
+                let r = cfg.adversarial.ratio;
+                if r < 1.0 {
+                    let clean_loss = cfg.loss.loss(model.forward(x), y);
+                    clean_sum += f64::from(clean_loss.clone().into_scalar::<f32>());
+                    clean_loss.mul_scalar(1.0 - r) + adv_loss.mul_scalar(r)
+                } else {
+                    adv_loss
+                }
+            } else {
+                cfg.loss.loss(model.forward(x), y)
+            };
             let value: f32 = loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             lr = cosine_with_warmup(cfg.lr, epoch * steps + step, total_steps, cfg.warmup);
@@ -332,6 +433,9 @@ pub fn fit(
             lr,
             seconds: started.elapsed().as_secs_f64(),
             best: is_best,
+            train_clean_loss: (adversarial && cfg.adversarial.ratio < 1.0)
+                .then(|| clean_sum / steps as f64),
+            train_adversarial_loss: adversarial.then(|| adv_sum / steps as f64),
         };
         let mut line = serde_json::to_string(&record)?;
         line.push('\n');
@@ -346,6 +450,30 @@ pub fn fit(
         write_curves(run)?;
     }
     Ok(records)
+}
+
+/// Adversarial versions of a training batch, made on `model` (without autodiff).
+fn adversarial_examples(
+    model: &ConvNext,
+    x: &Tensor<4>,
+    y: &Tensor<2>,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Tensor<4>> {
+    let adv = &cfg.adversarial;
+    let objective = match adv.mode {
+        AdversarialMode::Embedding => Objective::Embedding(adv.distance),
+        AdversarialMode::Output | AdversarialMode::None => Objective::Loss {
+            loss: cfg.loss,
+            targets: y.clone().without_autodiff(),
+        },
+    };
+    Ok(attack(
+        model,
+        &x.clone().without_autodiff(),
+        &objective,
+        &adv.attack,
+    )?
+    .adversarial)
 }
 
 /// Draws `curves.svg` (training and validation loss) and `valid-metrics.svg` (validation

@@ -8,12 +8,13 @@ use std::path::Path;
 use burn::prelude::Device;
 
 use warble_core::{FrontEndConfig, Preset};
+use warble_trainer::attack::{AttackConfig, Norm};
 use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::eval::evaluate_run;
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
 use warble_trainer::synth::{Benchmark, SynthPreset};
-use warble_trainer::train::{TrainConfig, TrainEvent, fit};
+use warble_trainer::train::{AdversarialConfig, AdversarialMode, TrainConfig, TrainEvent, fit};
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     // A light front end (64 mel bands) and the smallest ConvNeXt keep this test fast.
@@ -39,6 +40,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
         seed: 3,
         cache_audio: true,
         skip_bad: false,
+        adversarial: Default::default(),
     }
 }
 
@@ -170,4 +172,46 @@ fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert_eq!(skipped[0].0, rows - 1);
     assert!(skipped[1].1.contains("bad time span"), "{skipped:?}");
+}
+
+#[test]
+fn adversarial_training_sees_harder_examples_after_its_warm_up() {
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, 1)
+        .write(data.path(), &|| {})
+        .unwrap();
+    let run = tempfile::tempdir().unwrap();
+    for mode in [AdversarialMode::Output, AdversarialMode::Embedding] {
+        let mut cfg = config(data.path(), 2);
+        cfg.adversarial = AdversarialConfig {
+            mode,
+            attack: AttackConfig::pgd(Norm::Linf, 0.2, 2),
+            ratio: 0.5,
+            start_epoch: 1,
+            ..AdversarialConfig::default()
+        };
+        let records = fit(&cfg, run.path(), false, &Device::flex(), &mut |_| {}).unwrap();
+        assert_eq!(records[0].train_adversarial_loss, None, "epoch 0 warms up");
+        let (clean, adv) = (
+            records[1].train_clean_loss.unwrap(),
+            records[1].train_adversarial_loss.unwrap(),
+        );
+        println!("{mode:?}: clean {clean:.4} adversarial {adv:.4}");
+        assert!(adv > clean, "{mode:?}: adversarial {adv} vs clean {clean}");
+        let mixed = records[1].train_loss;
+        assert!(
+            (mixed - 0.5 * (clean + adv)).abs() < 1e-3 * mixed.max(1.0),
+            "{mixed} is the 50/50 mix of {clean} and {adv}"
+        );
+        // The recipe, attack included, is kept with the run.
+        let saved: TrainConfig =
+            serde_json::from_str(&std::fs::read_to_string(run.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(saved.adversarial, cfg.adversarial);
+    }
+    // A ratio outside [0, 1] is refused before any work.
+    let mut cfg = config(data.path(), 1);
+    cfg.adversarial.ratio = 1.5;
+    let err = fit(&cfg, run.path(), false, &Device::flex(), &mut |_| {}).unwrap_err();
+    assert!(format!("{err}").contains("ratio"), "{err}");
 }

@@ -8,11 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_core::{FrontEndConfig, Preset};
+use warble_trainer::attack::{AttackConfig, Distance, Norm};
 use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
 use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
-use warble_trainer::train::{self, TrainConfig, TrainEvent};
+use warble_trainer::train::{self, AdversarialConfig, AdversarialMode, TrainConfig, TrainEvent};
 use warble_trainer::{eval, shift};
 
 #[derive(Parser)]
@@ -58,6 +59,45 @@ fn device(arg: DeviceArg) -> anyhow::Result<burn::prelude::Device> {
 enum FrontEndArg {
     Birdset,
     Audioprotopnet,
+}
+
+/// Adversarial training flags (defaults are ours: the paper does not publish its own).
+#[derive(clap::Args)]
+struct AdversarialArgs {
+    /// Adversarial training: none, output (examples maximising the loss) or embedding
+    /// (examples maximising the embedding's dissimilarity).
+    #[arg(long, value_enum, default_value_t = AdversarialMode::None)]
+    adversarial: AdversarialMode,
+    /// Norm bounding the perturbation.
+    #[arg(long, value_enum, default_value_t = Norm::Linf)]
+    attack_norm: Norm,
+    /// Radius ε in standardised feature units (for L2: of the whole example).
+    #[arg(long, default_value_t = 0.1)]
+    eps: f64,
+    /// PGD steps (step size 2.5·ε/steps, random start); 0 trains on random noise in the ball.
+    #[arg(long, default_value_t = 3)]
+    attack_steps: usize,
+    /// Dissimilarity for embedding-space examples.
+    #[arg(long, value_enum, default_value_t = Distance::Cosine)]
+    distance: Distance,
+    /// Weight of the adversarial loss in [0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    adv_ratio: f64,
+    /// First epoch (0-based) with adversarial examples.
+    #[arg(long, default_value_t = 1)]
+    adv_start_epoch: usize,
+}
+
+impl AdversarialArgs {
+    fn config(&self) -> AdversarialConfig {
+        AdversarialConfig {
+            mode: self.adversarial,
+            attack: AttackConfig::pgd(self.attack_norm, self.eps, self.attack_steps),
+            distance: self.distance,
+            ratio: self.adv_ratio,
+            start_epoch: self.adv_start_epoch,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -136,6 +176,8 @@ enum Command {
         /// Leave out bad manifest rows (each reported) instead of stopping at the first.
         #[arg(long)]
         skip_bad: bool,
+        #[command(flatten)]
+        adversarial: AdversarialArgs,
     },
     /// Evaluate a run's best weights on every set of a dataset folder.
     Eval {
@@ -276,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             resume,
             device: device_arg,
             skip_bad,
+            adversarial,
         } => {
             let device = device(device_arg)?;
             let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
@@ -311,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 cache_audio,
                 skip_bad,
+                adversarial: adversarial.config(),
             };
             let progress = bar(0, "steps")?;
             let records = train::fit(&cfg, &out, resume, &device, &mut |event| {
