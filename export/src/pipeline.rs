@@ -15,6 +15,7 @@ use warble_infer::EngineChoice;
 use warble_trainer::data::loader::{self, Crop, FeatureSet};
 use warble_trainer::data::manifest::Manifest;
 use warble_trainer::metrics::{evaluate, threshold_for_precision};
+use warble_trainer::model::Classifier;
 use warble_trainer::train::{TrainConfig, load_model};
 
 use crate::onnx::{self, Architecture, OnnxError};
@@ -215,9 +216,18 @@ pub fn export_run(
     let (cfg, model): (TrainConfig, _) =
         load_model(run, last, &device).map_err(|e| run_err(run, e))?;
     let labels = LabelTable::read(run.join("labels.csv")).map_err(|e| run_err(run, e))?;
-    let arch = Architecture::ConvNext {
-        model,
-        config: cfg.model.clone(),
+    let arch = match (model, cfg.protopnet_config()) {
+        (Classifier::ConvNext(model), _) => Architecture::ConvNext {
+            model,
+            config: cfg.model.clone(),
+        },
+        (Classifier::ProtoPNet(model), Some(config)) => Architecture::ProtoPNet { model, config },
+        (Classifier::ProtoPNet(_), None) => {
+            return Err(run_err(
+                run,
+                anyhow::anyhow!("an AudioProtoPNet run without its config"),
+            ));
+        }
     };
 
     // Validation clips, as the trainer validates (fixed crops).

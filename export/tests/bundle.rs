@@ -43,6 +43,7 @@ fn tiny_run(data: &Path, run: &Path) {
         cache_audio: false,
         skip_bad: false,
         adversarial: Default::default(),
+        protopnet: None,
     };
     fit(&cfg, run, false, &Device::flex(), &mut |_| {}).unwrap();
 }

@@ -32,6 +32,7 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossKind;
+use crate::model::Classifier;
 use crate::model::convnext::ConvNext;
 use crate::model::protopnet::AudioProtoPNet;
 
@@ -173,6 +174,26 @@ impl Attackable for AudioProtoPNet {
 
     fn prototype_activations(&self, x: Tensor<4>) -> Option<Tensor<2>> {
         Some(self.forward_detail(x).activations)
+    }
+}
+
+impl Attackable for Classifier {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn representation(&self, x: Tensor<4>) -> Tensor<3> {
+        match self {
+            Classifier::ConvNext(m) => m.representation(x),
+            Classifier::ProtoPNet(m) => m.representation(x),
+        }
+    }
+
+    fn prototype_activations(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        match self {
+            Classifier::ConvNext(_) => None,
+            Classifier::ProtoPNet(m) => m.prototype_activations(x),
+        }
     }
 }
 

@@ -6,13 +6,15 @@ use std::path::Path;
 use serde::Serialize;
 use warble_core::labels::LabelTable;
 
+use crate::data::loader::FeatureSet;
 use crate::data::loader::{self, Crop};
 use crate::data::manifest::Manifest;
 use crate::metrics::{Metrics, evaluate, pr_curve, restrict_to_present};
 use crate::plot;
+use crate::robust::{RobustPoint, RobustnessConfig, robustness};
 use crate::shift::{SetResult, soundscape_mean_cmap};
 use crate::synth::Split;
-use crate::train::{load_model, score};
+use crate::train::{TrainConfig, load_model, score};
 
 /// Results of a run on a benchmark.
 #[derive(Debug, Clone, Serialize)]
@@ -23,18 +25,18 @@ pub struct EvalReport {
     pub soundscape_mean_cmap: f64,
 }
 
-/// Evaluates the best weights of `run` on the sets in `data` that exist, and draws a
-/// micro-averaged precision–recall curve per set (`pr-<set>.svg` in the run directory).
+/// The features of every test set of `data` that exists (not the training set), in
+/// `Split::all()` order, each cut to its first `limit` examples if given.
 ///
 /// # Errors
-/// Unreadable run files, manifests or audio.
-pub fn evaluate_run(
+/// Unreadable labels, manifests or audio.
+pub fn test_sets(
     run: &Path,
+    cfg: &TrainConfig,
     data: &Path,
+    limit: Option<usize>,
     on_row: &(dyn Fn() + Sync),
-) -> anyhow::Result<EvalReport> {
-    let device = burn::prelude::Device::flex();
-    let (cfg, model) = load_model(run, false, &device)?;
+) -> anyhow::Result<Vec<(Split, FeatureSet)>> {
     let labels = LabelTable::read(run.join("labels.csv"))?;
     let mut sets = Vec::new();
     for split in Split::all().into_iter().skip(1) {
@@ -42,7 +44,10 @@ pub fn evaluate_run(
         if !path.is_file() {
             continue;
         }
-        let (manifest, _) = Manifest::read(&path, &labels, false)?;
+        let (mut manifest, _) = Manifest::read(&path, &labels, false)?;
+        if let Some(limit) = limit {
+            manifest.rows.truncate(limit);
+        }
         let crop = if split == Split::FocalTest {
             Crop::EventCentred
         } else {
@@ -57,6 +62,64 @@ pub fn evaluate_run(
             cfg.seed,
             on_row,
         )?;
+        sets.push((split, set));
+    }
+    Ok(sets)
+}
+
+/// Robustness of a run's best weights on the test sets of `data` named in `only` (all
+/// when empty), each cut to `limit` examples; `model_name` labels the points.
+/// `on_batch` ticks per attacked batch; `on_set` says how many ticks a set will take.
+///
+/// # Errors
+/// Unreadable run or data, an invalid attack setting.
+pub fn robustness_run(
+    run: &Path,
+    data: &Path,
+    model_name: &str,
+    cfg: &RobustnessConfig,
+    (only, limit): (&[String], Option<usize>),
+    on_set: &dyn Fn(&str, u64),
+    on_batch: &dyn Fn(),
+) -> anyhow::Result<Vec<RobustPoint>> {
+    let device = burn::prelude::Device::flex();
+    let (train_cfg, model) = load_model(run, false, &device)?;
+    device.seed(train_cfg.seed);
+    let mut points = Vec::new();
+    for (split, set) in test_sets(run, &train_cfg, data, limit, &|| {})? {
+        if !only.is_empty() && !only.iter().any(|s| s == split.name()) {
+            continue;
+        }
+        let batches = set.n.div_ceil(cfg.batch_size.max(1));
+        let radii = cfg.eps.iter().filter(|&&e| e > 0.0).count();
+        on_set(split.name(), (batches * radii * cfg.attacks.len()) as u64);
+        points.extend(robustness(
+            &model,
+            &set,
+            (model_name, split.name()),
+            &train_cfg.loss,
+            cfg,
+            &device,
+            on_batch,
+        )?);
+    }
+    Ok(points)
+}
+
+/// Evaluates the best weights of `run` on the sets in `data` that exist, and draws a
+/// micro-averaged precision–recall curve per set (`pr-<set>.svg` in the run directory).
+///
+/// # Errors
+/// Unreadable run files, manifests or audio.
+pub fn evaluate_run(
+    run: &Path,
+    data: &Path,
+    on_row: &(dyn Fn() + Sync),
+) -> anyhow::Result<EvalReport> {
+    let device = burn::prelude::Device::flex();
+    let (cfg, model) = load_model(run, false, &device)?;
+    let mut sets = Vec::new();
+    for (split, set) in test_sets(run, &cfg, data, None, on_row)? {
         let (scores, _) = score(&model, &set, &cfg.loss, cfg.batch_size, &device)?;
         // Scored within the set's own label space (BirdSet's logit restriction).
         let (scores, targets, present) = restrict_to_present(&scores, &set.y, set.classes);

@@ -22,6 +22,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod robust;
 pub mod schedule;
 pub mod shift;
 pub mod synth;

@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
+use burn::module::ParamId;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
@@ -38,7 +39,9 @@ use crate::data::loader::{self, Crop, FeatureSet};
 use crate::data::manifest::Manifest;
 use crate::loss::LossKind;
 use crate::metrics::{Metrics, evaluate};
-use crate::model::convnext::{ConvNext, ConvNextConfig};
+use crate::model::Classifier;
+use crate::model::convnext::ConvNextConfig;
+use crate::model::protopnet::ProtoPNetConfig;
 use crate::plot;
 use crate::schedule::cosine_with_warmup;
 
@@ -83,6 +86,61 @@ pub struct TrainConfig {
     /// Adversarial training (off unless set).
     #[serde(default)]
     pub adversarial: AdversarialConfig,
+    /// Train an AudioProtoPNet on the ConvNeXt of `model` instead of the ConvNeXt itself.
+    #[serde(default)]
+    pub protopnet: Option<ProtoTraining>,
+}
+
+impl TrainConfig {
+    /// The AudioProtoPNet configuration, for AudioProtoPNet runs.
+    pub fn protopnet_config(&self) -> Option<ProtoPNetConfig> {
+        self.protopnet.as_ref().map(|p| {
+            ProtoPNetConfig::new(self.model.clone())
+                .with_prototypes_per_class(p.prototypes_per_class)
+        })
+    }
+
+    /// A freshly initialised model of this run's architecture.
+    pub fn init_model(&self, device: &Device) -> Classifier {
+        match self.protopnet_config() {
+            Some(p) => Classifier::ProtoPNet(p.init(device)),
+            None => Classifier::ConvNext(self.model.init(device)),
+        }
+    }
+}
+
+/// How an AudioProtoPNet is trained (the paper's recipe as defaults): prototypes and the
+/// last layer learn at their own rates on a frozen, pretrained ConvNeXt backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtoTraining {
+    /// Run directory of the pretrained ConvNeXt whose best weights become the backbone
+    /// (same labels and front end); `None` starts from a random backbone, which then
+    /// has to be trained.
+    pub backbone_run: Option<PathBuf>,
+    /// Train the backbone too (at the run's `lr`), instead of freezing it.
+    pub train_backbone: bool,
+    /// Prototypes per class (the paper: 5).
+    pub prototypes_per_class: usize,
+    /// Prototypes' peak learning rate (no weight decay; the paper: 0.05).
+    pub prototype_lr: f64,
+    /// Last layer's peak learning rate (the run's weight decay; the paper: 5e-4).
+    pub last_layer_lr: f64,
+    /// Weight of the orthogonality penalty (the paper: 1.0).
+    pub orthogonality_weight: f64,
+}
+
+impl Default for ProtoTraining {
+    fn default() -> Self {
+        Self {
+            backbone_run: None,
+            train_backbone: false,
+            prototypes_per_class: 5,
+            prototype_lr: 0.05,
+            last_layer_lr: 5e-4,
+            orthogonality_weight: 1.0,
+        }
+    }
 }
 
 /// Which adversarial examples training sees.
@@ -234,7 +292,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
 /// Scores (sigmoid probabilities) and the mean loss of a model over a feature set, in
 /// batches, without gradients.
 pub fn score(
-    model: &ConvNext,
+    model: &Classifier,
     set: &FeatureSet,
     loss: &LossKind,
     batch_size: usize,
@@ -271,16 +329,58 @@ pub fn load_model(
     run: &Path,
     last: bool,
     device: &Device,
-) -> anyhow::Result<(TrainConfig, ConvNext)> {
+) -> anyhow::Result<(TrainConfig, Classifier)> {
     let cfg: TrainConfig = serde_json::from_str(
         &fs::read_to_string(run.join("config.json"))
             .with_context(|| format!("reading {}/config.json", run.display()))?,
-    )?;
+    )
+    .with_context(|| format!("parsing {}/config.json", run.display()))?;
     let file = run.join(if last { "last.bpk" } else { "best.bpk" });
     let record = ModuleRecord::load(&file)
         .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", file.display()))?;
-    let model = cfg.model.init(device).load_record(record);
+    let model = cfg.init_model(device).load_record(record);
     Ok((cfg, model))
+}
+
+/// The starting model of a new run: for AudioProtoPNet, on the pretrained backbone
+/// (frozen unless `train_backbone`).
+fn initial_model(
+    cfg: &TrainConfig,
+    labels: &LabelTable,
+    device: &Device,
+) -> anyhow::Result<Classifier> {
+    let model = cfg.init_model(device);
+    let (Classifier::ProtoPNet(proto), Some(p)) = (&model, &cfg.protopnet) else {
+        return Ok(model);
+    };
+    let Some(backbone_run) = &p.backbone_run else {
+        if !p.train_backbone {
+            bail!("an AudioProtoPNet without a pretrained backbone run must train its backbone");
+        }
+        return Ok(model);
+    };
+    let (bcfg, backbone) = load_model(backbone_run, false, device)
+        .with_context(|| format!("loading the backbone run {}", backbone_run.display()))?;
+    let Classifier::ConvNext(backbone) = backbone else {
+        bail!(
+            "the backbone run {} is not a ConvNeXt",
+            backbone_run.display()
+        );
+    };
+    let backbone_labels = LabelTable::read(backbone_run.join("labels.csv"))?;
+    if backbone_labels != *labels || bcfg.frontend != cfg.frontend || bcfg.model != cfg.model {
+        bail!(
+            "the backbone run {} differs from this run in its labels, front end or ConvNeXt \
+             configuration; train AudioProtoPNet on the backbone's own setting",
+            backbone_run.display()
+        );
+    }
+    let backbone = if p.train_backbone {
+        backbone
+    } else {
+        backbone.freeze()
+    };
+    Ok(Classifier::ProtoPNet(proto.clone().with_backbone(backbone)))
 }
 
 /// Trains a model into `run` on `device` (e.g. `Device::flex()`, or `Device::cuda(0)` with
@@ -356,13 +456,38 @@ pub fn fit(
         write_json(&run.join("model.json"), &cfg.model)?;
         labels.write(run.join("labels.csv"))?;
         let _ = fs::remove_file(run.join("metrics.jsonl"));
-        (cfg.model.init(&train_device), 0, f64::INFINITY)
+        (
+            initial_model(cfg, &labels, &train_device)?,
+            0,
+            f64::INFINITY,
+        )
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay)
-        .with_epsilon(cfg.adam_eps)
-        .with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm))
-        .init();
+    let adamw = |weight_decay: f32| {
+        AdamWConfig::new()
+            .with_weight_decay(weight_decay)
+            .with_epsilon(cfg.adam_eps)
+            .with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm))
+            .init()
+    };
+    // One optimiser per parameter group, each with its own peak learning rate: the whole
+    // model for ConvNeXt; prototypes, last layer and (if trained) backbone for
+    // AudioProtoPNet.
+    let mut groups: Vec<(Option<Vec<ParamId>>, f64, _)> = match (&model, &cfg.protopnet) {
+        (Classifier::ProtoPNet(m), Some(p)) => vec![
+            (Some(m.prototype_params()), p.prototype_lr, adamw(0.0)),
+            (
+                Some(m.last_layer_params()),
+                p.last_layer_lr,
+                adamw(cfg.weight_decay),
+            ),
+            (None, cfg.lr, adamw(cfg.weight_decay)),
+        ],
+        _ => vec![(None, cfg.lr, adamw(cfg.weight_decay))],
+    };
+    let orthogonality = cfg
+        .protopnet
+        .as_ref()
+        .map_or(0.0, |p| p.orthogonality_weight);
     let steps = loader.batches_per_epoch(cfg.batch_size);
     let total_steps = steps * cfg.epochs;
     let mut records = Vec::new();
@@ -390,10 +515,27 @@ pub fn fit(
             } else {
                 cfg.loss.loss(model.forward(x), y)
             };
+            let loss = match &model {
+                Classifier::ProtoPNet(m) if orthogonality > 0.0 => {
+                    loss + m.orthogonality_loss().mul_scalar(orthogonality)
+                }
+                _ => loss,
+            };
             let value: f32 = loss.clone().into_scalar::<f32>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            lr = cosine_with_warmup(cfg.lr, epoch * steps + step, total_steps, cfg.warmup);
-            model = optim.step(lr, model, grads);
+            let mut grads = loss.backward();
+            let at = epoch * steps + step;
+            lr = cosine_with_warmup(cfg.lr, at, total_steps, cfg.warmup);
+            for (params, peak, optim) in &mut groups {
+                // Named groups take their gradients out first; the last group gets the rest.
+                let g = match params {
+                    Some(ids) => GradientsParams::from_params(&mut grads, &model, ids),
+                    None => GradientsParams::from_module(&mut grads, &model),
+                };
+                if !g.is_empty() {
+                    let group_lr = cosine_with_warmup(*peak, at, total_steps, cfg.warmup);
+                    model = optim.step(group_lr, model, g);
+                }
+            }
             loss_sum += f64::from(value);
             on_event(TrainEvent::Step {
                 epoch,
@@ -454,7 +596,7 @@ pub fn fit(
 
 /// Adversarial versions of a training batch, made on `model` (without autodiff).
 fn adversarial_examples(
-    model: &ConvNext,
+    model: &Classifier,
     x: &Tensor<4>,
     y: &Tensor<2>,
     cfg: &TrainConfig,

@@ -11,10 +11,15 @@ use warble_core::{FrontEndConfig, Preset};
 use warble_trainer::attack::{AttackConfig, Norm};
 use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::eval::evaluate_run;
+use warble_trainer::eval::robustness_run;
 use warble_trainer::loss::{AslConfig, LossKind};
+use warble_trainer::model::Classifier;
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
+use warble_trainer::robust::{AttackKind, RobustnessConfig, write_report};
 use warble_trainer::synth::{Benchmark, SynthPreset};
-use warble_trainer::train::{AdversarialConfig, AdversarialMode, TrainConfig, TrainEvent, fit};
+use warble_trainer::train::{
+    AdversarialConfig, AdversarialMode, ProtoTraining, TrainConfig, TrainEvent, fit, load_model,
+};
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     // A light front end (64 mel bands) and the smallest ConvNeXt keep this test fast.
@@ -41,6 +46,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
         cache_audio: true,
         skip_bad: false,
         adversarial: Default::default(),
+        protopnet: None,
     }
 }
 
@@ -214,4 +220,188 @@ fn adversarial_training_sees_harder_examples_after_its_warm_up() {
     cfg.adversarial.ratio = 1.5;
     let err = fit(&cfg, run.path(), false, &Device::flex(), &mut |_| {}).unwrap_err();
     assert!(format!("{err}").contains("ratio"), "{err}");
+}
+
+/// Flattened values of every parameter of a module (to see what training changed).
+fn weights(m: &impl burn::module::Module) -> Vec<f32> {
+    use burn::module::{ModuleVisitor, Param};
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &Param<burn::prelude::Tensor<D>>) {
+            self.0.extend(
+                p.val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+    }
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, 1)
+        .write(data.path(), &|| {})
+        .unwrap();
+    let backbone_run = tempfile::tempdir().unwrap();
+    fit(
+        &config(data.path(), 8),
+        backbone_run.path(),
+        false,
+        &Device::flex(),
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let run = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), 6);
+    cfg.protopnet = Some(ProtoTraining {
+        backbone_run: Some(backbone_run.path().to_owned()),
+        ..ProtoTraining::default()
+    });
+    let records = fit(&cfg, run.path(), false, &Device::flex(), &mut |_| {}).unwrap();
+    for r in &records {
+        println!(
+            "epoch {} train {:.4} valid {:.4} cmAP {:.3}",
+            r.epoch, r.train_loss, r.valid_loss, r.valid.cmap
+        );
+    }
+    assert!(
+        records[2].train_loss < records[0].train_loss,
+        "training loss falls"
+    );
+
+    let device = Device::flex();
+    let (_, backbone) = load_model(backbone_run.path(), false, &device).unwrap();
+    let (_, trained) = load_model(run.path(), false, &device).unwrap();
+    let (Classifier::ConvNext(backbone), Classifier::ProtoPNet(proto)) = (backbone, trained) else {
+        panic!("expected a ConvNeXt backbone and an AudioProtoPNet");
+    };
+    assert_eq!(
+        weights(proto.backbone()),
+        weights(&backbone),
+        "the backbone stays frozen"
+    );
+    let fresh = cfg.protopnet_config().unwrap().init(&device);
+    assert_ne!(
+        proto
+            .unit_prototypes()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        fresh
+            .unit_prototypes()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        "prototypes learned"
+    );
+    let report = evaluate_run(run.path(), data.path(), &|| {}).unwrap();
+    let focal = report
+        .sets
+        .iter()
+        .find(|s| s.set == "test-focal")
+        .unwrap()
+        .metrics;
+    println!("AudioProtoPNet focal {focal:?}");
+    assert!(focal.auroc > 0.7 && focal.cmap > 0.3, "focal {focal:?}");
+
+    // A backbone trained on other labels is refused with the reason.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        backbone_run.path().join("config.json"),
+        other.path().join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        backbone_run.path().join("best.bpk"),
+        other.path().join("best.bpk"),
+    )
+    .unwrap();
+    let labels = std::fs::read_to_string(backbone_run.path().join("labels.csv")).unwrap();
+    std::fs::write(
+        other.path().join("labels.csv"),
+        labels.replacen("syn00", "syn99", 1),
+    )
+    .unwrap();
+    cfg.protopnet.as_mut().unwrap().backbone_run = Some(other.path().to_owned());
+    let err = fit(&cfg, run.path(), false, &Device::flex(), &mut |_| {}).unwrap_err();
+    assert!(format!("{err:#}").contains("labels, front end"), "{err:#}");
+}
+
+#[test]
+fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, 1)
+        .write(data.path(), &|| {})
+        .unwrap();
+    let run = tempfile::tempdir().unwrap();
+    fit(
+        &config(data.path(), 6),
+        run.path(),
+        false,
+        &Device::flex(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let cfg = RobustnessConfig {
+        attacks: AttackKind::ALL.to_vec(),
+        eps: vec![0.0, 0.1, 1.0],
+        steps: 4,
+        batch_size: 32,
+    };
+    let ticks = std::sync::atomic::AtomicUsize::new(0);
+    let points = robustness_run(
+        run.path(),
+        data.path(),
+        "standard",
+        &cfg,
+        (&["test-focal".to_owned()], Some(48)),
+        &|set, n| assert_eq!((set, n), ("test-focal", 2 * 2 * 4)),
+        &|| {
+            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+    )
+    .unwrap();
+    assert_eq!(ticks.into_inner(), 16);
+    assert_eq!(points.len(), 4 * 3);
+    for kind in AttackKind::ALL {
+        let curve: Vec<_> = points.iter().filter(|p| p.attack == kind).collect();
+        let cmap: Vec<f64> = curve.iter().map(|p| p.metrics.cmap).collect();
+        println!("{:<10} cmAP {cmap:?}", kind.name());
+        assert_eq!(curve[0].eps, 0.0);
+        assert!(
+            cmap[2] < cmap[0] - 0.05,
+            "{} at eps 1 hurts: {cmap:?}",
+            kind.name()
+        );
+        if kind != AttackKind::Fgsm {
+            // Iterative attacks get stronger with the radius.
+            assert!(cmap[2] <= cmap[1] + 1e-9, "{}: {cmap:?}", kind.name());
+        }
+    }
+    // The clean point is the same for every attack.
+    assert!(
+        points
+            .iter()
+            .filter(|p| p.eps == 0.0)
+            .all(|p| p.metrics == points[0].metrics)
+    );
+    let pgd2 = points
+        .iter()
+        .find(|p| p.attack == AttackKind::PgdL2 && p.eps == 0.1)
+        .unwrap();
+    let (m, f) = (64.0f64, pgd2.radius / 0.1);
+    assert!(f > m, "L2 radius scales with √features: {}", pgd2.radius);
+
+    let out = run.path().join("robust");
+    write_report(&out, &points).unwrap();
+    let csv = std::fs::read_to_string(out.join("robust.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + points.len());
+    assert!(out.join("robust-test-focal.svg").is_file());
 }

@@ -12,8 +12,11 @@ use warble_trainer::attack::{AttackConfig, Distance, Norm};
 use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
+use warble_trainer::robust::{self, AttackKind, RobustnessConfig};
 use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
-use warble_trainer::train::{self, AdversarialConfig, AdversarialMode, TrainConfig, TrainEvent};
+use warble_trainer::train::{
+    self, AdversarialConfig, AdversarialMode, ProtoTraining, TrainConfig, TrainEvent,
+};
 use warble_trainer::{eval, shift};
 
 #[derive(Parser)]
@@ -178,6 +181,20 @@ enum Command {
         skip_bad: bool,
         #[command(flatten)]
         adversarial: AdversarialArgs,
+        /// Train an AudioProtoPNet (prototypes lr 0.05, last layer lr 5e-4, orthogonality
+        /// weight 1) instead of a ConvNeXt.
+        #[arg(long)]
+        protopnet: bool,
+        /// AudioProtoPNet: the pretrained ConvNeXt run whose best weights are the backbone;
+        /// the model size, front end and window are taken from it.
+        #[arg(long, requires = "protopnet")]
+        backbone: Option<PathBuf>,
+        /// AudioProtoPNet: train the backbone too (at --lr) instead of freezing it.
+        #[arg(long, requires = "protopnet")]
+        train_backbone: bool,
+        /// AudioProtoPNet: prototypes per class.
+        #[arg(long, default_value_t = 5, requires = "protopnet")]
+        prototypes: usize,
     },
     /// Evaluate a run's best weights on every set of a dataset folder.
     Eval {
@@ -187,6 +204,37 @@ enum Command {
         /// Dataset folder.
         #[arg(long)]
         data: PathBuf,
+    },
+    /// Evaluate a run's robustness: metrics under attacks over a grid of ε (writes
+    /// robust.json, robust.csv and a cmAP-versus-ε chart per test set).
+    Robust {
+        /// Run directory (from `fit`).
+        #[arg(long)]
+        run: PathBuf,
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Attacks, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = AttackKind::ALL)]
+        attacks: Vec<AttackKind>,
+        /// Radii ε per feature (standardised units), comma-separated; 0 is the clean model.
+        #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.05, 0.1, 0.2, 0.5])]
+        eps: Vec<f64>,
+        /// PGD steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Test sets to attack, comma-separated (default: every test set present).
+        #[arg(long, value_delimiter = ',')]
+        sets: Vec<String>,
+        /// At most this many examples per set (attacks cost steps + 1 passes each).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Output folder (default: RUN/robust).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Measure a benchmark's shift with a pooled-log-mel logistic-regression baseline.
     Baseline {
@@ -319,6 +367,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device: device_arg,
             skip_bad,
             adversarial,
+            protopnet,
+            backbone,
+            train_backbone,
+            prototypes,
         } => {
             let device = device(device_arg)?;
             let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
@@ -355,6 +407,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cache_audio,
                 skip_bad,
                 adversarial: adversarial.config(),
+                protopnet: protopnet.then(|| ProtoTraining {
+                    backbone_run: backbone.clone(),
+                    train_backbone,
+                    prototypes_per_class: prototypes,
+                    ..ProtoTraining::default()
+                }),
+            };
+            // An AudioProtoPNet sees what its backbone saw.
+            let cfg = match &backbone {
+                Some(run) => {
+                    let (b, _) = train::load_model(run, false, &burn::prelude::Device::flex())
+                        .with_context(|| format!("reading the backbone run {}", run.display()))?;
+                    TrainConfig {
+                        model: b.model,
+                        frontend: b.frontend,
+                        window_s: b.window_s,
+                        ..cfg
+                    }
+                }
+                None => cfg,
             };
             let progress = bar(0, "steps")?;
             let records = train::fit(&cfg, &out, resume, &device, &mut |event| {
@@ -406,6 +478,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("written {}", path.display());
+            Ok(())
+        }
+        Command::Robust {
+            run,
+            data,
+            attacks,
+            eps,
+            steps,
+            sets,
+            limit,
+            batch_size,
+            out,
+        } => {
+            if let Some(bad) = eps.iter().find(|e| !(e.is_finite() && **e >= 0.0)) {
+                anyhow::bail!("--eps {bad}: radii must be finite and non-negative");
+            }
+            let cfg = RobustnessConfig {
+                attacks,
+                eps,
+                steps,
+                batch_size,
+            };
+            let progress = bar(0, "batches")?;
+            let points = eval::robustness_run(
+                &run,
+                &data,
+                "",
+                &cfg,
+                (&sets, limit),
+                &|set, n| {
+                    progress.set_length(n);
+                    progress.set_position(0);
+                    progress.set_message(set.to_owned());
+                },
+                &|| progress.inc(1),
+            )?;
+            progress.finish_and_clear();
+            if points.is_empty() {
+                anyhow::bail!("no test set of {} matched", data.display());
+            }
+            println!(
+                "{:<26} {:<10} {:>6} {:>7} {:>7} {:>7}",
+                "set", "attack", "eps", "cmAP", "AUROC", "top-1"
+            );
+            for p in &points {
+                println!(
+                    "{:<26} {:<10} {:>6} {:>7.3} {:>7.3} {:>7.3}",
+                    p.set,
+                    p.attack.name(),
+                    p.eps,
+                    p.metrics.cmap,
+                    p.metrics.auroc,
+                    p.metrics.top1
+                );
+            }
+            let out = out.unwrap_or_else(|| run.join("robust"));
+            robust::write_report(&out, &points)?;
+            println!(
+                "written {}/robust.{{json,csv}} and robust-<set>.svg",
+                out.display()
+            );
             Ok(())
         }
         Command::Baseline {

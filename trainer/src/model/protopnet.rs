@@ -7,7 +7,7 @@
 //! its own K prototypes, with non-negative weights (init 1.0, bias −2.0). Training adds an
 //! orthogonality penalty that keeps a class's prototypes apart.
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
@@ -100,6 +100,21 @@ impl AudioProtoPNet {
     /// The backbone (for freezing, or for embedding-space attacks).
     pub fn backbone(&self) -> &ConvNext {
         &self.backbone
+    }
+
+    /// The model with another backbone, e.g. a pretrained (and frozen) ConvNeXt.
+    pub fn with_backbone(self, backbone: ConvNext) -> Self {
+        Self { backbone, ..self }
+    }
+
+    /// The prototypes' parameter, for their own optimiser.
+    pub fn prototype_params(&self) -> Vec<ParamId> {
+        vec![self.prototypes.id]
+    }
+
+    /// The last layer's parameters (weights and bias), for their own optimiser.
+    pub fn last_layer_params(&self) -> Vec<ParamId> {
+        vec![self.last_weight.id, self.last_bias.id]
     }
 
     /// Unit-norm prototypes, `[classes · K, channels]` (class-major), as compared with the
