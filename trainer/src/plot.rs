@@ -80,6 +80,10 @@ pub fn spectrogram_png(
             pixels.extend(colour((features[mel * frames + x / scale] - lo) / span));
         }
     }
+    write_rgb_png(path, &pixels, width, height)
+}
+
+fn write_rgb_png(path: &Path, pixels: &[u8], width: usize, height: usize) -> Result<(), PlotError> {
     let file = File::create(path).map_err(|source| PlotError::Io {
         path: path.to_owned(),
         source,
@@ -92,8 +96,82 @@ pub fn spectrogram_png(
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(png_err)?;
-    writer.write_image_data(&pixels).map_err(png_err)?;
+    writer.write_image_data(pixels).map_err(png_err)?;
     writer.finish().map_err(png_err)
+}
+
+/// One panel of [`panels_png`]: a spectrogram in grey, optionally with an activation map
+/// over it in colour.
+#[derive(Debug, Clone)]
+pub struct Panel<'a> {
+    /// Features `(n_mels, frames)`, row-major.
+    pub features: &'a [f32],
+    /// An activation map `(rows, cols)` stretched over the whole panel (nearest cell),
+    /// drawn with opacity growing from the range's low end to its high end.
+    pub map: Option<(&'a [f32], usize, usize, (f32, f32))>,
+}
+
+/// Writes a grid of panels (rows of equally sized spectrograms, `n_mels` bands each, cells
+/// `scale` pixels) separated by white lines: e.g. a clip clean and attacked, with
+/// prototypes' activation maps over it.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn panels_png(
+    path: &Path,
+    rows: &[Vec<Panel<'_>>],
+    n_mels: usize,
+    scale: usize,
+) -> Result<(), PlotError> {
+    const GAP: usize = 4;
+    let frames = rows
+        .iter()
+        .flatten()
+        .map(|p| p.features.len() / n_mels.max(1))
+        .max()
+        .unwrap_or(0);
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (pw, ph) = (frames * scale, n_mels * scale);
+    let width = cols * pw + cols.saturating_sub(1) * GAP;
+    let height = rows.len() * ph + rows.len().saturating_sub(1) * GAP;
+    let mut pixels = vec![255u8; width * height * 3];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, panel) in row.iter().enumerate() {
+            let f = panel.features.len() / n_mels.max(1);
+            let (lo, hi) = panel
+                .features
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let span = (hi - lo).max(1e-6);
+            for y in 0..ph {
+                let mel = n_mels - 1 - y / scale;
+                for x in 0..f * scale {
+                    let t = (panel.features[mel * f + x / scale] - lo) / span;
+                    let grey = 30.0 + 200.0 * t;
+                    let mut rgb = [grey; 3];
+                    if let Some((map, mh, mw, (low, high))) = panel.map {
+                        // The map's first row is the lowest frequency band, like features.
+                        let (my, mx) =
+                            ((n_mels - 1 - y / scale) * mh / n_mels, x * mw / (f * scale));
+                        let t = (map[my * mw + mx] - low) / (high - low).max(1e-6);
+                        let a = t.clamp(0.0, 1.0) * 0.75;
+                        let heat = colour(a / 0.75);
+                        for k in 0..3 {
+                            rgb[k] = rgb[k] * (1.0 - a) + f32::from(heat[k]) * a;
+                        }
+                    }
+                    let (px, py) = (c * (pw + GAP) + x, r * (ph + GAP) + y);
+                    let at = (py * width + px) * 3;
+                    for k in 0..3 {
+                        pixels[at + k] = rgb[k].round() as u8;
+                    }
+                }
+            }
+        }
+    }
+    write_rgb_png(path, &pixels, width, height)
 }
 
 /// One line of a chart: a name for the legend and its points.

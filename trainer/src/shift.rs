@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use warble_core::FrontEndConfig;
 use warble_core::labels::LabelTable;
 
@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, evaluate};
 use crate::synth::Split;
 
 /// Metrics of one evaluation set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetResult {
     /// Set name (`test-focal`, `valid`, `test-soundscape-…`).
     pub set: String,

@@ -12,6 +12,7 @@ use warble_trainer::attack::{AttackConfig, Norm};
 use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::eval::evaluate_run;
 use warble_trainer::eval::robustness_run;
+use warble_trainer::experiment::{self, ExperimentEvent, ExperimentPreset, Plan};
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::Classifier;
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
@@ -404,4 +405,62 @@ fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
     let csv = std::fs::read_to_string(out.join("robust.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + points.len());
     assert!(out.join("robust-test-focal.svg").is_file());
+}
+
+#[test]
+fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
+    let out = tempfile::tempdir().unwrap();
+    let plan = Plan::new(ExperimentPreset::Tiny, vec![1]);
+    let cells = std::sync::Mutex::new(Vec::new());
+    let on_event = |e: ExperimentEvent| {
+        if let ExperimentEvent::Cell { name, cached, .. } = e {
+            cells.lock().unwrap().push((name, cached));
+        }
+    };
+    let results = experiment::run(&plan, out.path(), &on_event).unwrap();
+    assert_eq!(results.len(), 6);
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    println!("{report}");
+    for r in &results {
+        assert_eq!(r.robust.len(), 3 * 4 * 4, "3 sets × 4 attacks × 4 radii");
+        let protos = r.arch == experiment::Arch::AudioProtoPNet;
+        assert_eq!(r.stability.len(), if protos { 3 * 2 * 2 } else { 0 });
+        for s in &r.stability {
+            assert!(
+                s.clips > 0 && (0.0..=1.0).contains(&s.success_rate),
+                "{s:?}"
+            );
+        }
+    }
+    // Every table cell holds a number: no "–" placeholder, no NaN.
+    assert!(!report.contains('–') && !report.contains("NaN"), "{report}");
+    for table in [
+        "Clean cmAP",
+        "Relative change",
+        "Robustness",
+        "Prototype stability",
+    ] {
+        assert!(report.contains(table), "{table}");
+    }
+    for mode in ["standard", "at-output", "at-embedding"] {
+        assert!(out.path().join(format!("prototypes-{mode}.png")).is_file());
+    }
+    assert!(
+        out.path()
+            .join("robust/robust-test-soundscape-noisy.svg")
+            .is_file()
+    );
+
+    // Running again does no work: every cell is read back.
+    cells.lock().unwrap().clear();
+    let again = experiment::run(&plan, out.path(), &on_event).unwrap();
+    assert!(cells.lock().unwrap().iter().all(|(_, cached)| *cached));
+    assert_eq!(
+        again[0].soundscape_mean_cmap,
+        results[0].soundscape_mean_cmap
+    );
+    // Another plan in the same folder is refused.
+    let other = Plan::new(ExperimentPreset::Tiny, vec![1, 2]);
+    let err = experiment::run(&other, out.path(), &on_event).unwrap_err();
+    assert!(format!("{err}").contains("another plan"), "{err}");
 }

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use warble_core::{FrontEndConfig, Preset};
 use warble_trainer::attack::{AttackConfig, Distance, Norm};
 use warble_trainer::data::augment::AugmentConfig;
+use warble_trainer::experiment::{self, ExperimentEvent, ExperimentPreset, Plan};
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
 use warble_trainer::robust::{self, AttackKind, RobustnessConfig};
@@ -235,6 +236,19 @@ enum Command {
         /// Output folder (default: RUN/robust).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The paper's experiment: {ConvNeXt, AudioProtoPNet} × {standard, AT-output,
+    /// AT-embedding} × seeds on the synthetic benchmark, with report.md (resumable).
+    Experiment {
+        /// Sizes: tiny (seconds), quick (2-core CPU), full (GPU host).
+        #[arg(long, value_enum, default_value_t = ExperimentPreset::Quick)]
+        preset: ExperimentPreset,
+        /// Training seeds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u64, 2, 3])]
+        seeds: Vec<u64>,
+        /// Output folder (run it again to resume).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measure a benchmark's shift with a pooled-log-mel logistic-regression baseline.
     Baseline {
@@ -538,6 +552,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "written {}/robust.{{json,csv}} and robust-<set>.svg",
                 out.display()
+            );
+            Ok(())
+        }
+        Command::Experiment { preset, seeds, out } => {
+            if seeds.is_empty() {
+                anyhow::bail!("--seeds needs at least one seed");
+            }
+            let plan = Plan::new(preset, seeds);
+            let cells = bar(0, "cells")?;
+            let work = bar(0, "steps")?;
+            let started = std::time::Instant::now();
+            experiment::run(&plan, &out, &|event| match event {
+                ExperimentEvent::Cell {
+                    index,
+                    total,
+                    name,
+                    cached,
+                } => {
+                    cells.set_length(total as u64);
+                    cells.set_position(index as u64 + 1);
+                    cells.set_message(if cached {
+                        format!("{name} (done earlier)")
+                    } else {
+                        name
+                    });
+                }
+                ExperimentEvent::Phase(what, n) => {
+                    work.set_length(n);
+                    work.set_position(0);
+                    work.set_message(what);
+                }
+                ExperimentEvent::Tick => work.inc(1),
+            })?;
+            work.finish_and_clear();
+            cells.finish_and_clear();
+            println!(
+                "experiment finished in {:.0} s; report: {}",
+                started.elapsed().as_secs_f64(),
+                out.join("report.md").display()
             );
             Ok(())
         }
