@@ -100,6 +100,10 @@ fn write_rgb_png(path: &Path, pixels: &[u8], width: usize, height: usize) -> Res
     writer.finish().map_err(png_err)
 }
 
+/// An activation map: values `(rows, cols)` row-major, lowest frequency first, and the
+/// range its colours span.
+pub type Overlay<'a> = (&'a [f32], usize, usize, (f32, f32));
+
 /// One panel of [`panels_png`]: a spectrogram in grey, optionally with an activation map
 /// over it in colour.
 #[derive(Debug, Clone)]
@@ -108,7 +112,7 @@ pub struct Panel<'a> {
     pub features: &'a [f32],
     /// An activation map `(rows, cols)` stretched over the whole panel (nearest cell),
     /// drawn with opacity growing from the range's low end to its high end.
-    pub map: Option<(&'a [f32], usize, usize, (f32, f32))>,
+    pub map: Option<Overlay<'a>>,
 }
 
 /// Writes a grid of panels (rows of equally sized spectrograms, `n_mels` bands each, cells
