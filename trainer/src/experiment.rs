@@ -86,57 +86,68 @@ pub struct Plan {
 impl Plan {
     /// The preset's plan.
     pub fn new(preset: ExperimentPreset, seeds: Vec<u64>) -> Self {
-        let (bench, size, mels, epochs, batch, lr, proto_epochs, limit) = match preset {
-            ExperimentPreset::Tiny => (
-                SynthPreset::Tiny,
-                ConvNextSize::Test,
-                64,
-                3,
-                16,
-                3e-3,
-                2,
-                24,
-            ),
-            ExperimentPreset::Quick => (
-                SynthPreset::Quick,
-                ConvNextSize::Micro,
-                64,
-                5,
-                16,
-                2e-3,
-                3,
-                100,
-            ),
-            ExperimentPreset::Full => (
-                SynthPreset::Full,
-                ConvNextSize::Base,
-                256,
-                10,
-                64,
-                5e-4,
-                10,
-                1000,
-            ),
+        let z = match preset {
+            ExperimentPreset::Tiny => Sizes {
+                bench: SynthPreset::Tiny,
+                model: ConvNextSize::Test,
+                mels: Some(64),
+                epochs: 3,
+                batch: 16,
+                lr: 3e-3,
+                proto_epochs: 2,
+                at_steps: 2,
+                robust_steps: 2,
+                attack_limit: 24,
+                stability_steps: 3,
+            },
+            // Sized for a 2-core CPU: one-step adversarial training (FGSM with a random
+            // start, step 1.25·ε) and attacks on 48 clips per set keep a seed near 30 min.
+            ExperimentPreset::Quick => Sizes {
+                bench: SynthPreset::Quick,
+                model: ConvNextSize::Micro,
+                mels: Some(64),
+                epochs: 5,
+                batch: 16,
+                lr: 2e-3,
+                proto_epochs: 3,
+                at_steps: 1,
+                robust_steps: 3,
+                attack_limit: 48,
+                stability_steps: 5,
+            },
+            // The paper's sizes (BirdSet front end, ConvNeXt-Base, 10 epochs, batch 64).
+            ExperimentPreset::Full => Sizes {
+                bench: SynthPreset::Full,
+                model: ConvNextSize::Base,
+                mels: None,
+                epochs: 10,
+                batch: 64,
+                lr: 5e-4,
+                proto_epochs: 10,
+                at_steps: 10,
+                robust_steps: 10,
+                attack_limit: 1000,
+                stability_steps: 10,
+            },
         };
-        let spec = bench.spec();
-        let frontend = if preset == ExperimentPreset::Full {
-            FrontEndConfig::birdset()
-        } else {
-            FrontEndConfig {
-                n_mels: mels,
+        let spec = z.bench.spec();
+        let frontend = match z.mels {
+            Some(n_mels) => FrontEndConfig {
+                n_mels,
                 preset: Preset::Custom,
                 ..FrontEndConfig::birdset()
-            }
+            },
+            None => FrontEndConfig::birdset(),
         };
         let convnext = TrainConfig {
             data: PathBuf::new(),
             frontend,
             window_s: f64::from(spec.segment_seconds),
-            model: ConvNextConfig::preset(size, spec.n_species),
+            model: ConvNextConfig::preset(z.model, spec.n_species),
             loss: LossKind::Asl(AslConfig::default()),
-            epochs,
-            batch_size: batch,
-            lr,
+            epochs: z.epochs,
+            batch_size: z.batch,
+            lr: z.lr,
             weight_decay: 1e-4,
             adam_eps: 1e-8,
             warmup: 0.05,
@@ -148,21 +159,16 @@ impl Plan {
             adversarial: AdversarialConfig::default(),
             protopnet: None,
         };
-        let steps = if preset == ExperimentPreset::Full {
-            10
-        } else {
-            2
-        };
         Self {
             preset,
-            benchmark: format!("{bench:?}").to_lowercase(),
+            benchmark: format!("{:?}", z.bench).to_lowercase(),
             benchmark_seed: 1,
             seeds,
             convnext,
-            protopnet_epochs: proto_epochs,
+            protopnet_epochs: z.proto_epochs,
             adversarial: AdversarialConfig {
                 mode: AdversarialMode::None,
-                attack: AttackConfig::pgd(Norm::Linf, 0.1, steps),
+                attack: AttackConfig::pgd(Norm::Linf, 0.1, z.at_steps),
                 ratio: 0.5,
                 start_epoch: 1,
                 ..AdversarialConfig::default()
@@ -170,26 +176,34 @@ impl Plan {
             robustness: RobustnessConfig {
                 attacks: AttackKind::ALL.to_vec(),
                 eps: vec![0.0, 0.05, 0.1, 0.2],
-                steps: if preset == ExperimentPreset::Tiny {
-                    2
-                } else {
-                    5
-                },
+                steps: z.robust_steps,
                 batch_size: 32,
             },
-            attack_limit: limit,
+            attack_limit: z.attack_limit,
             stability_eps: vec![0.1, 0.3],
-            stability_steps: if preset == ExperimentPreset::Tiny {
-                3
-            } else {
-                10
-            },
+            stability_steps: z.stability_steps,
         }
     }
 
     fn synth(&self) -> SynthPreset {
         SynthPreset::from_name(&self.benchmark).unwrap_or(SynthPreset::Tiny)
     }
+}
+
+/// The sizes a preset chooses.
+struct Sizes {
+    bench: SynthPreset,
+    model: ConvNextSize,
+    /// Mel bands of a custom front end; `None` for the BirdSet preset.
+    mels: Option<usize>,
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    proto_epochs: usize,
+    at_steps: usize,
+    robust_steps: usize,
+    attack_limit: usize,
+    stability_steps: usize,
 }
 
 /// Model family of a cell.

@@ -22,6 +22,14 @@ use warble_trainer::train::{
     AdversarialConfig, AdversarialMode, ProtoTraining, TrainConfig, TrainEvent, fit, load_model,
 };
 
+/// burn's random generator is one per device and process: tests that train run one at a
+/// time so that each sees exactly its own seeded draws (and stays reproducible).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     // A light front end (64 mel bands) and the smallest ConvNeXt keep this test fast.
     let frontend = FrontEndConfig {
@@ -53,6 +61,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
 
 #[test]
 fn convnext_learns_the_tiny_benchmark_and_resumes() {
+    let _serial = serial();
     let data = tempfile::tempdir().unwrap();
     Benchmark::new(SynthPreset::Tiny, 1)
         .write(data.path(), &|| {})
@@ -142,6 +151,7 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
 
 #[test]
 fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
+    let _serial = serial();
     let data = tempfile::tempdir().unwrap();
     Benchmark::new(SynthPreset::Tiny, 2)
         .write(data.path(), &|| {})
@@ -183,6 +193,7 @@ fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
 
 #[test]
 fn adversarial_training_sees_harder_examples_after_its_warm_up() {
+    let _serial = serial();
     let data = tempfile::tempdir().unwrap();
     Benchmark::new(SynthPreset::Tiny, 1)
         .write(data.path(), &|| {})
@@ -245,6 +256,7 @@ fn weights(m: &impl burn::module::Module) -> Vec<f32> {
 
 #[test]
 fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
+    let _serial = serial();
     let data = tempfile::tempdir().unwrap();
     Benchmark::new(SynthPreset::Tiny, 1)
         .write(data.path(), &|| {})
@@ -337,6 +349,7 @@ fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
 
 #[test]
 fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
+    let _serial = serial();
     let data = tempfile::tempdir().unwrap();
     Benchmark::new(SynthPreset::Tiny, 1)
         .write(data.path(), &|| {})
@@ -409,6 +422,7 @@ fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
 
 #[test]
 fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
+    let _serial = serial();
     let out = tempfile::tempdir().unwrap();
     let plan = Plan::new(ExperimentPreset::Tiny, vec![1]);
     let cells = std::sync::Mutex::new(Vec::new());

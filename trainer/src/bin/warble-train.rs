@@ -78,7 +78,7 @@ struct AdversarialArgs {
     /// Radius ε in standardised feature units (for L2: of the whole example).
     #[arg(long, default_value_t = 0.1)]
     eps: f64,
-    /// PGD steps (step size 2.5·ε/steps, random start); 0 trains on random noise in the ball.
+    /// PGD steps (random start, step size 2.5·ε/steps; 1.25·ε for one step, "fast AT").
     #[arg(long, default_value_t = 3)]
     attack_steps: usize,
     /// Dissimilarity for embedding-space examples.
