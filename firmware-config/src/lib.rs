@@ -6,11 +6,13 @@
 //! - [`raw`]: serde structs that mirror the file (also the JSON Schema's source);
 //! - [`document`]: reading TOML while collecting every problem;
 //! - [`station`]: validation into [`StationConfig`] (units in types, cross-field checks);
-//! - [`schedule`], [`broker`]: listening windows (sunrise/sunset) and broker URLs.
+//! - [`schedule`], [`broker`]: listening windows (sunrise/sunset) and broker URLs;
+//! - [`fleet`]: fleet defaults, groups and an inventory rendered per station.
 #![deny(missing_docs)]
 
 pub mod broker;
 pub mod document;
+pub mod fleet;
 pub mod problem;
 pub mod raw;
 pub mod schedule;

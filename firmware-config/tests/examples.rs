@@ -101,3 +101,114 @@ fn the_cli_reports_every_file_and_exits_by_the_documented_codes() {
     let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
     assert!(schema["properties"]["mqtt"].is_object(), "{schema}");
 }
+
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_example_fleet_renders_deterministically_into_valid_stations() {
+    let fleet = Path::new("examples/fleet/fleet.toml");
+    let inventory =
+        warble_config::fleet::read_inventory(Path::new("examples/fleet/stations.csv")).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r = warble_config::fleet::render(fleet, &inventory, a.path()).unwrap();
+    assert_eq!(
+        r.stations,
+        ["grunewald-01", "grunewald-02", "tegel-marsh-01"]
+    );
+    warble_config::fleet::render(fleet, &inventory, b.path()).unwrap();
+    let files = tree(a.path());
+    assert_eq!(files, tree(b.path()), "rendering is deterministic");
+    assert_eq!(
+        files.len(),
+        3 * 4,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for id in &r.stations {
+        // validate(render(x)) holds for what was written, read back from disk.
+        let cfg = warble_config::load(&a.path().join(id).join("station.toml")).unwrap();
+        assert_eq!(cfg.id.as_str(), id);
+        let unit = std::fs::read_to_string(a.path().join(id).join("warble-agent.service")).unwrap();
+        for line in [
+            "ProtectSystem=strict",
+            "ReadWritePaths=/var/lib/warble",
+            "Restart=always",
+            "User=warble",
+            "NoNewPrivileges=true",
+        ] {
+            assert!(unit.contains(line), "{line}");
+        }
+    }
+    let dawn = warble_config::load(&a.path().join("grunewald-01/station.toml")).unwrap();
+    assert!(
+        matches!(dawn.schedule, warble_config::schedule::Schedule::Windows(_)),
+        "group settings apply"
+    );
+    assert!(dawn.clips.is_none());
+    let marsh = warble_config::load(&a.path().join("tegel-marsh-01/station.toml")).unwrap();
+    assert_eq!(marsh.clips.unwrap().quota_bytes, 4096 << 20);
+    assert_eq!(marsh.location.unwrap().latitude, 52.5871);
+}
+
+#[test]
+fn a_bad_fleet_renders_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::copy("examples/fleet/fleet.toml", &fleet).unwrap();
+    let text = std::fs::read_to_string(&fleet).unwrap().replace(
+        "../../../models",
+        &format!("{}/../models", std::env::current_dir().unwrap().display()),
+    );
+    std::fs::write(&fleet, text).unwrap();
+    let stations = dir.path().join("stations.csv");
+    std::fs::write(
+        &stations,
+        "id,group,latitude,longitude\nok-1,dawn,52.4,13.2\nbad-1,dwan,52.4,13.2\nok-1,dawn,52.4,13.2\nBAD_ID,wetland,95,13\n",
+    )
+    .unwrap();
+    let inventory = warble_config::fleet::read_inventory(&stations).unwrap();
+    let out = dir.path().join("out");
+    let problems = warble_config::fleet::render(&fleet, &inventory, &out).unwrap_err();
+    let text = problems.to_string();
+    assert!(
+        text.contains("no group `dwan`") && text.contains("did you mean `dawn`?"),
+        "{text}"
+    );
+    assert!(text.contains("`ok-1` is listed twice"), "{text}");
+    assert!(text.contains("`BAD_ID` is not a station id"), "{text}");
+    assert!(
+        text.contains("station.latitude: station `BAD_ID` (rendered): 95 is out of range"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_dir(&out).map_or(0, |d| d.count()) == 0,
+        "nothing rendered"
+    );
+
+    std::fs::write(&stations, "id,group,latitude\nx-1,dawn,north\n").unwrap();
+    let err = warble_config::fleet::read_inventory(&stations)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(":2:1: latitude: `north` is not a number"),
+        "{err}"
+    );
+}

@@ -100,12 +100,14 @@ impl Plan {
                 attack_limit: 24,
                 stability_steps: 3,
             },
-            // Sized for a 2-core CPU: one-step adversarial training (FGSM with a random
-            // start, step 1.25·ε) and attacks on 48 clips per set keep a seed near 30 min.
+            // Sized for a 2-core CPU: 32 mel bands (an epoch of the micro ConvNeXt takes
+            // 34 s instead of 60 s with 64), one-step adversarial training (FGSM with a
+            // random start, step 1.25·ε) and attacks on 48 clips per set keep a seed
+            // near 30 min (docs/BENCHMARKS.md).
             ExperimentPreset::Quick => Sizes {
                 bench: SynthPreset::Quick,
                 model: ConvNextSize::Micro,
-                mels: Some(64),
+                mels: Some(32),
                 epochs: 5,
                 batch: 16,
                 lr: 2e-3,
