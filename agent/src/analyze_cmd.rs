@@ -23,18 +23,23 @@ pub struct AnalyzeArgs {
     /// Audio files or directories.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Model bundle (.warble).
+    /// Station file (validated by warble-config): bundle, trusted keys, thresholds,
+    /// species lists, detection rules, first output format, station id, data directory
+    /// and runtime come from it; flags given as well win.
     #[arg(long)]
-    pub bundle: PathBuf,
-    /// Trusted public key(s) that may sign the bundle.
-    #[arg(long = "trusted", required = true)]
+    pub config: Option<PathBuf>,
+    /// Model bundle (.warble); required without --config.
+    #[arg(long, required_unless_present = "config")]
+    pub bundle: Option<PathBuf>,
+    /// Trusted public key(s) that may sign the bundle; required without --config.
+    #[arg(long = "trusted", required_unless_present = "config")]
     pub trusted: Vec<PathBuf>,
     /// Output file (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
-    pub format: FormatArg,
+    /// Output format (default: jsonl, or the station file's first format).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
     /// Seconds between window starts (default: the bundle's window, no overlap).
     #[arg(long)]
     pub hop: Option<f64>,
@@ -44,21 +49,21 @@ pub struct AnalyzeArgs {
     /// One detection per window instead of merging consecutive windows of a species.
     #[arg(long)]
     pub no_merge: bool,
-    /// Inference engine.
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    /// Inference engine (default: auto, or the station file's).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// ONNX Runtime library (default: ORT_DYLIB_PATH or the installed one).
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
-    /// Inference threads (0: the engine decides).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Inference threads, 0: the engine decides (default: 1, or the station file's).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Windows per inference call.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Station id used in event ids.
-    #[arg(long, default_value = "local")]
-    pub station: String,
+    /// Station id used in event ids (default: `local`, or the station file's).
+    #[arg(long)]
+    pub station: Option<String>,
     /// Data directory holding the station's boot counter: each run takes the next boot
     /// number, so event ids never repeat. Without it, runs use boot 0.
     #[arg(long)]
@@ -168,31 +173,72 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
     Ok(DateTime::<Utc>::from(modified))
 }
 
+/// A station file's settings, its relative paths resolved against its folder.
+fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig> {
+    let mut st = warble_config::load(path).map_err(|problems| {
+        anyhow::anyhow!(
+            "{problems}\n{}: {} problem(s); fix them with `warble-config validate`",
+            path.display(),
+            problems.0.len()
+        )
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    st.bundle = base.join(&st.bundle);
+    st.trusted_keys = st.trusted_keys.iter().map(|k| base.join(k)).collect();
+    st.onnxruntime = st.onnxruntime.map(|p| base.join(p));
+    Ok(st)
+}
+
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let station = args.config.as_deref().map(station_settings).transpose()?;
+    let st = station.as_ref();
     let format = match args.format {
-        FormatArg::Jsonl => Format::Jsonl,
-        FormatArg::Csv => Format::Csv,
-        FormatArg::Raven => Format::Raven,
-        FormatArg::Birdnet => Format::Birdnet,
+        Some(FormatArg::Jsonl) => Format::Jsonl,
+        Some(FormatArg::Csv) => Format::Csv,
+        Some(FormatArg::Raven) => Format::Raven,
+        Some(FormatArg::Birdnet) => Format::Birdnet,
+        None => match st.and_then(|s| s.formats.first()) {
+            Some(warble_config::station::Format::Csv) => Format::Csv,
+            Some(warble_config::station::Format::Raven) => Format::Raven,
+            Some(warble_config::station::Format::Birdnet) => Format::Birdnet,
+            Some(warble_config::station::Format::Jsonl) | None => Format::Jsonl,
+        },
     };
     let engine_config = EngineConfig {
-        choice: match args.engine {
-            EngineArg::Auto => EngineChoice::Auto,
-            EngineArg::Ort => EngineChoice::Ort,
-            EngineArg::Tract => EngineChoice::Tract,
+        choice: match (args.engine, st.map(|s| s.engine)) {
+            (Some(EngineArg::Ort), _) | (None, Some(warble_config::station::Engine::Ort)) => {
+                EngineChoice::Ort
+            }
+            (Some(EngineArg::Tract), _) | (None, Some(warble_config::station::Engine::Tract)) => {
+                EngineChoice::Tract
+            }
+            _ => EngineChoice::Auto,
         },
-        ort_library: args.onnxruntime.clone(),
-        threads: args.threads,
+        ort_library: args
+            .onnxruntime
+            .clone()
+            .or_else(|| st.and_then(|s| s.onnxruntime.clone())),
+        threads: args.threads.or(st.map(|s| s.threads)).unwrap_or(1),
     };
-    let keys = TrustedKeys::read_files(&args.trusted)?;
-    let bundle = Bundle::open(&args.bundle, &keys, &Limits::default()).with_context(|| {
+    let bundle_path = match (&args.bundle, st) {
+        (Some(b), _) => b.clone(),
+        (None, Some(s)) => s.bundle.clone(),
+        (None, None) => bail!("--bundle is required without --config"),
+    };
+    let trusted = if args.trusted.is_empty() {
+        st.map(|s| s.trusted_keys.clone()).unwrap_or_default()
+    } else {
+        args.trusted.clone()
+    };
+    let keys = TrustedKeys::read_files(&trusted)?;
+    let bundle = Bundle::open(&bundle_path, &keys, &Limits::default()).with_context(|| {
         format!(
             "{} failed verification; refusing to run it",
-            args.bundle.display()
+            bundle_path.display()
         )
     })?;
     let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &engine_config)
-        .with_context(|| format!("{}: self-test", args.bundle.display()))?;
+        .with_context(|| format!("{}: self-test", bundle_path.display()))?;
     let m = bundle.manifest();
     eprintln!(
         "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
@@ -210,7 +256,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(c) = args.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
         bail!("--min-confidence {c}: a probability threshold must lie in [0, 1]");
     }
-    let hop_samples = match args.hop {
+    let samples = |d: Duration| (d.as_secs_f64() * f64::from(rate_hz)).round() as u64;
+    let hop_samples = match args.hop.or(st.map(|s| s.hop.as_secs_f64())) {
         Some(h) if !(h.is_finite() && h > 0.0) => bail!("--hop {h}: must be positive seconds"),
         Some(h) => {
             let frames = ((h * f64::from(rate_hz)) / grid as f64).round().max(1.0) as usize;
@@ -223,15 +270,36 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut detector = DetectorConfig {
+        min_confidence: args
+            .min_confidence
+            .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),
+        merge: !args.no_merge && st.is_none_or(|s| s.merge),
+        ..DetectorConfig::default()
+    };
+    if let Some(s) = st {
+        detector.per_species = s
+            .thresholds
+            .iter()
+            .map(|(k, t)| (k.clone(), t.get()))
+            .collect();
+        detector.include = s.include.iter().cloned().collect();
+        detector.exclude = s.exclude.iter().cloned().collect();
+        detector.merge_gap_samples = samples(s.merge_gap);
+        detector.confirm_count = s.confirm_count as usize;
+        detector.confirm_within_samples = samples(s.confirm_within);
+    }
     let cfg = AnalyzeConfig {
         hop_samples,
         batch: args.batch,
-        detector: DetectorConfig {
-            min_confidence: args.min_confidence,
-            merge: !args.no_merge,
-            ..DetectorConfig::default()
-        },
+        detector,
     };
+    let station_id = args
+        .station
+        .clone()
+        .or(st.map(|s| s.id.as_str().to_owned()))
+        .unwrap_or_else(|| "local".to_owned());
+    let data_dir = args.data_dir.clone().or(st.map(|s| s.data_dir.clone()));
     let mut analyzer = Analyzer::new(&bundle, engine, cfg)?;
     let model = ModelRef {
         id: m.model_id.clone(),
@@ -244,11 +312,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let boot = match &args.data_dir {
+    let boot = match &data_dir {
         Some(dir) => warble_agent::station::next_boot(dir)?,
         None => 0,
     };
-    let mut writer = Writer::new(sink, format, &args.station, boot, model)?;
+    let mut writer = Writer::new(sink, format, &station_id, boot, model)?;
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),
         None => None,

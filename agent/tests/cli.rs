@@ -320,3 +320,78 @@ fn bad_analyze_arguments_say_what_is_wrong() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("hop 1.230 s (39360 samples"), "{stderr}");
 }
+
+#[test]
+fn a_station_file_configures_analysis_and_a_broken_one_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo_file("demo/soundscape.flac");
+    let data = dir.path().join("data");
+    let station = dir.path().join("station.toml");
+    std::fs::copy(repo_file(KEY), dir.path().join("fleet.pub")).unwrap();
+    let write = |exclude: &str| {
+        std::fs::write(
+            &station,
+            format!(
+                "[station]\nid = \"marsh-9\"\n\n[model]\nbundle = \"{}\"\ntrusted_keys = [\"fleet.pub\"]\nexclude = [{exclude}]\n\n\
+                 [output]\nformats = [\"jsonl\"]\n\n[storage]\ndata_dir = \"{}\"\n",
+                repo_file(BUNDLE).display(),
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (code, all, stderr) = agent(&[
+        "analyze",
+        "--config",
+        station.to_str().unwrap(),
+        demo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<warble_core::event::Detection> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty());
+    // Station id and boot counter come from the file's station and data_dir.
+    assert_eq!(events[0].id, "marsh-9:1:0");
+    assert!(data.is_dir());
+    // The file's species list applies: excluding the most frequent species removes it.
+    let mut counts = std::collections::BTreeMap::new();
+    for e in &events {
+        *counts.entry(e.code.clone()).or_insert(0) += 1;
+    }
+    let (top, _) = counts.iter().max_by_key(|(_, n)| **n).unwrap();
+    write(&format!("\"{top}\""));
+    let (code, some, stderr) = agent(&[
+        "analyze",
+        "--config",
+        station.to_str().unwrap(),
+        demo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !some.contains(&format!("\"code\":\"{top}\"")),
+        "{top} excluded"
+    );
+    assert!(some.lines().count() < all.lines().count());
+
+    // A broken file: every problem, then refusal, before any audio is read.
+    std::fs::write(
+        &station,
+        "[station]\nid = \"Marsh 9\"\n\n[model]\nbundle = \"x.warble\"\ntrusted_keys = [\"fleet.pub\"]\ntreshold = 0.5\n\n[storage]\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = agent(&[
+        "analyze",
+        "--config",
+        station.to_str().unwrap(),
+        demo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("station.toml:7:1: model.treshold: unknown key"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `thresholds`?"), "{stderr}");
+}

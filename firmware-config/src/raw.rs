@@ -131,8 +131,8 @@ pub struct RawModel {
     pub slot_dir: Option<PathBuf>,
     /// Public keys (`.pub` files) whose signatures the agent trusts.
     pub trusted_keys: Vec<PathBuf>,
-    /// Report a species only at or above this confidence (0–1), overriding the bundle's
-    /// calibrated thresholds where it is higher.
+    /// One confidence threshold (0–1) for every species instead of the bundle's
+    /// calibrated per-class thresholds (a global sensitivity knob).
     #[serde(default)]
     pub min_confidence: Option<f64>,
     /// Per-species thresholds (species code → 0–1), overriding everything else.
