@@ -212,3 +212,45 @@ fn a_bad_fleet_renders_nothing_and_says_why() {
         "{err}"
     );
 }
+
+#[test]
+fn station_files_round_trip_through_their_raw_form() {
+    for file in files("examples") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let doc = warble_config::document::Document::parse(&file, &text).unwrap();
+        let (raw, problems) = doc.deserialize::<warble_config::RawStationConfig>(&file);
+        assert!(problems.is_empty(), "{problems:?}");
+        let raw = raw.unwrap();
+        let again_text = toml::to_string_pretty(&raw).unwrap();
+        let again = warble_config::document::Document::parse(&file, &again_text).unwrap();
+        let (raw2, problems) = again.deserialize::<warble_config::RawStationConfig>(&file);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(raw2.unwrap(), raw, "{}", file.display());
+        // And the typed config is the same from both texts.
+        assert_eq!(
+            warble_config::load_str(&file, &again_text).unwrap(),
+            warble_config::load_str(&file, &text).unwrap()
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Damaged station files give problems (or a config), never a panic: bytes of a valid
+    /// file replaced, cut or duplicated.
+    #[test]
+    fn damaged_station_files_never_panic(
+        cut in 0usize..2000,
+        at in 0usize..2000,
+        junk in "[\\[\\]=\"#a-z0-9_.\\n ]{0,12}",
+    ) {
+        let text = std::fs::read_to_string("examples/forest-station.toml").unwrap();
+        let cut = cut.min(text.len());
+        let at = at.min(text.len());
+        let mut damaged: String = text.chars().take(at).collect();
+        damaged.push_str(&junk);
+        damaged.extend(text.chars().skip(cut));
+        let _ = warble_config::load_str(Path::new("examples/x.toml"), &damaged);
+    }
+}
