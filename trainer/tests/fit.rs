@@ -478,3 +478,65 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
     let err = experiment::run(&other, out.path(), &on_event).unwrap_err();
     assert!(format!("{err}").contains("another plan"), "{err}");
 }
+
+#[test]
+fn fit_with_a_runs_config_repeats_the_run_exactly() {
+    let _serial = serial();
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, 1)
+        .write(data.path(), &|| {})
+        .unwrap();
+    let first = tempfile::tempdir().unwrap();
+    let records = fit(
+        &config(data.path(), 2),
+        first.path(),
+        false,
+        &Device::flex(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let again = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_warble-train");
+    let config = first.path().join("config.json");
+    let out = std::process::Command::new(bin)
+        .args([
+            "fit",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            again.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(again.path().join("metrics.jsonl")).unwrap();
+    let repeated: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let original: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
+    assert_eq!(repeated, original);
+    // Recipe flags cannot be mixed with a config.
+    let out = std::process::Command::new(bin)
+        .args([
+            "fit",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "x",
+            "--epochs",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}

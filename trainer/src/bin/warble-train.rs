@@ -132,9 +132,19 @@ enum Command {
     },
     /// Train a ConvNeXt on a dataset folder (labels.csv, train.csv, valid.csv).
     Fit {
-        /// Dataset folder.
-        #[arg(long)]
-        data: PathBuf,
+        /// A training config to run as it is (JSON, the format of a run's config.json:
+        /// `fit --config runs/a/config.json --out runs/b` repeats run a's recipe). With it,
+        /// only --data, --out, --resume, --device, --cache-audio and --skip-bad apply.
+        #[arg(long, conflicts_with_all = [
+            "model", "frontend", "mels", "window", "epochs", "batch_size", "lr", "loss",
+            "no_augment", "seed", "protopnet", "backbone", "train_backbone", "prototypes",
+            "adversarial", "attack_norm", "eps", "attack_steps", "distance", "adv_ratio",
+            "adv_start_epoch",
+        ])]
+        config: Option<PathBuf>,
+        /// Dataset folder (overrides the config's).
+        #[arg(long, required_unless_present = "config")]
+        data: Option<PathBuf>,
         /// Run directory to write (config, labels, checkpoints, metrics.jsonl).
         #[arg(long)]
         out: PathBuf,
@@ -364,6 +374,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fit {
+            config,
             data,
             out,
             model,
@@ -387,60 +398,76 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prototypes,
         } => {
             let device = device(device_arg)?;
-            let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
-            let size = ConvNextSize::from_name(&model).with_context(|| {
-                format!("unknown model size `{model}` (test, micro, atto, femto, pico, nano, tiny, base)")
-            })?;
-            let loss = match loss.as_str() {
-                "asl" => LossKind::Asl(AslConfig::default()),
-                "bce" => LossKind::Bce,
-                other => anyhow::bail!("unknown loss `{other}` (asl, bce)"),
-            };
-            let cfg = TrainConfig {
-                window_s: match window {
-                    Some(w) => w,
-                    None => segment_seconds(&data)?,
-                },
-                data,
-                frontend: frontend_config(frontend, mels)?,
-                model: ConvNextConfig::preset(size, labels.len()),
-                loss,
-                epochs,
-                batch_size,
-                lr,
-                weight_decay: 1e-4,
-                adam_eps: 1e-8,
-                warmup: 0.05,
-                grad_clip: Some(0.5),
-                augment: if no_augment {
-                    AugmentConfig::none()
-                } else {
-                    AugmentConfig::default()
-                },
-                seed,
-                cache_audio,
-                skip_bad,
-                adversarial: adversarial.config(),
-                protopnet: protopnet.then(|| ProtoTraining {
-                    backbone_run: backbone.clone(),
-                    train_backbone,
-                    prototypes_per_class: prototypes,
-                    ..ProtoTraining::default()
-                }),
-            };
-            // An AudioProtoPNet sees what its backbone saw.
-            let cfg = match &backbone {
-                Some(run) => {
-                    let (b, _) = train::load_model(run, false, &burn::prelude::Device::flex())
-                        .with_context(|| format!("reading the backbone run {}", run.display()))?;
-                    TrainConfig {
-                        model: b.model,
-                        frontend: b.frontend,
-                        window_s: b.window_s,
-                        ..cfg
-                    }
+            let cfg = if let Some(path) = &config {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let mut cfg: TrainConfig = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a training config", path.display()))?;
+                if let Some(d) = data {
+                    cfg.data = d;
                 }
-                None => cfg,
+                cfg.cache_audio |= cache_audio;
+                cfg.skip_bad |= skip_bad;
+                cfg
+            } else {
+                let data = data.context("--data is required without --config")?;
+                let labels = warble_core::labels::LabelTable::read(data.join("labels.csv"))?;
+                let size = ConvNextSize::from_name(&model).with_context(|| {
+                    format!("unknown model size `{model}` (test, micro, atto, femto, pico, nano, tiny, base)")
+                })?;
+                let loss = match loss.as_str() {
+                    "asl" => LossKind::Asl(AslConfig::default()),
+                    "bce" => LossKind::Bce,
+                    other => anyhow::bail!("unknown loss `{other}` (asl, bce)"),
+                };
+                let cfg = TrainConfig {
+                    window_s: match window {
+                        Some(w) => w,
+                        None => segment_seconds(&data)?,
+                    },
+                    data,
+                    frontend: frontend_config(frontend, mels)?,
+                    model: ConvNextConfig::preset(size, labels.len()),
+                    loss,
+                    epochs,
+                    batch_size,
+                    lr,
+                    weight_decay: 1e-4,
+                    adam_eps: 1e-8,
+                    warmup: 0.05,
+                    grad_clip: Some(0.5),
+                    augment: if no_augment {
+                        AugmentConfig::none()
+                    } else {
+                        AugmentConfig::default()
+                    },
+                    seed,
+                    cache_audio,
+                    skip_bad,
+                    adversarial: adversarial.config(),
+                    protopnet: protopnet.then(|| ProtoTraining {
+                        backbone_run: backbone.clone(),
+                        train_backbone,
+                        prototypes_per_class: prototypes,
+                        ..ProtoTraining::default()
+                    }),
+                };
+                // An AudioProtoPNet sees what its backbone saw.
+                match &backbone {
+                    Some(run) => {
+                        let (b, _) = train::load_model(run, false, &burn::prelude::Device::flex())
+                            .with_context(|| {
+                                format!("reading the backbone run {}", run.display())
+                            })?;
+                        TrainConfig {
+                            model: b.model,
+                            frontend: b.frontend,
+                            window_s: b.window_s,
+                            ..cfg
+                        }
+                    }
+                    None => cfg,
+                }
             };
             let progress = bar(0, "steps")?;
             let records = train::fit(&cfg, &out, resume, &device, &mut |event| {
