@@ -317,6 +317,18 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         None => 0,
     };
     let mut writer = Writer::new(sink, format, &station_id, boot, model)?;
+    // With a station file, every detection also waits in the station's outbox for
+    // `warble-agent deliver` (or the live agent) to send it.
+    let mut outbox = match (st, &data_dir) {
+        (Some(s), Some(dir)) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(warble_agent::outbox::Outbox::open(
+                dir.join("outbox.sqlite"),
+                s.outbox_quota_bytes,
+            )?)
+        }
+        _ => None,
+    };
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),
         None => None,
@@ -369,8 +381,19 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 event: e,
                 rate_hz: rate,
             };
-            if let Err(err) = writer.write(&row, &labels, t0) {
-                write_err.get_or_insert(err);
+            match writer.write(&row, &labels, t0) {
+                Err(err) => {
+                    write_err.get_or_insert(anyhow::Error::from(err));
+                }
+                // Committed to the outbox before anyone may publish it.
+                Ok(Some(event)) => {
+                    if let Some(outbox) = outbox.as_mut()
+                        && let Err(err) = outbox.push(std::slice::from_ref(&event))
+                    {
+                        write_err.get_or_insert(err.into());
+                    }
+                }
+                Ok(None) => {}
             }
             let (start_s, end_s) = (
                 e.start_sample as f64 / f64::from(rate),

@@ -5,12 +5,12 @@
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
+//! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff).
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
 //! - [`station`]: the persisted boot counter behind unique event ids.
 //!
-//! Live capture, the durable outbox, MQTT delivery and model updates arrive with their
-//! issues.
+//! Live capture, heartbeats and model updates arrive with their issues.
 #![deny(missing_docs)]
 
 pub mod analyze;
@@ -18,5 +18,6 @@ pub mod detect;
 pub mod features;
 pub mod outbox;
 pub mod output;
+pub mod publish;
 pub mod resources;
 pub mod station;

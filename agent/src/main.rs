@@ -12,6 +12,7 @@ use warble_agent::resources::peak_rss_bytes;
 use warble_core::frontend::WindowSpec;
 
 mod analyze_cmd;
+mod deliver_cmd;
 use warble_core::{FrontEndConfig, Preset};
 
 #[derive(Parser)]
@@ -29,6 +30,10 @@ enum Command {
     /// audio is read. Directories are searched recursively for audio files; a file that
     /// cannot be decoded is reported and the rest continue.
     Analyze(Box<analyze_cmd::AnalyzeArgs>),
+    /// Send the detections waiting in the station's outbox to its MQTT broker (QoS 1;
+    /// each leaves the outbox only when the broker acknowledged it). Exit status 0: all
+    /// delivered; 1: some left for next time (broker unreachable); 2: error.
+    Deliver(deliver_cmd::DeliverArgs),
     /// Stream a recording through the log-mel front end exactly as the recorder will, and
     /// print what each window looks like plus throughput and memory figures.
     Features {
@@ -57,7 +62,7 @@ enum PresetArg {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("warble-agent: {err:#}");
             ExitCode::from(2)
@@ -65,16 +70,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Analyze(args) => analyze_cmd::run(*args),
+        Command::Analyze(args) => analyze_cmd::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Deliver(args) => deliver_cmd::run(args),
         Command::Features {
             file,
             preset,
             window,
             hop,
             quiet,
-        } => features_command(file, preset, window, hop, quiet),
+        } => features_command(file, preset, window, hop, quiet).map(|()| ExitCode::SUCCESS),
     }
 }
 

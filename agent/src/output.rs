@@ -90,6 +90,8 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes one event; `recorded_at` is the wall-clock time of the file's first sample.
+    /// Returns the `warble.detection/1` event (whatever the file format), with the next id
+    /// of this station and boot, for the outbox; `None` for a class without a label.
     ///
     /// # Errors
     /// Writing.
@@ -98,7 +100,7 @@ impl<W: Write> Writer<W> {
         row: &Row<'_>,
         labels: &LabelTable,
         recorded_at: DateTime<Utc>,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<Detection>> {
         let e = row.event;
         let rate = f64::from(row.rate_hz);
         let (start_s, end_s) = (e.start_sample as f64 / rate, e.end_sample as f64 / rate);
@@ -106,35 +108,37 @@ impl<W: Write> Writer<W> {
             .get(e.class)
             .map(|l| (l.code.as_str(), l.scientific.as_str(), l.common.as_str()))
             .unwrap_or(("?", "?", "?"));
+        let event = labels.get(e.class).map(|label| {
+            let offset =
+                |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
+            let event = Detection {
+                schema: DETECTION_SCHEMA.into(),
+                id: Detection::make_id(&self.station, self.boot, self.seq),
+                station: self.station.clone(),
+                boot: self.boot,
+                seq: self.seq,
+                start: recorded_at + offset(e.start_sample),
+                end: recorded_at + offset(e.end_sample),
+                start_sample: e.start_sample,
+                end_sample: e.end_sample,
+                code: label.code.clone(),
+                scientific: label.scientific.clone(),
+                common: label.common.clone(),
+                confidence: e.confidence.clamp(0.0, 1.0),
+                model: self.model.clone(),
+                location: None,
+                clip: None,
+                historical: false,
+            };
+            self.seq += 1;
+            event
+        });
         match self.format {
             Format::Jsonl => {
-                let Some(label) = labels.get(e.class) else {
-                    return Ok(());
-                };
-                let offset =
-                    |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
-                let event = Detection {
-                    schema: DETECTION_SCHEMA.into(),
-                    id: Detection::make_id(&self.station, self.boot, self.seq),
-                    station: self.station.clone(),
-                    boot: self.boot,
-                    seq: self.seq,
-                    start: recorded_at + offset(e.start_sample),
-                    end: recorded_at + offset(e.end_sample),
-                    start_sample: e.start_sample,
-                    end_sample: e.end_sample,
-                    code: label.code.clone(),
-                    scientific: label.scientific.clone(),
-                    common: label.common.clone(),
-                    confidence: e.confidence.clamp(0.0, 1.0),
-                    model: self.model.clone(),
-                    location: None,
-                    clip: None,
-                    historical: false,
-                };
-                self.seq += 1;
-                serde_json::to_writer(&mut self.out, &event)?;
-                writeln!(self.out)?;
+                if let Some(event) = &event {
+                    serde_json::to_writer(&mut self.out, event)?;
+                    writeln!(self.out)?;
+                }
             }
             Format::Csv => writeln!(
                 self.out,
@@ -165,7 +169,7 @@ impl<W: Write> Writer<W> {
                 csv_field(row.file)
             )?,
         }
-        Ok(())
+        Ok(event)
     }
 
     /// Flushes and returns the sink.

@@ -154,6 +154,40 @@ impl Mosquitto {
         })
     }
 
+    /// Stops the broker gracefully (SIGTERM: it saves its persistent sessions), as in a
+    /// broker outage; [`Mosquitto::restart`] brings it back on the same port.
+    ///
+    /// # Errors
+    /// The signal could not be sent.
+    pub fn stop(&mut self) -> Result<(), HarnessError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(io_err("sending SIGTERM to mosquitto"))?;
+        if !status.success() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        Ok(())
+    }
+
+    /// Starts the stopped broker again with the same configuration, port and data.
+    ///
+    /// # Errors
+    /// As [`Mosquitto::start`] (the port may have been taken meanwhile).
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        let binary = mosquitto_binary().ok_or(HarnessError::NotInstalled)?;
+        self.child = Command::new(binary)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_err("restarting mosquitto"))?;
+        self.wait_ready()
+    }
+
     /// The broker's address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))

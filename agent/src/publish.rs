@@ -1,0 +1,331 @@
+//! Delivery of the outbox to an MQTT broker: QoS 1, a persistent session, and an event
+//! leaves the outbox only when the broker's PUBACK for it has arrived.
+//!
+//! How a PUBACK finds its event: rumqttc hands out packet ids itself and reports each
+//! sent publish as `Outgoing::Publish(pkid)` in the order the publishes were requested
+//! (a packet-id collision holds the queue, so the order is kept). The loop remembers the
+//! order of its requests, pairs each reported pkid with the next one, and acks that outbox
+//! row when `PubAck(pkid)` comes in. A new connection starts a fresh client, so nothing
+//! sent on the old one can be paired wrongly; what was in flight is simply sent again
+//! (subscribers de-duplicate on the event id).
+//!
+//! rumqttc has no backoff of its own: after an error the loop waits 0.5 s doubling to
+//! 30 s, each wait shortened by a random 0–50 % (jitter, so a fleet does not reconnect in
+//! step), and never past the deadline. Everything queued while the broker is away is
+//! marked historical.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand::RngExt;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
+use tokio::time::Instant;
+
+use crate::outbox::{Outbox, OutboxError};
+
+/// Where and how to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id (stable per station: the broker keeps its session).
+    pub client_id: String,
+    /// Topic prefix (`warble`).
+    pub topic_prefix: String,
+    /// Station id (second topic level).
+    pub station: String,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Events in flight at once.
+    pub window: usize,
+    /// Announce the station: a retained `online` status on connecting and the retained
+    /// `offline` will (for the live agent; a one-off delivery run stays silent).
+    pub announce: bool,
+}
+
+impl BrokerConfig {
+    /// From a validated station file; reads the credentials file.
+    ///
+    /// # Errors
+    /// No `[mqtt]` section, TLS (not built yet), or an unreadable credentials file.
+    pub fn from_station(
+        st: &warble_config::StationConfig,
+        base: &std::path::Path,
+    ) -> Result<Self, DeliveryError> {
+        let Some(m) = &st.mqtt else {
+            return Err(DeliveryError::NotConfigured);
+        };
+        if m.tls {
+            return Err(DeliveryError::TlsNotBuilt);
+        }
+        let credentials = match &m.credentials_file {
+            Some(file) => {
+                let path = base.join(file);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| DeliveryError::Credentials {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let line = text.lines().next().unwrap_or_default().trim();
+                let (user, pass) =
+                    line.split_once(':')
+                        .ok_or_else(|| DeliveryError::Credentials {
+                            path: path.clone(),
+                            reason: "expected `username:password` on the first line".into(),
+                        })?;
+                Some((user.to_owned(), pass.to_owned()))
+            }
+            None => None,
+        };
+        Ok(Self {
+            host: m.host.clone(),
+            port: m.port,
+            client_id: m.client_id.clone(),
+            topic_prefix: m.topic_prefix.clone(),
+            station: st.id.as_str().to_owned(),
+            credentials,
+            keep_alive: Duration::from_secs(30),
+            window: 32,
+            announce: false,
+        })
+    }
+
+    /// `<prefix>/<station>/<leaf>`.
+    pub fn topic(&self, leaf: &str) -> String {
+        format!("{}/{}/{leaf}", self.topic_prefix, self.station)
+    }
+}
+
+/// Why delivery stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The station file has no `[mqtt]` section.
+    #[error("the station file has no [mqtt] section: detections stay local")]
+    NotConfigured,
+    /// `mqtts://` needs the TLS transport, not built yet.
+    #[error(
+        "TLS delivery (mqtts://) is not built yet; use mqtt:// to a broker on this machine or a tunnel"
+    )]
+    TlsNotBuilt,
+    /// The credentials file cannot be used.
+    #[error("credentials file {}: {reason}", path.display())]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The outbox failed (disk full, corrupt file…): nothing was acknowledged wrongly.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// What a [`drain`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DrainReport {
+    /// Events acknowledged by the broker and removed from the outbox.
+    pub delivered: u64,
+    /// Events still in the outbox.
+    pub pending: u64,
+    /// Connections made.
+    pub connections: u32,
+    /// The last connection problem, if any.
+    pub last_error: Option<String>,
+}
+
+enum SessionEnd {
+    Drained,
+    Failed(String),
+    Deadline,
+}
+
+/// Waits 0.5 s doubling to 30 s, with up to 50 % random shortening.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn take(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+/// Delivers the outbox's pending events, oldest first, until it is empty or `deadline`
+/// passes (then the rest stays for next time: nothing is lost).
+///
+/// # Errors
+/// Only outbox failures; connection problems are retried until the deadline and
+/// reported in [`DrainReport::last_error`].
+pub async fn drain(
+    outbox: &mut Outbox,
+    cfg: &BrokerConfig,
+    deadline: Instant,
+) -> Result<DrainReport, DeliveryError> {
+    let mut report = DrainReport::default();
+    let mut backoff = Backoff::new();
+    while outbox.stats().depth > 0 && Instant::now() < deadline {
+        report.connections += 1;
+        match session(outbox, cfg, deadline, &mut report, &mut backoff).await? {
+            SessionEnd::Drained | SessionEnd::Deadline => break,
+            SessionEnd::Failed(reason) => {
+                report.last_error = Some(reason);
+                // Whatever is delivered after an outage is late.
+                outbox.mark_historical()?;
+                let wait = backoff.take();
+                tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+            }
+        }
+    }
+    report.pending = outbox.stats().depth;
+    Ok(report)
+}
+
+async fn session(
+    outbox: &mut Outbox,
+    cfg: &BrokerConfig,
+    deadline: Instant,
+    report: &mut DrainReport,
+    backoff: &mut Backoff,
+) -> Result<SessionEnd, DeliveryError> {
+    let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_clean_session(false)
+        .set_keep_alive(cfg.keep_alive)
+        .set_inflight(100)
+        .set_last_will(LastWill::new(
+            cfg.topic("status"),
+            r#"{"state":"offline"}"#,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some((user, pass)) = &cfg.credentials {
+        opts.set_credentials(user, pass);
+    }
+    let window = cfg.window.clamp(1, 64);
+    let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
+    let topic = cfg.topic("detections");
+    // Requests in the order made: an outbox row, or `None` for a publish of our own.
+    let mut requested: VecDeque<Option<i64>> = VecDeque::new();
+    let mut in_flight: HashMap<u16, Option<i64>> = HashMap::new();
+    let mut sent: HashSet<i64> = HashSet::new();
+    let mut connected = false;
+    loop {
+        if connected {
+            if sent.len() < window {
+                let room = window - sent.len();
+                let candidates: Vec<_> = outbox
+                    .pending(window + sent.len())?
+                    .into_iter()
+                    .filter(|p| !sent.contains(&p.rowid))
+                    .take(room)
+                    .collect();
+                for p in candidates {
+                    let payload =
+                        serde_json::to_vec(&p.event).map_err(|e| OutboxError::Corrupt {
+                            path: PathBuf::new(),
+                            rowid: p.rowid,
+                            reason: e.to_string(),
+                        })?;
+                    if client
+                        .try_publish(&topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                    {
+                        break; // the request queue is full: poll first
+                    }
+                    requested.push_back(Some(p.rowid));
+                    sent.insert(p.rowid);
+                }
+            }
+            if sent.is_empty() && outbox.stats().depth == 0 {
+                let _ = client.try_disconnect();
+                // Let the DISCONNECT go out (bounded: the broker closes the connection).
+                let flush = Instant::now() + Duration::from_secs(2);
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout_at(flush.min(deadline), eventloop.poll()).await
+                {
+                }
+                return Ok(SessionEnd::Drained);
+            }
+        }
+        let event = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => return Ok(SessionEnd::Deadline),
+            Ok(Err(e)) => return Ok(SessionEnd::Failed(e.to_string())),
+            Ok(Ok(event)) => event,
+        };
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                if ack.code != ConnectReturnCode::Success {
+                    return Ok(SessionEnd::Failed(format!(
+                        "the broker refused the connection: {:?}",
+                        ack.code
+                    )));
+                }
+                connected = true;
+                backoff.reset();
+                let birth =
+                    serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")})
+                        .to_string();
+                if client
+                    .try_publish(cfg.topic("status"), QoS::AtLeastOnce, true, birth)
+                    .is_ok()
+                {
+                    requested.push_back(None);
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(row) = requested.pop_front() {
+                    in_flight.insert(pkid, row);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Some(rowid)) = in_flight.remove(&ack.pkid) {
+                    if outbox.ack(rowid)? {
+                        report.delivered += 1;
+                    }
+                    sent.remove(&rowid);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let waits: Vec<Duration> = (0..10).map(|_| b.take()).collect();
+        for (i, w) in waits.iter().enumerate() {
+            let nominal = (Backoff::FIRST * 2u32.pow(i as u32)).min(Backoff::MAX);
+            assert!(
+                *w <= nominal && *w >= nominal / 2,
+                "{i}: {w:?} vs {nominal:?}"
+            );
+        }
+        b.reset();
+        assert!(b.take() <= Backoff::FIRST);
+    }
+}

@@ -1,0 +1,186 @@
+//! Detections travel from analysis through the durable outbox to a real mosquitto and a
+//! subscriber: all of them, once each, including across a broker outage.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use warble_core::event::Detection;
+use warble_tests::broker::Mosquitto;
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn agent(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A subscriber on `warble/+/detections`, ready (SUBACK received) when returned.
+fn subscribe(port: u16, id: &str) -> mpsc::Receiver<Detection> {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(opts, 64);
+    client
+        .subscribe("warble/+/detections", QoS::AtLeastOnce)
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match connection.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    let event: Detection = serde_json::from_slice(&p.payload).unwrap();
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                _ => {}
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    rx
+}
+
+/// Events until `want` distinct ids arrived (or 20 s passed).
+fn collect(rx: &mpsc::Receiver<Detection>, want: usize) -> Vec<Detection> {
+    let mut got = Vec::new();
+    let mut ids = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ids.len() < want && Instant::now() < deadline {
+        if let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
+            ids.insert(e.id.clone());
+            got.push(e);
+        }
+    }
+    got
+}
+
+fn station_file(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("station.toml");
+    std::fs::copy(
+        repo_file("models/demo/warble-demo.pub"),
+        dir.join("demo.pub"),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[station]\nid = \"marsh-3\"\n\n[model]\nbundle = \"{}\"\ntrusted_keys = [\"demo.pub\"]\n\n\
+             [mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\n[storage]\ndata_dir = \"{}\"\n",
+            repo_file("models/demo/warble-demo-0.1.0.warble").display(),
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn analyze(station: &Path) -> Vec<Detection> {
+    let demo = repo_file("demo/soundscape.flac");
+    let (code, out, err) = agent(&[
+        "analyze",
+        "--config",
+        station.to_str().unwrap(),
+        demo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ids(events: &[Detection]) -> BTreeSet<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+#[test]
+fn every_detection_reaches_the_subscriber_even_across_a_broker_outage() {
+    let mut broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let config = station.to_str().unwrap();
+
+    let rx = subscribe(broker.port(), "collector-1");
+    let first = analyze(&station);
+    assert!(first.len() >= 5, "{}", first.len());
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("delivered {} event(s), 0 pending", first.len())),
+        "{out}"
+    );
+    let got = collect(&rx, first.len());
+    assert_eq!(ids(&got), ids(&first), "every event, nothing else");
+    for e in &got {
+        let sent = first.iter().find(|f| f.id == e.id).unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.start, e.seq),
+            (sent.code.as_str(), sent.start, sent.seq)
+        );
+        // Queued by one process and sent by another: late, and said so.
+        assert!(e.historical, "{}", e.id);
+    }
+
+    // Outage: the broker is down while a second boot's detections are made.
+    broker.stop().unwrap();
+    let second = analyze(&station);
+    assert!(second.iter().all(|e| e.boot == first[0].boot + 1));
+    let started = Instant::now();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "3"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("delivered 0 event(s), {} pending", second.len())),
+        "{out}"
+    );
+    assert!(out.contains("last problem"), "{out}");
+    // Bounded by its timeout, backing off instead of spinning.
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The broker returns: nothing was lost.
+    broker.restart().unwrap();
+    let rx = subscribe(broker.port(), "collector-2");
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let got = collect(&rx, second.len());
+    assert_eq!(ids(&got), ids(&second));
+    // And a run with nothing to send succeeds at once.
+    let (code, out, _) = agent(&["deliver", "--config", config, "--timeout", "5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("delivered 0 event(s), 0 pending"), "{out}");
+}
+
+#[test]
+fn delivery_needs_an_mqtt_section_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), 1883);
+    let text = std::fs::read_to_string(&station).unwrap();
+    let without: String = text.replace("[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n", "");
+    std::fs::write(&station, without).unwrap();
+    let (code, _, err) = agent(&["deliver", "--config", station.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no [mqtt] section"), "{err}");
+}
