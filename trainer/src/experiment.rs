@@ -510,6 +510,16 @@ fn pm(v: &[f64], scale: f64, digits: usize) -> String {
     }
 }
 
+fn table_row(md: &mut String, arch: Arch, m: u8, cells: &[String]) -> std::fmt::Result {
+    writeln!(
+        md,
+        "| {} | {} | {} |",
+        arch.name(),
+        mode_name(MODES[m as usize]),
+        cells.join(" | ")
+    )
+}
+
 /// Writes `report.md` and the combined robustness charts.
 ///
 /// # Errors
@@ -587,13 +597,7 @@ pub fn write_experiment_report(
                 )
             })
             .collect();
-        writeln!(
-            md,
-            "| {} | {} | {} |",
-            arch.name(),
-            mode_name(MODES[m as usize]),
-            row.join(" | ")
-        )?;
+        table_row(&mut md, arch, m, &row)?;
     }
     writeln!(
         md,
@@ -618,13 +622,7 @@ pub fn write_experiment_report(
                 pm(&rel, 100.0, 1)
             })
             .collect();
-        writeln!(
-            md,
-            "| {} | {} | {} |",
-            arch.name(),
-            mode_name(MODES[m as usize]),
-            row.join(" | ")
-        )?;
+        table_row(&mut md, arch, m, &row)?;
     }
     writeln!(
         md,

@@ -30,6 +30,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tiny synthetic benchmark of `seed`, written to a temporary folder.
+fn tiny_benchmark(seed: u64) -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    Benchmark::new(SynthPreset::Tiny, seed)
+        .write(data.path(), &|| {})
+        .unwrap();
+    data
+}
+
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     // A light front end (64 mel bands) and the smallest ConvNeXt keep this test fast.
     let frontend = FrontEndConfig {
@@ -62,10 +71,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
 #[test]
 fn convnext_learns_the_tiny_benchmark_and_resumes() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 1)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(1);
     let run = tempfile::tempdir().unwrap();
     let mut steps = 0;
     let records = fit(
@@ -152,10 +158,7 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
 #[test]
 fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 2)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(2);
     let train = data.path().join("train.csv");
     let mut text = std::fs::read_to_string(&train).unwrap();
     text.push_str("audio/train/missing.wav,0,1,syn00\naudio/train/train-00000.wav,2,1,syn00\n");
@@ -194,10 +197,7 @@ fn bad_manifest_rows_stop_training_or_are_skipped_and_reported() {
 #[test]
 fn adversarial_training_sees_harder_examples_after_its_warm_up() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 1)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(1);
     let run = tempfile::tempdir().unwrap();
     for mode in [AdversarialMode::Output, AdversarialMode::Embedding] {
         let mut cfg = config(data.path(), 2);
@@ -257,10 +257,7 @@ fn weights(m: &impl burn::module::Module) -> Vec<f32> {
 #[test]
 fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 1)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(1);
     let backbone_run = tempfile::tempdir().unwrap();
     fit(
         &config(data.path(), 8),
@@ -350,10 +347,7 @@ fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
 #[test]
 fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 1)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(1);
     let run = tempfile::tempdir().unwrap();
     fit(
         &config(data.path(), 6),
@@ -482,10 +476,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
 #[test]
 fn fit_with_a_runs_config_repeats_the_run_exactly() {
     let _serial = serial();
-    let data = tempfile::tempdir().unwrap();
-    Benchmark::new(SynthPreset::Tiny, 1)
-        .write(data.path(), &|| {})
-        .unwrap();
+    let data = tiny_benchmark(1);
     let first = tempfile::tempdir().unwrap();
     let records = fit(
         &config(data.path(), 2),
