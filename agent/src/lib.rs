@@ -6,6 +6,8 @@
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff).
+//! - [`collect`]: the collector's store (`warble-collect`): events once by id, gaps,
+//!   duplicates, late arrivals.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
 //! - [`station`]: the persisted boot counter behind unique event ids.
@@ -14,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod analyze;
+pub mod collect;
 pub mod detect;
 pub mod features;
 pub mod outbox;

@@ -5,7 +5,6 @@
 mod common;
 use common::{agent, repo_file};
 
-
 const BUNDLE: &str = "models/demo/warble-demo-0.1.0.warble";
 const KEY: &str = "models/demo/warble-demo.pub";
 

@@ -168,3 +168,123 @@ fn delivery_needs_an_mqtt_section_and_says_so() {
     assert_eq!(code, 2);
     assert!(err.contains("no [mqtt] section"), "{err}");
 }
+
+fn collector(port: u16, db: &Path, seconds: u32) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args([
+            "run",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--db",
+            db.to_str().unwrap(),
+            "--duration",
+            &seconds.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(broker: &Mosquitto, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.log().matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in the broker log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_collector_keeps_every_event_once_even_while_it_was_down() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let config = station.to_str().unwrap();
+    let db = dir.path().join("collected.sqlite");
+
+    // First session: the collector subscribes (persistently) and receives boot 1.
+    let mut c = collector(broker.port(), &db, 6);
+    wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
+    let first = analyze(&station);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let done = c.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let said = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        said.contains(&format!("stored {} new event(s)", first.len())),
+        "{said}"
+    );
+
+    // While the collector is down, boot 2 is delivered and one event arrives again.
+    let second = analyze(&station);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut opts = MqttOptions::new("replayer", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(opts, 8);
+    let again = serde_json::to_vec(&first[0]).unwrap();
+    client
+        .publish("warble/marsh-3/detections", QoS::AtLeastOnce, false, again)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
+            connection.recv_timeout(Duration::from_millis(200))
+        {
+            break;
+        }
+    }
+
+    // Back up: the broker hands over what it kept for the collector's session.
+    c = collector(broker.port(), &db, 4);
+    let done = c.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let said = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        said.contains(&format!("stored {} new event(s)", second.len())),
+        "{said}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args(["report", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let total = first.len() + second.len();
+    assert!(
+        report.contains(&format!(
+            "marsh-3: {total} event(s), boots [{}, {}], {total} late, 1 duplicate(s), no gaps",
+            first[0].boot, second[0].boot
+        )),
+        "{report}"
+    );
+    let csv = dir.path().join("events.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args([
+            "export",
+            "--db",
+            db.to_str().unwrap(),
+            "--out",
+            csv.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(csv).unwrap().lines().count(),
+        1 + total
+    );
+}

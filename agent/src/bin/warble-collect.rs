@@ -1,0 +1,214 @@
+//! `warble-collect`: the other end of the stations' MQTT delivery. Subscribes to their
+//! detections, stores each event once (by id) in SQLite, and reports per station what
+//! arrived, what was late, what came twice and which sequence numbers are missing.
+//!
+//! A message is acknowledged to the broker only after it is committed, and the session is
+//! persistent (`clean_session = false`, a fixed client id): while the collector is down
+//! the broker keeps its messages, and a crash loses none. Several collectors can share the
+//! load with a shared subscription (`--share group` subscribes `$share/group/<topic>`).
+#![allow(clippy::print_stdout, reason = "a CLI prints its results")]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use warble_agent::collect::{Ingest, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "warble-collect",
+    version,
+    about = "Collect Warble detections from MQTT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Subscribe and store detections until Ctrl-C (or --duration).
+    Run {
+        /// Broker, `mqtt://host[:port]`.
+        #[arg(long)]
+        broker: String,
+        /// The store (SQLite; created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Topic filter.
+        #[arg(long, default_value = "warble/+/detections")]
+        topic: String,
+        /// Share the subscription with other collectors of this group (`$share/<group>/…`).
+        #[arg(long)]
+        share: Option<String>,
+        /// MQTT client id (keep it stable: the broker keeps the session by it).
+        #[arg(long, default_value = "warble-collect")]
+        client_id: String,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Per station: events, boots, late arrivals, duplicates and missing sequence numbers.
+    Report {
+        /// The store.
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Write every stored event as CSV.
+    Export {
+        /// The store.
+        #[arg(long)]
+        db: PathBuf,
+        /// CSV file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warble-collect: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            broker,
+            db,
+            topic,
+            share,
+            client_id,
+            duration,
+        } => {
+            let url =
+                warble_config::broker::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
+            if url.tls {
+                anyhow::bail!("TLS (mqtts://) is not built yet");
+            }
+            let filter = match share {
+                Some(group) => format!("$share/{group}/{topic}"),
+                None => topic,
+            };
+            let mut store = Store::open(&db)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let stored =
+                runtime.block_on(collect(&url, &client_id, &filter, &mut store, duration))?;
+            println!("stored {stored} new event(s) in {}", db.display());
+        }
+        Command::Report { db } => {
+            let store = Store::open(&db)?;
+            let report = store.report()?;
+            if report.is_empty() {
+                println!("no events in {}", db.display());
+            }
+            for r in &report {
+                let gaps: Vec<String> = r
+                    .gaps
+                    .iter()
+                    .map(|(b, f, l)| {
+                        if f == l {
+                            format!("{b}:{f}")
+                        } else {
+                            format!("{b}:{f}–{l}")
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{}: {} event(s), boots {:?}, {} late, {} duplicate(s), {}",
+                    r.station,
+                    r.events,
+                    r.boots,
+                    r.late,
+                    r.duplicates,
+                    if gaps.is_empty() {
+                        "no gaps".to_owned()
+                    } else {
+                        format!("missing {}", gaps.join(", "))
+                    }
+                );
+            }
+            if let Some(invalid) = report.first().map(|r| r.invalid).filter(|&n| n > 0) {
+                println!("{invalid} message(s) were not detection events");
+            }
+        }
+        Command::Export { db, out } => {
+            let n = Store::open(&db)?.export_csv(&out)?;
+            println!("exported {n} event(s) to {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+/// Subscribes and stores until the duration ends or Ctrl-C; returns the new events stored.
+async fn collect(
+    url: &warble_config::broker::BrokerUrl,
+    client_id: &str,
+    filter: &str,
+    store: &mut Store,
+    duration: Option<f64>,
+) -> anyhow::Result<u64> {
+    let mut opts = MqttOptions::new(client_id, &url.host, url.port);
+    opts.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let stop = async {
+        match duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::pin!(stop);
+    let mut stored = 0u64;
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                wait = Duration::from_millis(500);
+                if !ack.session_present {
+                    client
+                        .try_subscribe(filter, QoS::AtLeastOnce)
+                        .context("subscribing")?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Committed first, acknowledged after: a failure here leaves the message
+                // with the broker.
+                match store.ingest(&p.payload)? {
+                    Ingest::Stored => stored += 1,
+                    Ingest::Duplicate => {}
+                    Ingest::Invalid(reason) => {
+                        eprintln!("ignored a message on {}: {reason}", p.topic);
+                    }
+                }
+                client.try_ack(&p).context("acknowledging")?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("broker: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(stored)
+}

@@ -1,0 +1,370 @@
+//! The collector's store: detections from every station, de-duplicated by event id, with
+//! what a subscriber needs to prove nothing was lost — per station and boot, the sequence
+//! numbers seen, so gaps, duplicates and late (historical) arrivals can be reported.
+//!
+//! SQLite in WAL mode with `synchronous = FULL`; a message is acknowledged to the broker
+//! only after its row is committed (see `warble-collect`), so a collector crash loses
+//! nothing either: the broker sends the message again and the id makes it a duplicate.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use warble_core::event::Detection;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// SQLite reported an error.
+    #[error("collector database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Writing the CSV export failed.
+    #[error("exporting to {path}: {reason}")]
+    Export {
+        /// The CSV file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingest {
+    /// A new event, stored.
+    Stored,
+    /// An event already stored (same id).
+    Duplicate,
+    /// Not a `warble.detection/1` event; the reason.
+    Invalid(String),
+}
+
+/// Per station: counts and gaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StationReport {
+    /// Station id.
+    pub station: String,
+    /// Distinct events stored.
+    pub events: u64,
+    /// Boots seen.
+    pub boots: Vec<u64>,
+    /// Messages that repeated a stored event.
+    pub duplicates: u64,
+    /// Events that arrived marked historical (late).
+    pub late: u64,
+    /// Missing sequence ranges `(boot, first, last)` below each boot's highest seq.
+    pub gaps: Vec<(u64, u64, u64)>,
+    /// Messages that were not events (all stations).
+    pub invalid: u64,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    station TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    start TEXT NOT NULL,
+    code TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    historical INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_station ON events (station, boot, seq);
+CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (station, name));
+";
+
+impl Store {
+    /// Opens (or creates) the store.
+    ///
+    /// # Errors
+    /// [`CollectError::Sqlite`] naming the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CollectError> {
+        let path = path.as_ref().to_path_buf();
+        let err = |source| CollectError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CollectError {
+        CollectError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn count(&self, station: &str, name: &str) -> Result<(), CollectError> {
+        self.conn
+            .execute(
+                "INSERT INTO counters (station, name, value) VALUES (?1, ?2, 1)
+                 ON CONFLICT (station, name) DO UPDATE SET value = value + 1",
+                params![station, name],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Stores one message's payload (committed when this returns).
+    ///
+    /// # Errors
+    /// [`CollectError::Sqlite`] (disk full…): the message must then not be acknowledged.
+    pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingest, CollectError> {
+        let event: Detection = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                self.count("", "invalid")?;
+                return Ok(Ingest::Invalid(e.to_string()));
+            }
+        };
+        if event.schema != warble_core::event::DETECTION_SCHEMA {
+            self.count("", "invalid")?;
+            return Ok(Ingest::Invalid(format!("schema `{}`", event.schema)));
+        }
+        let text = String::from_utf8_lossy(payload);
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO events (id, station, boot, seq, start, code, confidence, historical, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    event.id,
+                    event.station,
+                    event.boot as i64,
+                    event.seq as i64,
+                    event.start.to_rfc3339(),
+                    event.code.as_str(),
+                    f64::from(event.confidence),
+                    event.historical,
+                    text
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        if inserted == 0 {
+            self.count(&event.station, "duplicates")?;
+            return Ok(Ingest::Duplicate);
+        }
+        if event.historical {
+            self.count(&event.station, "late")?;
+        }
+        Ok(Ingest::Stored)
+    }
+
+    fn counter(&self, station: &str, name: &str) -> Result<u64, CollectError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM counters WHERE station = ?1 AND name = ?2",
+                params![station, name],
+                |r| r.get(0),
+            )
+            .ok();
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Per-station counts, boots and gaps, by station id.
+    ///
+    /// # Errors
+    /// [`CollectError::Sqlite`].
+    pub fn report(&self) -> Result<Vec<StationReport>, CollectError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT station, boot, seq FROM events ORDER BY station, boot, seq")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, u64, u64)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let invalid = self.counter("", "invalid")?;
+        let mut out: Vec<StationReport> = Vec::new();
+        let mut expect: Option<(String, u64, u64)> = None; // station, boot, next seq
+        for (station, boot, seq) in rows {
+            if out.last().is_none_or(|r| r.station != station) {
+                out.push(StationReport {
+                    station: station.clone(),
+                    events: 0,
+                    boots: Vec::new(),
+                    duplicates: self.counter(&station, "duplicates")?,
+                    late: self.counter(&station, "late")?,
+                    gaps: Vec::new(),
+                    invalid,
+                });
+            }
+            let Some(r) = out.last_mut() else { continue };
+            r.events += 1;
+            if r.boots.last() != Some(&boot) {
+                r.boots.push(boot);
+            }
+            let next = match &expect {
+                Some((s, b, n)) if *s == station && *b == boot => *n,
+                _ => 0,
+            };
+            if seq > next {
+                r.gaps.push((boot, next, seq - 1));
+            }
+            expect = Some((station, boot, seq + 1));
+        }
+        Ok(out)
+    }
+
+    /// Writes every stored event as CSV (id, station, boot, seq, start, code, confidence,
+    /// historical), ordered by station, boot and seq.
+    ///
+    /// # Errors
+    /// [`CollectError`].
+    pub fn export_csv(&self, path: &Path) -> Result<u64, CollectError> {
+        let export = |reason: String| CollectError::Export {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut w = csv::Writer::from_path(path).map_err(|e| export(e.to_string()))?;
+        w.write_record([
+            "id",
+            "station",
+            "boot",
+            "seq",
+            "start",
+            "code",
+            "confidence",
+            "historical",
+        ])
+        .map_err(|e| export(e.to_string()))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, station, boot, seq, start, code, confidence, historical FROM events
+                 ORDER BY station, boot, seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let get = |i: usize| -> Result<String, rusqlite::Error> {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => format!("{v:.4}"),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    _ => String::new(),
+                })
+            };
+            let record: Vec<String> = (0..8)
+                .map(get)
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(e))?;
+            w.write_record(&record).map_err(|e| export(e.to_string()))?;
+            n += 1;
+        }
+        w.flush().map_err(|e| export(e.to_string()))?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warble_core::event::ModelRef;
+
+    fn event(station: &str, boot: u64, seq: u64, historical: bool) -> Vec<u8> {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-05-01T05:00:00Z")
+            .unwrap()
+            .to_utc();
+        serde_json::to_vec(&Detection {
+            schema: warble_core::event::DETECTION_SCHEMA.into(),
+            id: Detection::make_id(station, boot, seq),
+            station: station.into(),
+            boot,
+            seq,
+            start: t,
+            end: t,
+            start_sample: 0,
+            end_sample: 1,
+            code: warble_core::SpeciesCode::new("turmer").unwrap(),
+            scientific: "Turdus merula".into(),
+            common: "Blackbird".into(),
+            confidence: 0.9,
+            model: ModelRef {
+                id: "m".into(),
+                version: "1".into(),
+            },
+            location: None,
+            clip: None,
+            historical,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicates_gaps_and_late_arrivals_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        for seq in [0, 1, 2, 5, 6, 9] {
+            assert_eq!(
+                store.ingest(&event("a", 1, seq, false)).unwrap(),
+                Ingest::Stored
+            );
+        }
+        assert_eq!(
+            store.ingest(&event("a", 1, 5, false)).unwrap(),
+            Ingest::Duplicate
+        );
+        assert_eq!(
+            store.ingest(&event("a", 2, 0, true)).unwrap(),
+            Ingest::Stored
+        );
+        assert_eq!(
+            store.ingest(&event("b", 7, 1, false)).unwrap(),
+            Ingest::Stored
+        );
+        assert!(matches!(
+            store.ingest(b"{not json").unwrap(),
+            Ingest::Invalid(_)
+        ));
+        let report = store.report().unwrap();
+        assert_eq!(report.len(), 2);
+        let a = &report[0];
+        assert_eq!((a.events, a.duplicates, a.late, a.invalid), (7, 1, 1, 1));
+        assert_eq!(a.boots, [1, 2]);
+        assert_eq!(a.gaps, [(1, 3, 4), (1, 7, 8)]);
+        let b = &report[1];
+        assert_eq!(b.gaps, [(7, 0, 0)], "seq 0 of boot 7 never arrived");
+        // Reopened, the store still knows everything.
+        drop(store);
+        let store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        assert_eq!(store.report().unwrap(), report);
+        let csv = dir.path().join("events.csv");
+        assert_eq!(store.export_csv(&csv).unwrap(), 8);
+        let text = std::fs::read_to_string(csv).unwrap();
+        assert!(
+            text.starts_with("id,station,boot,seq,start,code,confidence,historical\na:1:0,a,1,0,"),
+            "{text}"
+        );
+    }
+}
