@@ -47,6 +47,20 @@ pub struct FleetInfo {
     /// The system user the agent runs as.
     #[serde(default = "default_user")]
     pub user: String,
+    /// Broker user that may publish bundles (and read everything).
+    #[serde(default = "default_operator")]
+    pub operator_user: String,
+    /// Broker user of the collectors (reads detections, status, heartbeats).
+    #[serde(default = "default_collector")]
+    pub collector_user: String,
+}
+
+fn default_operator() -> String {
+    "operator".into()
+}
+
+fn default_collector() -> String {
+    "collector".into()
 }
 
 fn default_etc() -> PathBuf {
@@ -379,6 +393,8 @@ pub fn render(
     }
     let staging = tempfile_dir(out).map_err(|e| Problems(vec![problem(out, None, "", e)]))?;
     let mut rendered = Vec::new();
+    // (station, group, topic prefix if it delivers over MQTT), for the broker's ACL.
+    let mut access: Vec<(String, String, Option<String>)> = Vec::new();
     for (id, station_text, keys) in &plans {
         let dir = staging.join(id);
         let write = |rel: &str, bytes: &[u8]| -> Result<(), String> {
@@ -419,6 +435,13 @@ pub fn render(
                         problems.push(problem(out, None, "", e));
                     }
                 }
+                let group = inventory
+                    .iter()
+                    .find(|e| e.id == *id)
+                    .map(|e| e.group.clone())
+                    .unwrap_or_default();
+                let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
+                access.push((id.clone(), group, prefix));
                 rendered.push(id.clone());
             }
             Err(p) => problems.extend(p.0.into_iter().map(|mut p| {
@@ -431,7 +454,18 @@ pub fn render(
         let _ = fs::remove_dir_all(&staging);
         return Err(Problems(problems));
     }
-    for id in &rendered {
+    let broker_dir = staging.join("broker");
+    let acl_files = [
+        ("acl", broker_acl(&fleet.fleet, &access)),
+        ("users.txt", broker_users(&fleet.fleet, &access)),
+    ];
+    for (name, text) in &acl_files {
+        let path = broker_dir.join(name);
+        fs::create_dir_all(&broker_dir)
+            .and_then(|()| fs::write(&path, text))
+            .map_err(|e| Problems(vec![problem(&path, None, "", e.to_string())]))?;
+    }
+    for id in rendered.iter().chain(std::iter::once(&"broker".to_owned())) {
         let (from, to) = (staging.join(id), out.join(id));
         let _ = fs::remove_dir_all(&to);
         fs::rename(&from, &to)
@@ -439,6 +473,60 @@ pub fn render(
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(Rendered { stations: rendered })
+}
+
+/// The mosquitto ACL (`acl_file`): each station (broker user = station id) may publish
+/// only its own detections, status, heartbeat and model report, and read only its own and
+/// its group's bundle; the operator may publish bundles (and read everything); collectors
+/// read what stations publish. Anything not listed is denied.
+pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)]) -> String {
+    let mut prefixes: Vec<&str> = access.iter().filter_map(|(_, _, p)| p.as_deref()).collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    let mut acl = format!(
+        "# mosquitto ACL for fleet {}: rendered by warble-config; edit fleet.toml, not this file.\n\
+         # Broker users: stations log in with their station id.\n\n",
+        info.name
+    );
+    let _ = writeln!(acl, "user {}", info.operator_user);
+    for p in &prefixes {
+        let _ = writeln!(acl, "topic readwrite {p}/#");
+    }
+    let _ = writeln!(acl, "\nuser {}", info.collector_user);
+    for p in &prefixes {
+        for leaf in ["detections", "status", "heartbeat", "model"] {
+            let _ = writeln!(acl, "topic read {p}/+/{leaf}");
+        }
+    }
+    for (id, group, prefix) in access {
+        let Some(p) = prefix else { continue };
+        let _ = writeln!(acl, "\nuser {id}");
+        for leaf in ["detections", "status", "heartbeat", "model"] {
+            let _ = writeln!(acl, "topic write {p}/{id}/{leaf}");
+        }
+        let _ = writeln!(acl, "topic read {p}/{id}/bundle");
+        let _ = writeln!(acl, "topic read {p}/fleet/{group}/bundle");
+    }
+    acl
+}
+
+/// Which broker users need a password (`mosquitto_passwd`), and how to set them.
+fn broker_users(info: &FleetInfo, access: &[(String, String, Option<String>)]) -> String {
+    let mut text = String::from(
+        "# Broker users of this fleet. Create each with a password of its own:\n\
+         #   mosquitto_passwd -c /etc/mosquitto/warble.passwd <first user>\n\
+         #   mosquitto_passwd /etc/mosquitto/warble.passwd <user>\n\
+         # and give each station its password in its mqtt.credentials_file (`<station id>:<password>`).\n\
+         # mosquitto.conf: allow_anonymous false, password_file /etc/mosquitto/warble.passwd,\n\
+         #                 acl_file /etc/mosquitto/warble.acl (this folder's `acl`).\n",
+    );
+    let _ = writeln!(text, "{}\n{}", info.operator_user, info.collector_user);
+    for (id, _, prefix) in access {
+        if prefix.is_some() {
+            let _ = writeln!(text, "{id}");
+        }
+    }
+    text
 }
 
 fn tempfile_dir(out: &Path) -> Result<PathBuf, String> {

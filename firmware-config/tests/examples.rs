@@ -136,9 +136,16 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
     warble_config::fleet::render(fleet, &inventory, b.path()).unwrap();
     let files = tree(a.path());
     assert_eq!(files, tree(b.path()), "rendering is deterministic");
+    let acl = std::fs::read_to_string(a.path().join("broker/acl")).unwrap();
+    assert!(
+        acl.contains("user grunewald-01\ntopic write warble/grunewald-01/detections\n"),
+        "{acl}"
+    );
+    assert!(acl.contains("topic read warble/fleet/dawn/bundle"), "{acl}");
+    assert!(!acl.contains("topic write warble/#"), "{acl}");
     assert_eq!(
         files.len(),
-        3 * 4,
+        3 * 4 + 2,
         "{:?}",
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );

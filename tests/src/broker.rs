@@ -84,11 +84,21 @@ impl Mosquitto {
     /// [`HarnessError::NotInstalled`] without mosquitto; [`HarnessError::NotReady`] if it
     /// does not accept connections within 10 s (its log is included).
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts a broker whose access settings are `access` (mosquitto.conf lines such as
+    /// `allow_anonymous false`, `password_file …`, `acl_file …`) instead of anonymous
+    /// access.
+    ///
+    /// # Errors
+    /// As [`Mosquitto::start`].
+    pub fn start_with(access: &str) -> Result<Self, HarnessError> {
         // A free port can be taken by someone else between our probe and mosquitto's bind
         // (tests start brokers in parallel): then this broker exits, and we try another.
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once() {
+            match Self::start_once(access) {
                 Ok(broker) => return Ok(broker),
                 Err(e @ HarnessError::NotReady { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -97,7 +107,7 @@ impl Mosquitto {
         Err(last.unwrap_or(HarnessError::NotInstalled))
     }
 
-    fn start_once() -> Result<Self, HarnessError> {
+    fn start_once(access: &str) -> Result<Self, HarnessError> {
         let binary = mosquitto_binary().ok_or(HarnessError::NotInstalled)?;
         let dir = tempfile::tempdir().map_err(io_err("creating the broker directory"))?;
         let port = free_port()?;
@@ -106,7 +116,7 @@ impl Mosquitto {
         let config = format!(
             "# written by warble-tests\n\
              listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+             {access}\
              persistence true\n\
              persistence_location {}/\n\
              log_dest file {}\n\
