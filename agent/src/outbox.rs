@@ -255,6 +255,38 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Removes acknowledged events in one transaction (one sync for all); returns how many
+    /// were still there.
+    ///
+    /// # Errors
+    /// [`OutboxError`]; then none is removed, and they are sent again later.
+    pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| self_err(&self.path, e))?;
+        let (mut removed, mut freed) = (0u64, 0u64);
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM events WHERE rowid = ?1 RETURNING bytes")
+                .map_err(|e| self_err(&self.path, e))?;
+            for &rowid in rowids {
+                let bytes: Option<i64> = stmt
+                    .query_row([rowid], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self_err(&self.path, e))?;
+                if let Some(b) = bytes {
+                    removed += 1;
+                    freed += b as u64;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self_err(&self.path, e))?;
+        self.stats.depth -= removed;
+        self.stats.bytes -= freed;
+        Ok(removed)
+    }
+
     /// Removes an acknowledged event; `false` if it was already gone (a duplicate ack).
     ///
     /// # Errors
@@ -352,6 +384,13 @@ mod tests {
         // The same event id is stored once.
         ob.push(&[event(0)]).unwrap();
         assert_eq!(ob.stats().depth, 2);
+        // Several acks in one transaction; unknown rows are ignored.
+        let p = ob.pending(10).unwrap();
+        let bytes_before = ob.stats().bytes;
+        assert_eq!(ob.ack_many(&[p[0].rowid, 999_999, p[0].rowid]).unwrap(), 1);
+        assert_eq!(ob.stats().depth, 1);
+        assert!(ob.stats().bytes < bytes_before);
+        assert_eq!(ob.pending(10).unwrap()[0].event.seq, 2);
     }
 
     #[test]

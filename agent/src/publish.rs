@@ -228,10 +228,20 @@ async fn session(
     let mut requested: VecDeque<Option<i64>> = VecDeque::new();
     let mut in_flight: HashMap<u16, Option<i64>> = HashMap::new();
     let mut sent: HashSet<i64> = HashSet::new();
+    // PUBACKed rows, deleted together (one sync per batch). A crash before the delete
+    // only sends them again: duplicates, never losses.
+    let mut acked: Vec<i64> = Vec::new();
     let mut connected = false;
     loop {
+        if !acked.is_empty() && (acked.len() >= window / 2 || sent.len() == acked.len()) {
+            report.delivered += outbox.ack_many(&acked)?;
+            for rowid in acked.drain(..) {
+                sent.remove(&rowid);
+            }
+        }
         if connected {
-            if sent.len() < window {
+            // Refill when half the window is free, so the outbox is read in batches.
+            if sent.len() <= window / 2 {
                 let room = window - sent.len();
                 let candidates: Vec<_> = outbox
                     .pending(window + sent.len())?
@@ -268,8 +278,14 @@ async fn session(
             }
         }
         let event = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            Err(_) => return Ok(SessionEnd::Deadline),
-            Ok(Err(e)) => return Ok(SessionEnd::Failed(e.to_string())),
+            Err(_) => {
+                report.delivered += outbox.ack_many(&acked)?;
+                return Ok(SessionEnd::Deadline);
+            }
+            Ok(Err(e)) => {
+                report.delivered += outbox.ack_many(&acked)?;
+                return Ok(SessionEnd::Failed(e.to_string()));
+            }
             Ok(Ok(event)) => event,
         };
         match event {
@@ -299,10 +315,7 @@ async fn session(
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(Some(rowid)) = in_flight.remove(&ack.pkid) {
-                    if outbox.ack(rowid)? {
-                        report.delivered += 1;
-                    }
-                    sent.remove(&rowid);
+                    acked.push(rowid);
                 }
             }
             _ => {}

@@ -1,0 +1,84 @@
+//! Delivery throughput: events taken from the durable outbox, published with QoS 1 to a
+//! real mosquitto on loopback and deleted on their PUBACK, per second — with one event in
+//! flight at a time and with the delivery loop's window of 32, side by side in one run.
+//! Run: `cargo bench -p warble-agent --bench deliver`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use warble_agent::outbox::Outbox;
+use warble_agent::publish::{BrokerConfig, drain};
+use warble_core::SpeciesCode;
+use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
+use warble_tests::broker::Mosquitto;
+
+const EVENTS: u64 = 5_000;
+
+fn event(seq: u64) -> Detection {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
+        .unwrap()
+        .to_utc();
+    Detection {
+        schema: DETECTION_SCHEMA.into(),
+        id: Detection::make_id("wetland-03", 7, seq),
+        station: "wetland-03".into(),
+        boot: 7,
+        seq,
+        start,
+        end: start + chrono::Duration::seconds(3),
+        start_sample: seq * 96_000,
+        end_sample: seq * 96_000 + 96_000,
+        code: SpeciesCode::new("eurrob1").unwrap(),
+        scientific: "Erithacus rubecula".into(),
+        common: "European Robin".into(),
+        confidence: 0.87,
+        model: ModelRef {
+            id: "warble-demo".into(),
+            version: "0.1.0".into(),
+        },
+        location: None,
+        clip: None,
+        historical: false,
+    }
+}
+
+fn main() {
+    let broker = Mosquitto::start().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for window in [1usize, 32] {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let mut outbox = Outbox::open(dir.path().join("outbox.db"), 1 << 32).unwrap();
+        let events: Vec<Detection> = (0..EVENTS).map(event).collect();
+        for chunk in events.chunks(500) {
+            outbox.push(chunk).unwrap();
+        }
+        let cfg = BrokerConfig {
+            host: "127.0.0.1".into(),
+            port: broker.port(),
+            client_id: format!("bench-{window}"),
+            topic_prefix: "warble".into(),
+            station: "wetland-03".into(),
+            credentials: None,
+            keep_alive: Duration::from_secs(30),
+            window,
+            announce: false,
+        };
+        let started = Instant::now();
+        let report = runtime
+            .block_on(drain(
+                &mut outbox,
+                &cfg,
+                tokio::time::Instant::now() + Duration::from_secs(300),
+            ))
+            .unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!((report.delivered, report.pending), (EVENTS, 0));
+        println!(
+            "window {window:>2}: {EVENTS} events delivered and deleted in {secs:.2} s = {:.0} events/s",
+            EVENTS as f64 / secs
+        );
+    }
+}
