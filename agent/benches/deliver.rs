@@ -65,6 +65,7 @@ fn main() {
             keep_alive: Duration::from_secs(30),
             window,
             announce: false,
+            tls: None,
         };
         let started = Instant::now();
         let report = runtime

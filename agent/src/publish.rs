@@ -16,18 +16,20 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::time::Instant;
 
 use crate::outbox::{Outbox, OutboxError};
 
 /// Where and how to deliver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Broker host.
     pub host: String,
@@ -48,6 +50,76 @@ pub struct BrokerConfig {
     /// Announce the station: a retained `online` status on connecting and the retained
     /// `offline` will (for the live agent; a one-off delivery run stays silent).
     pub announce: bool,
+    /// TLS (`mqtts://`), with its trust roots and optional client identity.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS client configuration of a station: trust the CA file if given, else the
+/// system's roots; present the client certificate and key for mutual TLS if given. The
+/// ring provider (pure Rust and C, no system OpenSSL) does the cryptography.
+///
+/// # Errors
+/// Unreadable or unparsable PEM files, each named.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>, DeliveryError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_err = |path: &std::path::Path, reason: String| DeliveryError::Tls {
+        path: path.to_owned(),
+        reason,
+    };
+    let read =
+        |path: &std::path::Path| std::fs::read(path).map_err(|e| tls_err(path, e.to_string()));
+    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, DeliveryError> {
+        let pem = read(path)?;
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_err(path, format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(tls_err(path, "holds no certificate".into()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_err(path, format!("unusable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(tls_err(
+                    std::path::Path::new("(system roots)"),
+                    "no trusted CA certificates found; set mqtt.ca_file".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(std::path::Path::new("(TLS)"), e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let chain = certs(cert)?;
+            let pem = read(key)?;
+            let key_der = PrivateKeyDer::from_pem_slice(&pem)
+                .map_err(|e| tls_err(key, format!("not a PEM private key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| tls_err(cert, format!("client certificate and key do not fit: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 impl BrokerConfig {
@@ -62,9 +134,19 @@ impl BrokerConfig {
         let Some(m) = &st.mqtt else {
             return Err(DeliveryError::NotConfigured);
         };
-        if m.tls {
-            return Err(DeliveryError::TlsNotBuilt);
-        }
+        let tls = if m.tls {
+            let ca = m.ca_file.as_ref().map(|f| base.join(f));
+            let identity = m
+                .client_identity
+                .as_ref()
+                .map(|(c, k)| (base.join(c), base.join(k)));
+            Some(tls_config(
+                ca.as_deref(),
+                identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )?)
+        } else {
+            None
+        };
         let credentials = match &m.credentials_file {
             Some(file) => {
                 let path = base.join(file);
@@ -94,6 +176,7 @@ impl BrokerConfig {
             keep_alive: Duration::from_secs(30),
             window: 32,
             announce: false,
+            tls,
         })
     }
 
@@ -109,11 +192,14 @@ pub enum DeliveryError {
     /// The station file has no `[mqtt]` section.
     #[error("the station file has no [mqtt] section: detections stay local")]
     NotConfigured,
-    /// `mqtts://` needs the TLS transport, not built yet.
-    #[error(
-        "TLS delivery (mqtts://) is not built yet; use mqtt:// to a broker on this machine or a tunnel"
-    )]
-    TlsNotBuilt,
+    /// A TLS file cannot be used.
+    #[error("TLS: {}: {reason}", path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The credentials file cannot be used.
     #[error("credentials file {}: {reason}", path.display())]
     Credentials {
@@ -220,6 +306,11 @@ async fn session(
         ));
     if let Some((user, pass)) = &cfg.credentials {
         opts.set_credentials(user, pass);
+    }
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
     }
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);

@@ -288,3 +288,97 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
         1 + total
     );
 }
+
+/// A test PKI: a CA, a server certificate for localhost/127.0.0.1 and a client
+/// certificate, written as PEM files into `dir`; returns (ca, server cert, server key,
+/// client cert, client key).
+fn pki(dir: &Path, name: &str) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |sans: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        (
+            params.signed_by(&key, &issuer).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "broker");
+    let (client_cert, client_key) = leaf(vec![], "marsh-3");
+    let files = [
+        (format!("{name}-ca.pem"), ca_cert.pem()),
+        (format!("{name}-server.pem"), server_cert),
+        (format!("{name}-server.key"), server_key),
+        (format!("{name}-client.pem"), client_cert),
+        (format!("{name}-client.key"), client_key),
+    ];
+    files.map(|(file, text)| {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    })
+}
+
+#[test]
+fn delivery_over_mutual_tls_needs_the_right_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, server_cert, server_key, client_cert, client_key] = pki(dir.path(), "fleet");
+    let [other_ca, ..] = pki(dir.path(), "other");
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nallow_anonymous true\n",
+        ca.display(),
+        server_cert.display(),
+        server_key.display()
+    ))
+    .unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let plain = std::fs::read_to_string(&station).unwrap();
+    let with_tls = |ca: &Path, identity: bool| {
+        let mut text = plain.replace(
+            &format!("mqtt://127.0.0.1:{}", broker.port()),
+            &format!("mqtts://localhost:{}", broker.port()),
+        );
+        let mut mqtt = format!("ca_file = \"{}\"\n", ca.display());
+        if identity {
+            mqtt += &format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                client_cert.display(),
+                client_key.display()
+            );
+        }
+        text = text.replace("[storage]", &format!("{mqtt}\n[storage]"));
+        std::fs::write(&station, text).unwrap();
+    };
+    let config = station.to_str().unwrap();
+    let events = analyze(&station);
+
+    // No client certificate: the broker refuses the handshake; nothing is lost.
+    with_tls(&ca, false);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "2"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("0 event(s), {} pending", events.len())),
+        "{out}"
+    );
+    // A broker certificate from another CA is not trusted.
+    with_tls(&other_ca, true);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "2"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    // The right CA and a client certificate: everything is delivered.
+    with_tls(&ca, true);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", broker.log());
+    assert!(
+        out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
+        "{out}"
+    );
+}
