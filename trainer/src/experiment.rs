@@ -299,19 +299,27 @@ pub fn run(
 ) -> anyhow::Result<Vec<CellResult>> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let plan_path = out.join("plan.json");
-    let plan_text = serde_json::to_string_pretty(plan)?;
+    // Everything but the seeds must match a folder's plan: seeds can be added later (or a
+    // report written for some of them), as every cell is its own run.
+    let recipe = |p: &Plan| {
+        serde_json::to_string_pretty(&Plan {
+            seeds: Vec::new(),
+            ..p.clone()
+        })
+    };
     if plan_path.is_file() {
-        // Compared as text: the serialisation is deterministic, and parsing floats back
-        // could differ in the last bit.
-        if fs::read_to_string(&plan_path)? != plan_text {
+        let old: Plan = serde_json::from_str(&fs::read_to_string(&plan_path)?)
+            .with_context(|| format!("reading {}", plan_path.display()))?;
+        // Compared as text: the serialisation is deterministic, and floats read back
+        // could differ in the last bit only if the text did.
+        if recipe(&old)? != recipe(plan)? {
             anyhow::bail!(
                 "{} holds another plan; use a new folder (or delete it) to change the plan",
                 plan_path.display()
             );
         }
-    } else {
-        fs::write(&plan_path, plan_text)?;
     }
+    fs::write(&plan_path, serde_json::to_string_pretty(plan)?)?;
     let data = out.join("data");
     if !data.join("synth.json").is_file() {
         on_event(ExperimentEvent::Phase("benchmark".into(), 0));

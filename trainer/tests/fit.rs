@@ -467,8 +467,9 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
         again[0].soundscape_mean_cmap,
         results[0].soundscape_mean_cmap
     );
-    // Another plan in the same folder is refused.
-    let other = Plan::new(ExperimentPreset::Tiny, vec![1, 2]);
+    // Another plan in the same folder is refused (other seeds are not another plan).
+    let mut other = Plan::new(ExperimentPreset::Tiny, vec![1]);
+    other.adversarial.ratio = 0.7;
     let err = experiment::run(&other, out.path(), &on_event).unwrap_err();
     assert!(format!("{err}").contains("another plan"), "{err}");
 }
