@@ -288,13 +288,15 @@ fn cell_name(arch: Arch, mode: AdversarialMode, seed: u64) -> String {
     format!("{}-{}-s{seed}", arch.name(), mode_name(mode))
 }
 
-/// Runs (or resumes) the experiment into `out` and writes its report.
+/// Runs (or resumes) the experiment into `out` and writes its report. Training runs on
+/// `device` (e.g. a GPU with the `cuda` feature); evaluation and attacks on the CPU.
 ///
 /// # Errors
 /// Unwritable output, training or evaluation failures.
 pub fn run(
     plan: &Plan,
     out: &Path,
+    device: &burn::prelude::Device,
     on_event: &(dyn Fn(ExperimentEvent) + Sync),
 ) -> anyhow::Result<Vec<CellResult>> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -351,7 +353,7 @@ pub fn run(
             serde_json::from_str(&fs::read_to_string(&result_path)?)
                 .with_context(|| format!("reading {}", result_path.display()))?
         } else {
-            let r = run_cell(plan, out, &data, (arch, mode, seed), on_event)?;
+            let r = run_cell(plan, out, &data, (arch, mode, seed), device, on_event)?;
             fs::write(&result_path, serde_json::to_string_pretty(&r)?)?;
             r
         };
@@ -366,6 +368,7 @@ fn run_cell(
     out: &Path,
     data: &Path,
     (arch, mode, seed): (Arch, AdversarialMode, u64),
+    train_device: &burn::prelude::Device,
     on_event: &(dyn Fn(ExperimentEvent) + Sync),
 ) -> anyhow::Result<CellResult> {
     let dir = out.join("runs").join(cell_name(arch, mode, seed));
@@ -393,7 +396,7 @@ fn run_cell(
     ));
     let device = burn::prelude::Device::flex();
     let mut total_set = false;
-    fit(&cfg, &dir, resume, &device, &mut |e| {
+    fit(&cfg, &dir, resume, train_device, &mut |e| {
         if let crate::train::TrainEvent::Step { steps, .. } = e {
             if !total_set {
                 on_event(ExperimentEvent::Phase(

@@ -425,7 +425,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
             cells.lock().unwrap().push((name, cached));
         }
     };
-    let results = experiment::run(&plan, out.path(), &on_event).unwrap();
+    let results = experiment::run(&plan, out.path(), &Device::flex(), &on_event).unwrap();
     assert_eq!(results.len(), 6);
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     println!("{report}");
@@ -461,7 +461,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
 
     // Running again does no work: every cell is read back.
     cells.lock().unwrap().clear();
-    let again = experiment::run(&plan, out.path(), &on_event).unwrap();
+    let again = experiment::run(&plan, out.path(), &Device::flex(), &on_event).unwrap();
     assert!(cells.lock().unwrap().iter().all(|(_, cached)| *cached));
     assert_eq!(
         again[0].soundscape_mean_cmap,
@@ -470,7 +470,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
     // Another plan in the same folder is refused (other seeds are not another plan).
     let mut other = Plan::new(ExperimentPreset::Tiny, vec![1]);
     other.adversarial.ratio = 0.7;
-    let err = experiment::run(&other, out.path(), &on_event).unwrap_err();
+    let err = experiment::run(&other, out.path(), &Device::flex(), &on_event).unwrap_err();
     assert!(format!("{err}").contains("another plan"), "{err}");
 }
 

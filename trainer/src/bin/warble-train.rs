@@ -256,9 +256,12 @@ enum Command {
         /// Training seeds, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1u64, 2, 3])]
         seeds: Vec<u64>,
-        /// Output folder (run it again to resume).
+        /// Output folder (run it again to resume, or with more seeds to add them).
         #[arg(long)]
         out: PathBuf,
+        /// Training device (evaluation and attacks run on the CPU).
+        #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+        device: DeviceArg,
     },
     /// Measure a benchmark's shift with a pooled-log-mel logistic-regression baseline.
     Baseline {
@@ -582,7 +585,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Experiment { preset, seeds, out } => {
+        Command::Experiment {
+            preset,
+            seeds,
+            out,
+            device: device_arg,
+        } => {
+            let train_device = device(device_arg)?;
             if seeds.is_empty() {
                 anyhow::bail!("--seeds needs at least one seed");
             }
@@ -590,7 +599,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cells = bar(0, "cells")?;
             let work = bar(0, "steps")?;
             let started = std::time::Instant::now();
-            experiment::run(&plan, &out, &|event| match event {
+            experiment::run(&plan, &out, &train_device, &|event| match event {
                 ExperimentEvent::Cell {
                     index,
                     total,
