@@ -78,6 +78,31 @@ pub struct AnalyzeArgs {
     pub truth: Option<PathBuf>,
 }
 
+impl AnalyzeArgs {
+    /// The arguments that make [`prepare`] read everything from a station file.
+    pub(crate) fn for_station(config: &Path, out: Option<PathBuf>, batch: usize) -> Self {
+        Self {
+            paths: Vec::new(),
+            config: Some(config.to_owned()),
+            bundle: None,
+            trusted: Vec::new(),
+            out,
+            format: None,
+            hop: None,
+            min_confidence: None,
+            no_merge: false,
+            engine: None,
+            onnxruntime: None,
+            threads: None,
+            batch,
+            station: None,
+            data_dir: None,
+            recorded_at: None,
+            truth: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
     Jsonl,
@@ -174,7 +199,7 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
 }
 
 /// A station file's settings, its relative paths resolved against its folder.
-fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig> {
+pub(crate) fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig> {
     let mut st = warble_config::load(path).map_err(|problems| {
         anyhow::anyhow!(
             "{problems}\n{}: {} problem(s); fix them with `warble-config validate`",
@@ -189,7 +214,18 @@ fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig>
     Ok(st)
 }
 
-pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+/// What a run of the analysis needs, prepared from the arguments and station file: the
+/// verified, self-tested model, the detection writer and the outbox.
+pub(crate) struct Session {
+    pub analyzer: Analyzer,
+    pub writer: Writer<Box<dyn Write>>,
+    pub outbox: Option<warble_agent::outbox::Outbox>,
+    pub to_stdout: bool,
+    pub station: Option<warble_config::StationConfig>,
+}
+
+/// Verifies the bundle, loads and self-tests it, and opens the outputs.
+pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
     let station = args.config.as_deref().map(station_settings).transpose()?;
     let st = station.as_ref();
     let format = match args.format {
@@ -300,7 +336,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         .or(st.map(|s| s.id.as_str().to_owned()))
         .unwrap_or_else(|| "local".to_owned());
     let data_dir = args.data_dir.clone().or(st.map(|s| s.data_dir.clone()));
-    let mut analyzer = Analyzer::new(&bundle, engine, cfg)?;
+    let analyzer = Analyzer::new(&bundle, engine, cfg)?;
     let model = ModelRef {
         id: m.model_id.clone(),
         version: m.version.clone(),
@@ -316,10 +352,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         Some(dir) => warble_agent::station::next_boot(dir)?,
         None => 0,
     };
-    let mut writer = Writer::new(sink, format, &station_id, boot, model)?;
+    let writer = Writer::new(sink, format, &station_id, boot, model)?;
     // With a station file, every detection also waits in the station's outbox for
     // `warble-agent deliver` (or the live agent) to send it.
-    let mut outbox = match (st, &data_dir) {
+    let outbox = match (st, &data_dir) {
         (Some(s), Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             Some(warble_agent::outbox::Outbox::open(
@@ -329,6 +365,24 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    Ok(Session {
+        analyzer,
+        writer,
+        outbox,
+        to_stdout,
+        station,
+    })
+}
+
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let Session {
+        mut analyzer,
+        mut writer,
+        mut outbox,
+        to_stdout,
+        ..
+    } = prepare(&args)?;
+
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),
         None => None,

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod analyze;
+pub mod capture;
 pub mod collect;
 pub mod detect;
 pub mod features;

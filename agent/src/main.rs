@@ -13,6 +13,7 @@ use warble_core::frontend::WindowSpec;
 
 mod analyze_cmd;
 mod deliver_cmd;
+mod run_cmd;
 use warble_core::{FrontEndConfig, Preset};
 
 #[derive(Parser)]
@@ -34,6 +35,12 @@ enum Command {
     /// each leaves the outbox only when the broker acknowledged it). Exit status 0: all
     /// delivered; 1: some left for next time (broker unreachable); 2: error.
     Deliver(deliver_cmd::DeliverArgs),
+    /// The recorder: live capture from the station's input device → detections (written
+    /// and committed to the outbox) → MQTT delivery in the background, until SIGINT or
+    /// SIGTERM (or --duration / --max-samples).
+    Run(run_cmd::RunArgs),
+    /// List the audio input devices (ids for `audio.device`).
+    Devices,
     /// Stream a recording through the log-mel front end exactly as the recorder will, and
     /// print what each window looks like plus throughput and memory figures.
     Features {
@@ -74,6 +81,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(args) => analyze_cmd::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Deliver(args) => deliver_cmd::run(args),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Devices => {
+            let list = warble_agent::capture::devices()?;
+            if list.is_empty() {
+                println!("no input devices");
+            }
+            for d in list {
+                println!(
+                    "{}\t{}\t{}",
+                    d.id,
+                    d.description,
+                    d.default_config
+                        .unwrap_or_else(|| "(no default configuration)".into())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Features {
             file,
             preset,

@@ -320,6 +320,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Re-reads the counters from the database (another connection — the detection path —
+    /// may have added events since this one last looked).
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    pub fn refresh_stats(&mut self) -> Result<OutboxStats, OutboxError> {
+        let (depth, bytes): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        self.stats.depth = depth as u64;
+        self.stats.bytes = bytes as u64;
+        Ok(self.stats)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> OutboxStats {
         self.stats

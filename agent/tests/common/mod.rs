@@ -1,4 +1,5 @@
 //! Helpers shared by the agent's integration tests.
+#![allow(dead_code, reason = "each test binary uses some of the helpers")]
 
 use std::path::PathBuf;
 use std::process::Command;

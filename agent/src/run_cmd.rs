@@ -1,0 +1,259 @@
+//! `warble-agent run`: the recorder. Live capture → (resampling) → the streaming front
+//! end and model → detections, written out and committed to the outbox, while a delivery
+//! thread sends the outbox to the broker. SIGINT/SIGTERM stop capture, finish the last
+//! window, flush everything and end delivery cleanly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use warble_agent::capture::{Capture, CaptureConfig};
+use warble_agent::detect::SpeciesEvent;
+use warble_agent::output::Row;
+use warble_core::SampleRate;
+use warble_core::audio::StreamResampler;
+
+use crate::analyze_cmd::{AnalyzeArgs, Session, prepare};
+
+/// `warble-agent run` arguments.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Station file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Detections file (default: standard output); they also go to the outbox.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop after this many captured samples (at the capture rate).
+    #[arg(long)]
+    pub max_samples: Option<u64>,
+    /// Windows per inference call (1: lowest latency).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Also write the captured audio (after mixdown and gain, at the capture rate) to this
+    /// WAV file, e.g. to check a new microphone.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+}
+
+/// Sets `stop` on SIGINT or SIGTERM.
+fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    std::thread::Builder::new()
+        .name("warble-signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+        })
+        .context("starting the signal watcher")?;
+    Ok(())
+}
+
+/// Drains the station's outbox to its broker until `stop`, then once more briefly.
+fn spawn_delivery(
+    st: &warble_config::StationConfig,
+    base: &std::path::Path,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if st.mqtt.is_none() {
+        return Ok(None);
+    }
+    let broker = warble_agent::publish::BrokerConfig {
+        announce: true,
+        ..warble_agent::publish::BrokerConfig::from_station(st, base)?
+    };
+    let path = st.data_dir.join("outbox.sqlite");
+    let quota = st.outbox_quota_bytes;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the delivery runtime")?;
+    let handle = std::thread::Builder::new()
+        .name("warble-delivery".into())
+        .spawn(move || {
+            let Ok(mut outbox) = warble_agent::outbox::Outbox::open(&path, quota) else {
+                return;
+            };
+            runtime.block_on(async {
+                loop {
+                    let last = stop.load(Ordering::Relaxed);
+                    outbox.refresh_stats().ok();
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    if let Err(e) =
+                        warble_agent::publish::drain(&mut outbox, &broker, deadline).await
+                    {
+                        eprintln!("delivery: {e}");
+                    }
+                    if last {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        })
+        .context("starting the delivery thread")?;
+    Ok(Some(handle))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
+    let Session {
+        mut analyzer,
+        mut writer,
+        mut outbox,
+        station,
+        ..
+    } = prepare(&analyze_args)?;
+    let st = station.context("a station file is required")?;
+    let model_rate = analyzer.sample_rate();
+    let capture_rate = SampleRate::new(st.sample_rate_hz)
+        .with_context(|| format!("audio.sample_rate_hz {} is not usable", st.sample_rate_hz))?;
+    let mut resampler = if capture_rate == model_rate {
+        None
+    } else {
+        Some(
+            StreamResampler::new(capture_rate, model_rate)
+                .map_err(|e| anyhow::anyhow!("resampler: {e:?}"))?,
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone())?;
+    let base = args.config.parent().unwrap_or(std::path::Path::new("."));
+    let delivery = spawn_delivery(&st, base, stop.clone())?;
+    let mut capture = Capture::start(&CaptureConfig {
+        device: st.device.clone(),
+        sample_rate_hz: st.sample_rate_hz,
+        channels: st.channels,
+        gain_db: st.gain_db,
+        ring_samples: (st.buffer.as_secs_f64() * f64::from(st.sample_rate_hz)) as usize,
+    })?;
+    eprintln!(
+        "capturing from `{}` at {} Hz (model rate {} Hz), station {}",
+        st.device,
+        st.sample_rate_hz,
+        model_rate.hz(),
+        st.id.as_str()
+    );
+    let labels = analyzer.labels().clone();
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let mut captured = 0u64;
+    let (mut raw, mut chunk) = (Vec::new(), Vec::new());
+    let mut problem: Option<anyhow::Error> = None;
+    let mut events = 0usize;
+    let mut on_event = |e: &SpeciesEvent| {
+        let row = Row {
+            file: "live",
+            event: e,
+            rate_hz: model_rate.hz(),
+        };
+        match writer.write(&row, &labels, started_at) {
+            Ok(Some(event)) => {
+                events += 1;
+                if let Some(outbox) = outbox.as_mut()
+                    && let Err(err) = outbox.push(std::slice::from_ref(&event))
+                {
+                    problem.get_or_insert(err.into());
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                problem.get_or_insert(err.into());
+            }
+        }
+    };
+    let mut recording = match &args.record {
+        Some(path) => Some(
+            hound::WavWriter::create(
+                path,
+                hound::WavSpec {
+                    channels: 1,
+                    sample_rate: st.sample_rate_hz,
+                    bits_per_sample: 32,
+                    sample_format: hound::SampleFormat::Float,
+                },
+            )
+            .with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut stream = analyzer.stream();
+    loop {
+        let done = stop.load(Ordering::Relaxed)
+            || args
+                .duration
+                .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+            || args.max_samples.is_some_and(|m| captured >= m);
+        if done {
+            break;
+        }
+        raw.clear();
+        if capture.read(&mut raw) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if let Some(m) = args.max_samples {
+            raw.truncate((m - captured) as usize);
+        }
+        captured += raw.len() as u64;
+        if let Some(w) = recording.as_mut() {
+            for &x in &raw {
+                w.write_sample(x).context("writing the recording")?;
+            }
+        }
+        let samples = match resampler.as_mut() {
+            Some(r) => {
+                chunk.clear();
+                r.process(&raw, &mut chunk)
+                    .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
+                &chunk
+            }
+            None => &raw,
+        };
+        stream.push(samples, &mut on_event)?;
+    }
+    if let Some(r) = resampler.as_mut() {
+        chunk.clear();
+        r.finish(&mut chunk)
+            .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
+        stream.push(&chunk, &mut on_event)?;
+    }
+    let summary = stream.finish(&mut on_event)?;
+    if let Some(w) = recording {
+        w.finalize().context("writing the recording")?;
+    }
+    if let Some(e) = problem {
+        return Err(e).context("writing detections");
+    }
+    let overruns = capture.overruns();
+    drop(capture);
+    writer.finish().context("writing detections")?;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(d) = delivery {
+        let _ = d.join();
+    }
+    eprintln!(
+        "{:.1} s of audio, {} windows, {events} detections, {overruns} samples lost to overruns",
+        summary.audio_seconds, summary.stats.windows
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,166 @@
+//! Live capture produces exactly the detections of file analysis on the same audio.
+//!
+//! No sound card here: the "microphone" is ALSA's file plugin reading raw samples, set up
+//! with `ALSA_CONFIG_PATH` for the agent process only (the user's ALSA configuration is
+//! never touched). The plugin is not paced, so the capture ring holds the whole excerpt
+//! and `--max-samples` ends the run at the excerpt's last sample.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+use common::repo_file;
+
+use std::path::Path;
+use std::process::Command;
+
+use warble_core::SampleRate;
+use warble_core::audio::AudioStream;
+use warble_core::event::Detection;
+
+const SECONDS: usize = 30;
+
+fn station(dir: &Path, id: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[station]\nid = \"{id}\"\n\n[audio]\nsample_rate_hz = 32000\nbuffer_s = 40.0\n\n\
+             [model]\nbundle = \"{}\"\ntrusted_keys = [\"{}\"]\n\n[storage]\ndata_dir = \"{}\"\n",
+            repo_file("models/demo/warble-demo-0.1.0.warble").display(),
+            repo_file("models/demo/warble-demo.pub").display(),
+            dir.join(format!("data-{id}")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn detections(stdout: &[u8]) -> Vec<(String, u64, u64, f32)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let e: Detection = serde_json::from_str(l).unwrap();
+            (
+                e.code.to_string(),
+                e.start_sample,
+                e.end_sample,
+                e.confidence,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn live_capture_detects_exactly_what_file_analysis_detects() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first 30 s of the demo recording at the model's rate, as 16-bit samples: a WAV
+    // for `analyze`, the same samples raw for the ALSA file "microphone".
+    let mut audio =
+        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
+    let mut pcm = Vec::new();
+    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < SECONDS * 32_000 {}
+    pcm.truncate(SECONDS * 32_000);
+    let ints: Vec<i16> = pcm
+        .iter()
+        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let wav = dir.path().join("excerpt.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 32_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for &s in &ints {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    // The device is the file plugin itself, in the format the agent asks for (32-bit
+    // float, 32 kHz, mono): no ALSA conversion in between (its `plug` resampled here).
+    let raw = dir.path().join("mic.f32");
+    let floats: Vec<u8> = ints
+        .iter()
+        .flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes())
+        .collect();
+    std::fs::write(&raw, floats).unwrap();
+    let alsa = dir.path().join("asound.conf");
+    std::fs::write(
+        &alsa,
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
+             infile \"{}\"\n format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+
+    let file_station = station(dir.path(), "file");
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .args([
+            "analyze",
+            "--config",
+            file_station.to_str().unwrap(),
+            "--batch",
+            "1",
+            wav.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file = detections(&out.stdout);
+    assert!(from_file.len() >= 3, "{from_file:?}");
+
+    let live_station = station(dir.path(), "live");
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args([
+            "run",
+            "--config",
+            live_station.to_str().unwrap(),
+            "--max-samples",
+            &ints.len().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{SECONDS}.0 s of audio")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 samples lost to overruns"), "{stderr}");
+    let live = detections(&out.stdout);
+    assert_eq!(live, from_file, "live capture and file analysis agree");
+    // Live detections are committed to the station's outbox for delivery.
+    assert!(dir.path().join("data-live/outbox.sqlite").is_file());
+}
+
+#[test]
+fn a_missing_input_device_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "nodev");
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("[audio]\n", "[audio]\ndevice = \"alsa:no-such-mic\"\n");
+    std::fs::write(&station, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no input device `alsa:no-such-mic`"),
+        "{stderr}"
+    );
+}
