@@ -127,14 +127,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let model_rate = analyzer.sample_rate();
     let capture_rate = SampleRate::new(st.sample_rate_hz)
         .with_context(|| format!("audio.sample_rate_hz {} is not usable", st.sample_rate_hz))?;
-    let mut resampler = if capture_rate == model_rate {
-        None
-    } else {
-        Some(
-            StreamResampler::new(capture_rate, model_rate)
-                .map_err(|e| anyhow::anyhow!("resampler: {e:?}"))?,
-        )
+    let new_resampler = || -> anyhow::Result<Option<StreamResampler>> {
+        if capture_rate == model_rate {
+            return Ok(None);
+        }
+        StreamResampler::new(capture_rate, model_rate)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("resampler: {e:?}"))
     };
+    let mut resampler = new_resampler()?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
@@ -154,7 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         st.id.as_str()
     );
     let labels = analyzer.labels().clone();
-    let started_at = chrono::Utc::now();
+    let segment_start = std::cell::Cell::new(chrono::Utc::now());
     let started = Instant::now();
     let mut captured = 0u64;
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
@@ -166,7 +167,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             event: e,
             rate_hz: model_rate.hz(),
         };
-        match writer.write(&row, &labels, started_at) {
+        match writer.write(&row, &labels, segment_start.get()) {
             Ok(Some(event)) => {
                 events += 1;
                 if let Some(outbox) = outbox.as_mut()
@@ -196,7 +197,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let mut stream = analyzer.stream();
+    // Listening follows the station's schedule: outside its windows captured audio is
+    // dropped; each listening stretch is its own stream (its last window classified and
+    // its events closed when the window ends).
+    let local_offset_min = chrono::Local::now().offset().local_minus_utc() / 60;
+    let listening_now = || {
+        st.schedule
+            .is_active(chrono::Utc::now(), st.location, local_offset_min)
+    };
+    let mut stream = None;
+    let (mut audio_seconds, mut windows) = (0.0, 0u64);
+    let mut last_check: Option<Instant> = None;
+    let mut end_segment = |stream: Option<warble_agent::analyze::Stream<'_>>,
+                           resampler: &mut Option<StreamResampler>,
+                           on_event: &mut dyn FnMut(&SpeciesEvent)|
+     -> anyhow::Result<()> {
+        let Some(mut stream) = stream else {
+            return Ok(());
+        };
+        if let Some(r) = resampler.as_mut() {
+            let mut tail = Vec::new();
+            r.finish(&mut tail)
+                .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
+            stream.push(&tail, on_event)?;
+        }
+        let summary = stream.finish(on_event)?;
+        audio_seconds += summary.audio_seconds;
+        windows += summary.stats.windows;
+        Ok(())
+    };
     loop {
         let done = stop.load(Ordering::Relaxed)
             || args
@@ -205,6 +234,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             || args.max_samples.is_some_and(|m| captured >= m);
         if done {
             break;
+        }
+        if last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_check = Some(Instant::now());
+            let active = listening_now();
+            if active && stream.is_none() {
+                eprintln!("listening (station schedule)");
+                segment_start.set(chrono::Utc::now());
+                resampler = new_resampler()?;
+                stream = Some(analyzer.stream());
+            } else if !active && stream.is_some() {
+                eprintln!("outside the listening windows: paused");
+                end_segment(stream.take(), &mut resampler, &mut on_event)?;
+            }
         }
         raw.clear();
         if capture.read(&mut raw) == 0 {
@@ -215,6 +257,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             raw.truncate((m - captured) as usize);
         }
         captured += raw.len() as u64;
+        let Some(active_stream) = stream.as_mut() else {
+            continue;
+        };
         if let Some(w) = recording.as_mut() {
             for &x in &raw {
                 w.write_sample(x).context("writing the recording")?;
@@ -229,15 +274,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             None => &raw,
         };
-        stream.push(samples, &mut on_event)?;
+        active_stream.push(samples, &mut on_event)?;
     }
-    if let Some(r) = resampler.as_mut() {
-        chunk.clear();
-        r.finish(&mut chunk)
-            .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
-        stream.push(&chunk, &mut on_event)?;
-    }
-    let summary = stream.finish(&mut on_event)?;
+    end_segment(stream.take(), &mut resampler, &mut on_event)?;
     if let Some(w) = recording {
         w.finalize().context("writing the recording")?;
     }
@@ -252,8 +291,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = d.join();
     }
     eprintln!(
-        "{:.1} s of audio, {} windows, {events} detections, {overruns} samples lost to overruns",
-        summary.audio_seconds, summary.stats.windows
+        "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -164,3 +164,50 @@ fn a_missing_input_device_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn outside_its_listening_windows_a_station_analyses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "asleep");
+    // A window that starts two hours from now (local time) and lasts one hour.
+    let now = chrono::Local::now();
+    let hhmm = |t: chrono::DateTime<chrono::Local>| t.format("%H:%M").to_string();
+    let window = format!(
+        "[schedule]\nmode = \"windows\"\n\n[[schedule.window]]\nstart = \"{}\"\nend = \"{}\"\n\n[model]",
+        hhmm(now + chrono::Duration::hours(2)),
+        hhmm(now + chrono::Duration::hours(3))
+    );
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("[model]", &window);
+    std::fs::write(&station, text).unwrap();
+    let raw = dir.path().join("mic.f32");
+    std::fs::write(&raw, vec![0u8; 4 * 32_000 * 3]).unwrap();
+    let alsa = dir.path().join("asound.conf");
+    std::fs::write(
+        &alsa,
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("listening (station schedule)"), "{stderr}");
+    assert!(
+        stderr.contains("0.0 s of audio, 0 windows, 0 detections"),
+        "{stderr}"
+    );
+}

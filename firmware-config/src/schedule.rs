@@ -131,6 +131,55 @@ impl TimeSpec {
     }
 }
 
+impl TimeSpec {
+    /// Minutes after UTC midnight of `date`: sun-relative times at `location`, fixed
+    /// times as local clock times `local_offset_min` minutes ahead of UTC.
+    fn minutes_utc(
+        self,
+        location: Option<Location>,
+        date: NaiveDate,
+        local_offset_min: i32,
+    ) -> Option<i32> {
+        match self.anchor {
+            Anchor::Midnight => Some(self.offset_min - local_offset_min),
+            _ => self.utc_minutes(location?, date),
+        }
+    }
+}
+
+impl Schedule {
+    /// Whether the station listens at `at`. Sun-relative window ends are computed for the
+    /// station's `location` on that date; fixed `HH:MM` ends are local clock times, the
+    /// local time being `local_offset_min` minutes ahead of UTC (the recorder's time zone).
+    /// A window whose end comes before its start spans midnight.
+    pub fn is_active(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        location: Option<Location>,
+        local_offset_min: i32,
+    ) -> bool {
+        let Schedule::Windows(windows) = self else {
+            return true;
+        };
+        let date = at.date_naive();
+        let now = (at.hour() * 60 + at.minute()) as i32;
+        windows.iter().any(|w| {
+            let (Some(s), Some(e)) = (
+                w.start.minutes_utc(location, date, local_offset_min),
+                w.end.minutes_utc(location, date, local_offset_min),
+            ) else {
+                return false;
+            };
+            let (s, e, n) = (s.rem_euclid(1440), e.rem_euclid(1440), now.rem_euclid(1440));
+            if s <= e {
+                (s..e).contains(&n)
+            } else {
+                n >= s || n < e
+            }
+        })
+    }
+}
+
 /// Whether two intervals on a 24-h circle (minutes, end before start = across midnight)
 /// share any minute.
 fn circular_overlap((a0, a1): (i32, i32), (b0, b1): (i32, i32)) -> bool {
@@ -267,6 +316,29 @@ mod tests {
             ),
             vec![(0, 1)]
         );
+    }
+
+    #[test]
+    fn a_station_listens_only_inside_its_windows() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let berlin = Some(Location {
+            latitude: 52.52,
+            longitude: 13.4,
+        });
+        // Dawn chorus: sunrise (02:43 UTC on 21 June) −30 min … +3 h.
+        let dawn = Schedule::Windows(vec![w("sunrise-30m", "sunrise+3h")]);
+        assert!(dawn.is_active(at("2026-06-21T03:00:00Z"), berlin, 120));
+        assert!(!dawn.is_active(at("2026-06-21T01:30:00Z"), berlin, 120));
+        assert!(!dawn.is_active(at("2026-06-21T12:00:00Z"), berlin, 120));
+        // In December the same window is hours later.
+        assert!(dawn.is_active(at("2026-12-21T08:00:00Z"), berlin, 60));
+        assert!(!dawn.is_active(at("2026-12-21T03:00:00Z"), berlin, 60));
+        // A fixed night window across midnight, local time UTC+1.
+        let night = Schedule::Windows(vec![w("22:00", "02:00")]);
+        assert!(night.is_active(at("2026-01-10T21:30:00Z"), None, 60)); // 22:30 local
+        assert!(night.is_active(at("2026-01-11T00:30:00Z"), None, 60)); // 01:30 local
+        assert!(!night.is_active(at("2026-01-11T01:30:00Z"), None, 60)); // 02:30 local
+        assert!(Schedule::Always.is_active(at("2026-01-11T01:30:00Z"), None, 0));
     }
 
     #[test]
