@@ -222,6 +222,10 @@ pub(crate) struct Session {
     pub outbox: Option<warble_agent::outbox::Outbox>,
     pub to_stdout: bool,
     pub station: Option<warble_config::StationConfig>,
+    /// The model's id and version.
+    pub model: ModelRef,
+    /// This run's boot number.
+    pub boot: u64,
 }
 
 /// Verifies the bundle, loads and self-tests it, and opens the outputs.
@@ -352,7 +356,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         Some(dir) => warble_agent::station::next_boot(dir)?,
         None => 0,
     };
-    let writer = Writer::new(sink, format, &station_id, boot, model)?;
+    let writer = Writer::new(sink, format, &station_id, boot, model.clone())?;
     // With a station file, every detection also waits in the station's outbox for
     // `warble-agent deliver` (or the live agent) to send it.
     let outbox = match (st, &data_dir) {
@@ -371,6 +375,8 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         outbox,
         to_stdout,
         station,
+        model,
+        boot,
     })
 }
 

@@ -414,6 +414,94 @@ async fn session(
     }
 }
 
+/// Keeps the station's presence on the broker while `stop` is false: a retained
+/// `online` status on every connection, `offline` as the last will (a crash or a lost
+/// link) and, on a clean stop, published retained before disconnecting; a heartbeat with
+/// `health()` every `interval`. It uses a connection of its own (client id
+/// `<client id>-status`) so that presence never delays detections.
+///
+/// # Errors
+/// None: connection problems are retried with the same backoff as delivery.
+pub async fn presence(
+    cfg: &BrokerConfig,
+    interval: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    health: &dyn Fn() -> serde_json::Value,
+) {
+    use std::sync::atomic::Ordering;
+    let status = cfg.topic("status");
+    let offline = serde_json::json!({"state": "offline"}).to_string();
+    let mut backoff = Backoff::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut opts = MqttOptions::new(format!("{}-status", cfg.client_id), &cfg.host, cfg.port);
+        opts.set_clean_session(true)
+            .set_keep_alive(cfg.keep_alive)
+            .set_last_will(LastWill::new(
+                status.clone(),
+                offline.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some((user, pass)) = &cfg.credentials {
+            opts.set_credentials(user, pass);
+        }
+        if let Some(tls) = &cfg.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 16);
+        let mut next_beat = Instant::now();
+        let mut failed = false;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                // A clean stop says so (the will is only for unclean ones), then leaves.
+                let _ = client.try_publish(&status, QoS::AtLeastOnce, true, offline.clone());
+                let flush = Instant::now() + Duration::from_secs(2);
+                while let Ok(Ok(event)) = tokio::time::timeout_at(flush, eventloop.poll()).await {
+                    if matches!(event, Event::Incoming(Packet::PubAck(_))) {
+                        break;
+                    }
+                }
+                let _ = client.try_disconnect();
+                let _ = tokio::time::timeout_at(flush, eventloop.poll()).await;
+                return;
+            }
+            let tick = tokio::time::sleep_until(
+                next_beat.min(Instant::now() + Duration::from_millis(250)),
+            );
+            tokio::select! {
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                        backoff.reset();
+                        let birth = serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")});
+                        let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth.to_string());
+                        next_beat = Instant::now();
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        failed = true;
+                    }
+                },
+                _ = tick => {
+                    if Instant::now() >= next_beat {
+                        let _ = client.try_publish(cfg.topic("heartbeat"), QoS::AtMostOnce, false, health().to_string());
+                        next_beat = Instant::now() + interval;
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+        }
+        let wait = backoff.take();
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

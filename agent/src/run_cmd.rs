@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -68,19 +68,74 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Figures for heartbeats, updated by the capture loop and the delivery thread.
+#[derive(Debug, Default)]
+struct Health {
+    captured_samples: AtomicU64,
+    detections: AtomicU64,
+    overruns: AtomicU64,
+    outbox_depth: AtomicU64,
+    /// RMS level of the last captured chunk, dBFS, as f32 bits.
+    level_dbfs: std::sync::atomic::AtomicU32,
+}
+
+/// Keeps the station's status and heartbeats on the broker (see
+/// [`warble_agent::publish::presence`]).
+fn spawn_presence(
+    st: &warble_config::StationConfig,
+    base: &std::path::Path,
+    stop: Arc<AtomicBool>,
+    health: Arc<Health>,
+    (model, boot): (warble_core::event::ModelRef, u64),
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(mqtt) = &st.mqtt else {
+        return Ok(None);
+    };
+    let interval = mqtt.heartbeat;
+    let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
+    let rate = f64::from(st.sample_rate_hz);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the presence runtime")?;
+    let started = Instant::now();
+    let handle = std::thread::Builder::new()
+        .name("warble-presence".into())
+        .spawn(move || {
+            let beat = || {
+                let level = f32::from_bits(health.level_dbfs.load(Ordering::Relaxed));
+                serde_json::json!({
+                    "uptime_s": started.elapsed().as_secs(),
+                    "cpu_s": warble_agent::resources::cpu_seconds(),
+                    "peak_rss_bytes": warble_agent::resources::peak_rss_bytes(),
+                    "audio_s": health.captured_samples.load(Ordering::Relaxed) as f64 / rate,
+                    "audio_level_dbfs": level.is_finite().then_some(level),
+                    "overruns": health.overruns.load(Ordering::Relaxed),
+                    "detections": health.detections.load(Ordering::Relaxed),
+                    "outbox_depth": health.outbox_depth.load(Ordering::Relaxed),
+                    "model": {"id": model.id, "version": model.version},
+                    "boot": boot,
+                })
+            };
+            runtime.block_on(warble_agent::publish::presence(
+                &broker, interval, stop, &beat,
+            ));
+        })
+        .context("starting the presence thread")?;
+    Ok(Some(handle))
+}
+
 /// Drains the station's outbox to its broker until `stop`, then once more briefly.
 fn spawn_delivery(
     st: &warble_config::StationConfig,
     base: &std::path::Path,
     stop: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     if st.mqtt.is_none() {
         return Ok(None);
     }
-    let broker = warble_agent::publish::BrokerConfig {
-        announce: true,
-        ..warble_agent::publish::BrokerConfig::from_station(st, base)?
-    };
+    let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
     let path = st.data_dir.join("outbox.sqlite");
     let quota = st.outbox_quota_bytes;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,10 +153,9 @@ fn spawn_delivery(
                     let last = stop.load(Ordering::Relaxed);
                     outbox.refresh_stats().ok();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                    if let Err(e) =
-                        warble_agent::publish::drain(&mut outbox, &broker, deadline).await
-                    {
-                        eprintln!("delivery: {e}");
+                    match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
+                        Ok(report) => health.outbox_depth.store(report.pending, Ordering::Relaxed),
+                        Err(e) => eprintln!("delivery: {e}"),
                     }
                     if last {
                         break;
@@ -121,6 +175,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         mut writer,
         mut outbox,
         station,
+        model,
+        boot,
         ..
     } = prepare(&analyze_args)?;
     let st = station.context("a station file is required")?;
@@ -139,7 +195,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
-    let delivery = spawn_delivery(&st, base, stop.clone())?;
+    let health = Arc::new(Health::default());
+    let delivery = spawn_delivery(&st, base, stop.clone(), health.clone())?;
+    let presence = spawn_presence(&st, base, stop.clone(), health.clone(), (model, boot))?;
     let mut capture = Capture::start(&CaptureConfig {
         device: st.device.clone(),
         sample_rate_hz: st.sample_rate_hz,
@@ -170,6 +228,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         match writer.write(&row, &labels, segment_start.get()) {
             Ok(Some(event)) => {
                 events += 1;
+                health.detections.fetch_add(1, Ordering::Relaxed);
                 if let Some(outbox) = outbox.as_mut()
                     && let Err(err) = outbox.push(std::slice::from_ref(&event))
                 {
@@ -257,6 +316,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             raw.truncate((m - captured) as usize);
         }
         captured += raw.len() as u64;
+        health.captured_samples.store(captured, Ordering::Relaxed);
+        health.overruns.store(capture.overruns(), Ordering::Relaxed);
+        let power = raw.iter().map(|x| x * x).sum::<f32>() / raw.len().max(1) as f32;
+        let level = 10.0 * power.max(1e-12).log10();
+        health.level_dbfs.store(level.to_bits(), Ordering::Relaxed);
         let Some(active_stream) = stream.as_mut() else {
             continue;
         };
@@ -289,6 +353,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     if let Some(d) = delivery {
         let _ = d.join();
+    }
+    if let Some(p) = presence {
+        let _ = p.join();
     }
     eprintln!(
         "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"

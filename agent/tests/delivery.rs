@@ -16,36 +16,15 @@ use warble_tests::broker::Mosquitto;
 
 /// A subscriber on `warble/+/detections`, ready (SUBACK received) when returned.
 fn subscribe(port: u16, id: &str) -> mpsc::Receiver<Detection> {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut connection) = Client::new(opts, 64);
-    client
-        .subscribe("warble/+/detections", QoS::AtLeastOnce)
-        .unwrap();
+    let raw = common::subscribe(port, id, "warble/+/detections");
     let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _client = client;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            match connection.recv_timeout(Duration::from_millis(200)) {
-                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                    let _ = ready_tx.send(());
-                }
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    let event: Detection = serde_json::from_slice(&p.payload).unwrap();
-                    if tx.send(event).is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-                _ => {}
+        while let Ok((_, payload)) = raw.recv() {
+            if tx.send(serde_json::from_slice(&payload).unwrap()).is_err() {
+                return;
             }
         }
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("subscribed");
     rx
 }
 

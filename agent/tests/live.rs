@@ -211,3 +211,101 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_running_station_reports_its_status_heartbeats_and_detections() {
+    let broker = warble_tests::broker::Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "marsh-5");
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "[storage]",
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nheartbeat_s = 5\n\n[storage]",
+            broker.port()
+        ),
+    );
+    std::fs::write(&station, text).unwrap();
+    let messages = common::subscribe(broker.port(), "watcher", "warble/marsh-5/#");
+    // 10 s of the demo recording as the microphone.
+    let mut audio =
+        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
+    let mut pcm = Vec::new();
+    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 10 * 32_000 {}
+    pcm.truncate(10 * 32_000);
+    let raw = dir.path().join("mic.f32");
+    std::fs::write(
+        &raw,
+        pcm.iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let alsa = dir.path().join("asound.conf");
+    std::fs::write(
+        &alsa,
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    // Long enough to connect and beat; --max-samples ends capture, the run then flushes.
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = detections(&out.stdout);
+    let mut got: Vec<(String, serde_json::Value)> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok((topic, payload)) = messages.recv_timeout(std::time::Duration::from_millis(100)) {
+            got.push((topic, serde_json::from_slice(&payload).unwrap()));
+        }
+    }
+    let on = |t: &str| {
+        got.iter()
+            .filter(|(topic, _)| topic == t)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let status = on("warble/marsh-5/status");
+    assert_eq!(
+        status.first().map(|v| v["state"].clone()),
+        Some("online".into()),
+        "{got:?}"
+    );
+    assert_eq!(
+        status.last().map(|v| v["state"].clone()),
+        Some("offline".into()),
+        "a clean stop says so"
+    );
+    let beats = on("warble/marsh-5/heartbeat");
+    let beat = beats.first().expect("a heartbeat");
+    for key in [
+        "uptime_s",
+        "audio_s",
+        "overruns",
+        "detections",
+        "outbox_depth",
+        "model",
+        "boot",
+    ] {
+        assert!(!beat[key].is_null(), "{key} in {beat}");
+    }
+    assert_eq!(beat["model"]["id"], "warble-demo");
+    let delivered = on("warble/marsh-5/detections");
+    assert_eq!(delivered.len(), written.len(), "every detection delivered");
+    assert!(!written.is_empty());
+}
