@@ -49,10 +49,10 @@ pub fn subscribe(
                 Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                     let _ = ready_tx.send(());
                 }
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
+                Ok(Ok(Event::Incoming(Packet::Publish(p))))
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() =>
+                {
+                    return;
                 }
                 Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
                 _ => {}
