@@ -66,6 +66,7 @@ fn main() {
             window,
             announce: false,
             tls: None,
+            ha_discovery: false,
         };
         let started = Instant::now();
         let report = runtime

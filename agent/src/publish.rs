@@ -52,6 +52,60 @@ pub struct BrokerConfig {
     pub announce: bool,
     /// TLS (`mqtts://`), with its trust roots and optional client identity.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Publish Home Assistant MQTT discovery configs with the presence.
+    pub ha_discovery: bool,
+}
+
+/// Home Assistant MQTT discovery: retained config topics that turn the station's status
+/// and heartbeat into entities (a connectivity sensor and a few figures).
+pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
+    let node = format!("warble_{}", cfg.station.replace('-', "_"));
+    let device = serde_json::json!({
+        "identifiers": [node],
+        "name": format!("Warble {}", cfg.station),
+        "manufacturer": "Warble",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let heartbeat = cfg.topic("heartbeat");
+    let mut out = vec![(
+        format!("homeassistant/binary_sensor/{node}/online/config"),
+        serde_json::json!({
+            "name": "Online",
+            "unique_id": format!("{node}_online"),
+            "device_class": "connectivity",
+            "state_topic": cfg.topic("status"),
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device": device,
+        })
+        .to_string(),
+    )];
+    for (key, name, unit) in [
+        ("detections", "Detections", None),
+        ("outbox_depth", "Outbox depth", None),
+        ("overruns", "Audio overruns", None),
+        ("audio_level_dbfs", "Audio level", Some("dBFS")),
+        ("uptime_s", "Uptime", Some("s")),
+    ] {
+        let mut c = serde_json::json!({
+            "name": name,
+            "unique_id": format!("{node}_{key}"),
+            "state_topic": heartbeat,
+            "value_template": format!("{{{{ value_json.{key} }}}}"),
+            "availability_topic": cfg.topic("status"),
+            "availability_template": "{{ value_json.state }}",
+            "device": device,
+        });
+        if let Some(u) = unit {
+            c["unit_of_measurement"] = serde_json::Value::from(u);
+        }
+        out.push((
+            format!("homeassistant/sensor/{node}/{key}/config"),
+            c.to_string(),
+        ));
+    }
+    out
 }
 
 /// The TLS client configuration of a station: trust the CA file if given, else the
@@ -177,6 +231,7 @@ impl BrokerConfig {
             window: 32,
             announce: false,
             tls,
+            ha_discovery: m.ha_discovery,
         })
     }
 
@@ -476,6 +531,11 @@ pub async fn presence(
                         backoff.reset();
                         let birth = serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")});
                         let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth.to_string());
+                        if cfg.ha_discovery {
+                            for (topic, config) in ha_discovery_configs(cfg) {
+                                let _ = client.try_publish(topic, QoS::AtLeastOnce, true, config);
+                            }
+                        }
                         next_beat = Instant::now();
                     }
                     Ok(_) => {}

@@ -220,12 +220,13 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let text = std::fs::read_to_string(&station).unwrap().replace(
         "[storage]",
         &format!(
-            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nheartbeat_s = 5\n\n[storage]",
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nheartbeat_s = 5\nha_discovery = true\n\n[storage]",
             broker.port()
         ),
     );
     std::fs::write(&station, text).unwrap();
     let messages = common::subscribe(broker.port(), "watcher", "warble/marsh-5/#");
+    let discovery = common::subscribe(broker.port(), "home-assistant", "homeassistant/#");
     // 10 s of the demo recording as the microphone.
     let mut audio =
         AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
@@ -305,6 +306,20 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         assert!(!beat[key].is_null(), "{key} in {beat}");
     }
     assert_eq!(beat["model"]["id"], "warble-demo");
+    // Home Assistant finds the station: a connectivity sensor on its status topic.
+    let (_, online) = discovery
+        .recv_timeout(std::time::Duration::from_secs(1))
+        .map(|(t, p)| (t, serde_json::from_slice::<serde_json::Value>(&p).unwrap()))
+        .into_iter()
+        .chain(std::iter::from_fn(|| {
+            discovery
+                .try_recv()
+                .ok()
+                .map(|(t, p)| (t, serde_json::from_slice(&p).unwrap()))
+        }))
+        .find(|(t, _)| t == "homeassistant/binary_sensor/warble_marsh_5/online/config")
+        .expect("a discovery config for the station's connectivity");
+    assert_eq!(online["state_topic"], "warble/marsh-5/status");
     let delivered = on("warble/marsh-5/detections");
     assert_eq!(delivered.len(), written.len(), "every detection delivered");
     assert!(!written.is_empty());
