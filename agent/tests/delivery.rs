@@ -149,6 +149,10 @@ fn delivery_needs_an_mqtt_section_and_says_so() {
 }
 
 fn collector(port: u16, db: &Path, seconds: u32) -> std::process::Child {
+    collector_with(port, db, seconds, &[])
+}
+
+fn collector_with(port: u16, db: &Path, seconds: u32, extra: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
         .args([
             "run",
@@ -159,6 +163,7 @@ fn collector(port: u16, db: &Path, seconds: u32) -> std::process::Child {
             "--duration",
             &seconds.to_string(),
         ])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -360,4 +365,63 @@ fn delivery_over_mutual_tls_needs_the_right_ca_and_a_client_certificate() {
         out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
         "{out}"
     );
+}
+
+#[test]
+fn collectors_sharing_a_subscription_split_the_events_between_them() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let (db_a, db_b) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
+    let a = collector_with(
+        broker.port(),
+        &db_a,
+        8,
+        &["--share", "fleet", "--client-id", "collect-a"],
+    );
+    let b = collector_with(
+        broker.port(),
+        &db_b,
+        8,
+        &["--share", "fleet", "--client-id", "collect-b"],
+    );
+    wait_for(&broker, "$share/fleet/warble/+/detections", 2);
+    let events = analyze(&station);
+    let (code, out, err) = agent(&[
+        "deliver",
+        "--config",
+        station.to_str().unwrap(),
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for c in [a, b] {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    let stored = |db: &Path| -> BTreeSet<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+            .args([
+                "export",
+                "--db",
+                db.to_str().unwrap(),
+                "--out",
+                db.with_extension("csv").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::read_to_string(db.with_extension("csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_owned())
+            .collect()
+    };
+    let (got_a, got_b) = (stored(&db_a), stored(&db_b));
+    assert!(
+        got_a.is_disjoint(&got_b),
+        "each event goes to one collector"
+    );
+    let all: BTreeSet<String> = got_a.union(&got_b).cloned().collect();
+    assert_eq!(all, ids(&events), "together they have every event");
 }
