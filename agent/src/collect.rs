@@ -126,7 +126,34 @@ impl Store {
         Ok(())
     }
 
-    /// Stores one message's payload (committed when this returns).
+    /// Stores several messages in one transaction (one sync): all are committed when this
+    /// returns, or none is.
+    ///
+    /// # Errors
+    /// [`CollectError::Sqlite`]: then none may be acknowledged.
+    pub fn ingest_many<'p>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+    ) -> Result<Vec<Ingest>, CollectError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for p in payloads {
+            match self.ingest(p) {
+                Ok(i) => out.push(i),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Stores one message's payload (committed when this returns, unless inside
+    /// [`Store::ingest_many`]'s transaction).
     ///
     /// # Errors
     /// [`CollectError::Sqlite`] (disk full…): the message must then not be acknowledged.
@@ -355,12 +382,27 @@ mod tests {
         assert_eq!(a.gaps, [(1, 3, 4), (1, 7, 8)]);
         let b = &report[1];
         assert_eq!(b.gaps, [(7, 0, 0)], "seq 0 of boot 7 never arrived");
+        // A batch is stored in one transaction.
+        let batch: Vec<Vec<u8>> = (10..13).map(|seq| event("a", 1, seq, false)).collect();
+        let results = store.ingest_many(batch.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(results, [Ingest::Stored, Ingest::Stored, Ingest::Stored]);
+        let batch = [event("a", 1, 10, false)];
+        assert_eq!(
+            store.ingest_many(batch.iter().map(Vec::as_slice)).unwrap(),
+            [Ingest::Duplicate]
+        );
+        let report = store.report().unwrap();
+        assert_eq!(
+            report[0].gaps,
+            [(1, 3, 4), (1, 7, 8)],
+            "seq 9 now closes nothing new"
+        );
         // Reopened, the store still knows everything.
         drop(store);
         let store = Store::open(dir.path().join("c.sqlite")).unwrap();
         assert_eq!(store.report().unwrap(), report);
         let csv = dir.path().join("events.csv");
-        assert_eq!(store.export_csv(&csv).unwrap(), 8);
+        assert_eq!(store.export_csv(&csv).unwrap(), 11);
         let text = std::fs::read_to_string(csv).unwrap();
         assert!(
             text.starts_with("id,station,boot,seq,start,code,confidence,historical\na:1:0,a,1,0,"),

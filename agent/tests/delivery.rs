@@ -425,3 +425,89 @@ fn collectors_sharing_a_subscription_split_the_events_between_them() {
     let all: BTreeSet<String> = got_a.union(&got_b).cloned().collect();
     assert_eq!(all, ids(&events), "together they have every event");
 }
+
+#[test]
+fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
+    // A fleet broker must queue enough for a collector that is busy (mosquitto's default
+    // of 1,000 queued messages per client drops the rest): docs/delivery.md.
+    let broker =
+        Mosquitto::start_with("allow_anonymous true\nmax_queued_messages 1000000\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let config = station.to_str().unwrap();
+    let db = dir.path().join("collected.sqlite");
+    let c = collector(broker.port(), &db, 12);
+    wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
+
+    // 20,000 detections waiting in the station's outbox (a few seconds of delivery).
+    let total = 20_000u64;
+    {
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut outbox =
+            warble_agent::outbox::Outbox::open(data.join("outbox.sqlite"), 1 << 30).unwrap();
+        let template = analyze(&station).remove(0);
+        let events: Vec<Detection> = (0..total)
+            .map(|seq| Detection {
+                id: Detection::make_id("marsh-3", 99, seq),
+                boot: 99,
+                seq,
+                ..template.clone()
+            })
+            .collect();
+        outbox.push(&events).unwrap();
+    }
+    // Ten deliveries, each SIGKILLed after 50–500 ms, mid-stream.
+    let mut delays = (50..=500).step_by(50).cycle();
+    for _ in 0..10 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .args(["deliver", "--config", config, "--timeout", "20"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delays.next().unwrap()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let started = Instant::now();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    println!(
+        "after 10 kills: {out} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let done = c.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args(["report", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    println!("{report}");
+    // Every event of boot 99 arrived (plus the analysed ones), none missing.
+    let line = report.lines().find(|l| l.starts_with("marsh-3:")).unwrap();
+    let dropped: Vec<String> = broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("dropped"))
+        .take(3)
+        .map(str::to_owned)
+        .collect();
+    assert!(line.contains("no gaps"), "{line}\nbroker: {dropped:?}");
+    assert!(line.contains("boots [1, 99]"), "{line}");
+    let stored: u64 = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stored >= total, "{line}");
+}

@@ -518,7 +518,10 @@ fn broker_users(info: &FleetInfo, access: &[(String, String, Option<String>)]) -
          #   mosquitto_passwd /etc/mosquitto/warble.passwd <user>\n\
          # and give each station its password in its mqtt.credentials_file (`<station id>:<password>`).\n\
          # mosquitto.conf: allow_anonymous false, password_file /etc/mosquitto/warble.passwd,\n\
-         #                 acl_file /etc/mosquitto/warble.acl (this folder's `acl`).\n",
+         #                 acl_file /etc/mosquitto/warble.acl (this folder's `acl`),\n\
+         #                 persistence true, and max_queued_messages 1000000: the default of\n\
+         #                 1000 drops messages for a collector that falls behind a station\n\
+         #                 emptying its outbox after an outage.\n",
     );
     let _ = writeln!(text, "{}\n{}", info.operator_user, info.collector_user);
     for (id, _, prefix) in access {

@@ -149,6 +149,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Commits a batch of messages, then queues their acknowledgements.
+fn commit(
+    store: &mut Store,
+    batch: &mut Vec<rumqttc::Publish>,
+    unacked: &mut std::collections::VecDeque<rumqttc::Publish>,
+) -> anyhow::Result<u64> {
+    let results = store.ingest_many(batch.iter().map(|p| p.payload.as_ref()))?;
+    let mut stored = 0;
+    for (p, r) in batch.iter().zip(&results) {
+        match r {
+            Ingest::Stored => stored += 1,
+            Ingest::Duplicate => {}
+            Ingest::Invalid(reason) => eprintln!("ignored a message on {}: {reason}", p.topic),
+        }
+    }
+    unacked.extend(batch.drain(..));
+    Ok(stored)
+}
+
 /// Subscribes and stores until the duration ends or Ctrl-C; returns the new events stored.
 async fn collect(
     url: &warble_config::broker::BrokerUrl,
@@ -161,7 +180,11 @@ async fn collect(
     opts.set_clean_session(false)
         .set_keep_alive(Duration::from_secs(30))
         .set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = AsyncClient::new(opts, 256);
+    // Acks wait here when the request queue is full; they go out as the loop polls.
+    let mut unacked: std::collections::VecDeque<rumqttc::Publish> =
+        std::collections::VecDeque::new();
+    let mut batch: Vec<rumqttc::Publish> = Vec::new();
     let stop = async {
         match duration {
             Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
@@ -174,9 +197,20 @@ async fn collect(
     let mut stored = 0u64;
     let mut wait = Duration::from_millis(500);
     loop {
+        while let Some(p) = unacked.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            unacked.pop_front();
+        }
         let event = tokio::select! {
             _ = &mut stop => break,
             e = eventloop.poll() => e,
+            // Nothing more arrived for a moment: commit what is waiting.
+            _ = tokio::time::sleep(Duration::from_millis(2)), if !batch.is_empty() => {
+                stored += commit(store, &mut batch, &mut unacked)?;
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -188,19 +222,23 @@ async fn collect(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                // Committed first, acknowledged after: a failure here leaves the message
+                batch.push(p);
+                // Messages that arrive together are committed together (one sync, when
+                // 16 are waiting — below mosquitto's default of 20 unacknowledged — or
+                // none followed for 2 ms), then acknowledged: a failure leaves them all
                 // with the broker.
-                match store.ingest(&p.payload)? {
-                    Ingest::Stored => stored += 1,
-                    Ingest::Duplicate => {}
-                    Ingest::Invalid(reason) => {
-                        eprintln!("ignored a message on {}: {reason}", p.topic);
-                    }
+                if batch.len() >= 16 {
+                    stored += commit(store, &mut batch, &mut unacked)?;
                 }
-                client.try_ack(&p).context("acknowledging")?;
             }
-            Ok(_) => {}
+            Ok(_) => {
+                if !batch.is_empty() {
+                    stored += commit(store, &mut batch, &mut unacked)?;
+                }
+            }
             Err(e) => {
+                // Not acknowledged: the broker sends them again on the persistent session.
+                batch.clear();
                 eprintln!("broker: {e}; retrying in {:.1} s", wait.as_secs_f64());
                 tokio::select! {
                     _ = &mut stop => break,
