@@ -64,7 +64,6 @@ fn main() {
             credentials: None,
             keep_alive: Duration::from_secs(30),
             window,
-            announce: false,
             tls: None,
             ha_discovery: false,
         };

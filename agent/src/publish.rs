@@ -47,9 +47,6 @@ pub struct BrokerConfig {
     pub keep_alive: Duration,
     /// Events in flight at once.
     pub window: usize,
-    /// Announce the station: a retained `online` status on connecting and the retained
-    /// `offline` will (for the live agent; a one-off delivery run stays silent).
-    pub announce: bool,
     /// TLS (`mqtts://`), with its trust roots and optional client identity.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Publish Home Assistant MQTT discovery configs with the presence.
@@ -229,7 +226,6 @@ impl BrokerConfig {
             credentials,
             keep_alive: Duration::from_secs(30),
             window: 32,
-            announce: false,
             tls,
             ha_discovery: m.ha_discovery,
         })
@@ -238,6 +234,23 @@ impl BrokerConfig {
     /// `<prefix>/<station>/<leaf>`.
     pub fn topic(&self, leaf: &str) -> String {
         format!("{}/{}/{leaf}", self.topic_prefix, self.station)
+    }
+}
+
+impl BrokerConfig {
+    /// Connection options with this station's credentials and TLS, for `client_id`.
+    fn options(&self, client_id: &str) -> MqttOptions {
+        let mut opts = MqttOptions::new(client_id, &self.host, self.port);
+        opts.set_keep_alive(self.keep_alive);
+        if let Some((user, pass)) = &self.credentials {
+            opts.set_credentials(user, pass);
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
+        opts
     }
 }
 
@@ -349,24 +362,8 @@ async fn session(
     report: &mut DrainReport,
     backoff: &mut Backoff,
 ) -> Result<SessionEnd, DeliveryError> {
-    let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
-    opts.set_clean_session(false)
-        .set_keep_alive(cfg.keep_alive)
-        .set_inflight(100)
-        .set_last_will(LastWill::new(
-            cfg.topic("status"),
-            r#"{"state":"offline"}"#,
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some((user, pass)) = &cfg.credentials {
-        opts.set_credentials(user, pass);
-    }
-    if let Some(tls) = &cfg.tls {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
+    let mut opts = cfg.options(&cfg.client_id);
+    opts.set_clean_session(false).set_inflight(100);
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
     let topic = cfg.topic("detections");
@@ -442,17 +439,9 @@ async fn session(
                         ack.code
                     )));
                 }
+                // The station's status is [`presence`]'s job, on its own connection.
                 connected = true;
                 backoff.reset();
-                let birth =
-                    serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")})
-                        .to_string();
-                if client
-                    .try_publish(cfg.topic("status"), QoS::AtLeastOnce, true, birth)
-                    .is_ok()
-                {
-                    requested.push_back(None);
-                }
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(row) = requested.pop_front() {
@@ -488,23 +477,13 @@ pub async fn presence(
     let offline = serde_json::json!({"state": "offline"}).to_string();
     let mut backoff = Backoff::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut opts = MqttOptions::new(format!("{}-status", cfg.client_id), &cfg.host, cfg.port);
-        opts.set_clean_session(true)
-            .set_keep_alive(cfg.keep_alive)
-            .set_last_will(LastWill::new(
-                status.clone(),
-                offline.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some((user, pass)) = &cfg.credentials {
-            opts.set_credentials(user, pass);
-        }
-        if let Some(tls) = &cfg.tls {
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
+        let mut opts = cfg.options(&format!("{}-status", cfg.client_id));
+        opts.set_clean_session(true).set_last_will(LastWill::new(
+            status.clone(),
+            offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
         let mut next_beat = Instant::now();
         let mut failed = false;

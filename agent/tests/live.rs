@@ -34,6 +34,26 @@ fn station(dir: &Path, id: &str) -> std::path::PathBuf {
     path
 }
 
+/// A "microphone": ALSA's file plugin as the default capture device, serving `samples`
+/// in the format the agent asks for (32-bit float, 32 kHz, mono) — no ALSA conversion in
+/// between (its `plug` resampled). Returns the configuration for `ALSA_CONFIG_PATH`.
+fn file_microphone(dir: &Path, samples: &[f32]) -> std::path::PathBuf {
+    let raw = dir.join("mic.f32");
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(&raw, bytes).unwrap();
+    let alsa = dir.join("asound.conf");
+    std::fs::write(
+        &alsa,
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
+             infile \"{}\"\n format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    alsa
+}
+
 fn detections(stdout: &[u8]) -> Vec<(String, u64, u64, f32)> {
     String::from_utf8_lossy(stdout)
         .lines()
@@ -75,24 +95,8 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
         w.write_sample(s).unwrap();
     }
     w.finalize().unwrap();
-    // The device is the file plugin itself, in the format the agent asks for (32-bit
-    // float, 32 kHz, mono): no ALSA conversion in between (its `plug` resampled here).
-    let raw = dir.path().join("mic.f32");
-    let floats: Vec<u8> = ints
-        .iter()
-        .flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes())
-        .collect();
-    std::fs::write(&raw, floats).unwrap();
-    let alsa = dir.path().join("asound.conf");
-    std::fs::write(
-        &alsa,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
-             infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
+    let floats: Vec<f32> = ints.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    let alsa = file_microphone(dir.path(), &floats);
 
     let file_station = station(dir.path(), "file");
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
@@ -181,17 +185,7 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         .unwrap()
         .replace("[model]", &window);
     std::fs::write(&station, text).unwrap();
-    let raw = dir.path().join("mic.f32");
-    std::fs::write(&raw, vec![0u8; 4 * 32_000 * 3]).unwrap();
-    let alsa = dir.path().join("asound.conf");
-    std::fs::write(
-        &alsa,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
+    let alsa = file_microphone(dir.path(), &vec![0.0; 32_000 * 3]);
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", &alsa)
         .args([
@@ -233,23 +227,7 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let mut pcm = Vec::new();
     while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 10 * 32_000 {}
     pcm.truncate(10 * 32_000);
-    let raw = dir.path().join("mic.f32");
-    std::fs::write(
-        &raw,
-        pcm.iter()
-            .flat_map(|s| s.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let alsa = dir.path().join("asound.conf");
-    std::fs::write(
-        &alsa,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
+    let alsa = file_microphone(dir.path(), &pcm);
     // Long enough to connect and beat; --max-samples ends capture, the run then flushes.
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", &alsa)
