@@ -520,7 +520,28 @@ mod tests {
     fn targeted_prototype_attack_raises_the_chosen_prototype() {
         let device = Device::flex();
         let (m, x) = (protopnet(&device), input(&device));
-        let weights = raise_prototypes(&[12, 7], 15, &device);
+        let before: Vec<f32> = m
+            .forward_detail(x.clone())
+            .activations
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        // Per example, the most active prototype of a class it does not hold (example 0
+        // holds class 0, example 1 class 1): a prototype below the ReLU has no gradient
+        // to follow, and which ones are depends on the random initialisation.
+        let pick = |i: usize, absent: std::ops::Range<usize>| {
+            absent
+                .max_by(|&a, &b| before[i * 15 + a].total_cmp(&before[i * 15 + b]))
+                .unwrap()
+        };
+        let targets = [pick(0, 5..15), pick(1, 10..15)];
+        assert!(
+            targets
+                .iter()
+                .enumerate()
+                .all(|(i, &t)| before[i * 15 + t] > 0.0)
+        );
+        let weights = raise_prototypes(&targets, 15, &device);
         let r = attack(
             &m,
             &x,
@@ -529,22 +550,31 @@ mod tests {
         )
         .unwrap();
         assert_rises(&r.trace, "prototype raise");
-        let before: Vec<f32> = m
-            .forward_detail(x.clone())
-            .activations
-            .into_data()
-            .try_to_vec()
-            .unwrap();
         let after: Vec<f32> = m
             .forward_detail(r.adversarial)
             .activations
             .into_data()
             .try_to_vec()
             .unwrap();
-        assert!(after[12] > before[12], "{} → {}", before[12], after[12]);
-        assert!(after[15 + 7] > before[15 + 7]);
-        // Suppressing the true classes lowers their summed activation.
-        let labels = [1f32, 0., 0., 0., 1., 0.];
+        for (i, &t) in targets.iter().enumerate() {
+            let (b, a) = (before[i * 15 + t], after[i * 15 + t]);
+            assert!(a > b, "example {i}, prototype {t}: {b} → {a}");
+        }
+        // Suppressing the true classes lowers their summed activation (as true class, each
+        // example's most active one, so that there is something to suppress).
+        let mut labels = [0f32; 2 * CLASSES];
+        for i in 0..2 {
+            let sum = |c: usize| {
+                before[i * 15 + c * 5..i * 15 + c * 5 + 5]
+                    .iter()
+                    .sum::<f32>()
+            };
+            let top = (0..CLASSES)
+                .max_by(|&a, &b| sum(a).total_cmp(&sum(b)))
+                .unwrap();
+            assert!(sum(top) > 0.0);
+            labels[i * CLASSES + top] = 1.0;
+        }
         let weights = suppress_true_class(&labels, CLASSES, 5, &device);
         let r = attack(
             &m,
