@@ -451,12 +451,14 @@ mod tests {
         }
     }
 
-    /// Small steps without a random start: gradient ascent on a smooth objective.
+    /// Small steps without a random start: gradient ascent on a smooth objective rises
+    /// at every step when the steps are small against its curvature (ε/20 let a loss
+    /// near its top overshoot on one initialisation in a CI run; ε/100 does not).
     fn small_steps(norm: Norm, eps: f64) -> AttackConfig {
         AttackConfig {
             norm,
             eps,
-            step: eps / 20.0,
+            step: eps / 100.0,
             steps: 8,
             random_start: false,
             clamp: None,
