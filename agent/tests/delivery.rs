@@ -191,7 +191,7 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
     let db = dir.path().join("collected.sqlite");
 
     // First session: the collector subscribes (persistently) and receives boot 1.
-    let mut c = collector(broker.port(), &db, 6);
+    let mut c = collector(broker.port(), &db, 10);
     wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
     let first = analyze(&station);
     let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
@@ -229,7 +229,7 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
     }
 
     // Back up: the broker hands over what it kept for the collector's session.
-    c = collector(broker.port(), &db, 4);
+    c = collector(broker.port(), &db, 6);
     let done = c.wait_with_output().unwrap();
     assert!(
         done.status.success(),
@@ -376,13 +376,13 @@ fn collectors_sharing_a_subscription_split_the_events_between_them() {
     let a = collector_with(
         broker.port(),
         &db_a,
-        8,
+        12,
         &["--share", "fleet", "--client-id", "collect-a"],
     );
     let b = collector_with(
         broker.port(),
         &db_b,
-        8,
+        12,
         &["--share", "fleet", "--client-id", "collect-b"],
     );
     wait_for(&broker, "$share/fleet/warble/+/detections", 2);
@@ -436,7 +436,7 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
     let station = station_file(dir.path(), broker.port());
     let config = station.to_str().unwrap();
     let db = dir.path().join("collected.sqlite");
-    let c = collector(broker.port(), &db, 12);
+    let c = collector(broker.port(), &db, 15);
     wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
 
     // 20,000 detections waiting in the station's outbox (a few seconds of delivery).
