@@ -89,6 +89,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped_total', 0);
 ";
 
+/// Opens (or creates) an SQLite database that survives SIGKILL and power loss: WAL journal,
+/// `synchronous = FULL` (every commit synced), a 5-s wait for a writer holding the lock
+/// (another process or thread on the same file); then runs `schema`.
+pub(crate) fn open_durable(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, bounded by `quota_bytes` of event payload.
     /// Events left from a previous run are marked historical.
@@ -101,14 +113,7 @@ impl Outbox {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        let conn = open_durable(&path, SCHEMA).map_err(err)?;
         conn.execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
             .map_err(err)?;
         let (depth, bytes): (i64, i64) = conn
