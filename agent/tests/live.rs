@@ -302,3 +302,47 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     assert_eq!(delivered.len(), written.len(), "every detection delivered");
     assert!(!written.is_empty());
 }
+
+#[test]
+fn a_killed_station_is_marked_offline_by_its_last_will() {
+    let broker = warble_tests::broker::Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "marsh-6");
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "[storage]",
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\n\n[storage]",
+            broker.port()
+        ),
+    );
+    std::fs::write(&station, text).unwrap();
+    let alsa = file_microphone(dir.path(), &vec![0.0; 32_000 * 3]);
+    let status = common::subscribe(broker.port(), "watcher", "warble/marsh-6/status");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            "60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = |timeout: u64| {
+        status
+            .recv_timeout(std::time::Duration::from_secs(timeout))
+            .map(|(_, p)| serde_json::from_slice::<serde_json::Value>(&p).unwrap()["state"].clone())
+            .ok()
+    };
+    assert_eq!(state(15), Some("online".into()), "birth");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        state(10),
+        Some("offline".into()),
+        "the broker publishes the will"
+    );
+}
