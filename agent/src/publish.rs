@@ -367,9 +367,9 @@ async fn session(
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
     let topic = cfg.topic("detections");
-    // Requests in the order made: an outbox row, or `None` for a publish of our own.
-    let mut requested: VecDeque<Option<i64>> = VecDeque::new();
-    let mut in_flight: HashMap<u16, Option<i64>> = HashMap::new();
+    // Outbox rows in the order their publishes were requested.
+    let mut requested: VecDeque<i64> = VecDeque::new();
+    let mut in_flight: HashMap<u16, i64> = HashMap::new();
     let mut sent: HashSet<i64> = HashSet::new();
     // PUBACKed rows, deleted together (one sync per batch). A crash before the delete
     // only sends them again: duplicates, never losses.
@@ -405,7 +405,7 @@ async fn session(
                     {
                         break; // the request queue is full: poll first
                     }
-                    requested.push_back(Some(p.rowid));
+                    requested.push_back(p.rowid);
                     sent.insert(p.rowid);
                 }
             }
@@ -449,7 +449,7 @@ async fn session(
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Some(rowid)) = in_flight.remove(&ack.pkid) {
+                if let Some(rowid) = in_flight.remove(&ack.pkid) {
                     acked.push(rowid);
                 }
             }
