@@ -54,6 +54,16 @@ fn file_microphone(dir: &Path, samples: &[f32]) -> std::path::PathBuf {
     alsa
 }
 
+/// Adds an `[mqtt]` section for the broker on 127.0.0.1:`port` (plus `extra` lines) to a
+/// station file.
+fn deliver_to(station: &Path, port: u16, extra: &str) {
+    let text = std::fs::read_to_string(station).unwrap().replace(
+        "[storage]",
+        &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n{extra}\n[storage]"),
+    );
+    std::fs::write(station, text).unwrap();
+}
+
 fn detections(stdout: &[u8]) -> Vec<(String, u64, u64, f32)> {
     String::from_utf8_lossy(stdout)
         .lines()
@@ -211,14 +221,11 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let broker = warble_tests::broker::Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let station = station(dir.path(), "marsh-5");
-    let text = std::fs::read_to_string(&station).unwrap().replace(
-        "[storage]",
-        &format!(
-            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nheartbeat_s = 5\nha_discovery = true\n\n[storage]",
-            broker.port()
-        ),
+    deliver_to(
+        &station,
+        broker.port(),
+        "heartbeat_s = 5\nha_discovery = true\n",
     );
-    std::fs::write(&station, text).unwrap();
     let messages = common::subscribe(broker.port(), "watcher", "warble/marsh-5/#");
     let discovery = common::subscribe(broker.port(), "home-assistant", "homeassistant/#");
     // 10 s of the demo recording as the microphone.
@@ -308,14 +315,7 @@ fn a_killed_station_is_marked_offline_by_its_last_will() {
     let broker = warble_tests::broker::Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let station = station(dir.path(), "marsh-6");
-    let text = std::fs::read_to_string(&station).unwrap().replace(
-        "[storage]",
-        &format!(
-            "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\n\n[storage]",
-            broker.port()
-        ),
-    );
-    std::fs::write(&station, text).unwrap();
+    deliver_to(&station, broker.port(), "");
     let alsa = file_microphone(dir.path(), &vec![0.0; 32_000 * 3]);
     let status = common::subscribe(broker.port(), "watcher", "warble/marsh-6/status");
     let mut child = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
