@@ -4,43 +4,18 @@
 //! Run: `cargo bench -p warble-agent --bench deliver`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::sample_event;
+
 use std::time::{Duration, Instant};
 
 use warble_agent::outbox::Outbox;
 use warble_agent::publish::{BrokerConfig, drain};
-use warble_core::SpeciesCode;
-use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
+use warble_core::event::Detection;
 use warble_tests::broker::Mosquitto;
 
 const EVENTS: u64 = 5_000;
-
-fn event(seq: u64) -> Detection {
-    let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
-        .unwrap()
-        .to_utc();
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: Detection::make_id("wetland-03", 7, seq),
-        station: "wetland-03".into(),
-        boot: 7,
-        seq,
-        start,
-        end: start + chrono::Duration::seconds(3),
-        start_sample: seq * 96_000,
-        end_sample: seq * 96_000 + 96_000,
-        code: SpeciesCode::new("eurrob1").unwrap(),
-        scientific: "Erithacus rubecula".into(),
-        common: "European Robin".into(),
-        confidence: 0.87,
-        model: ModelRef {
-            id: "warble-demo".into(),
-            version: "0.1.0".into(),
-        },
-        location: None,
-        clip: None,
-        historical: false,
-    }
-}
 
 fn main() {
     let broker = Mosquitto::start().unwrap();
@@ -51,7 +26,7 @@ fn main() {
     for window in [1usize, 32] {
         let dir = tempfile::tempdir_in(".").unwrap();
         let mut outbox = Outbox::open(dir.path().join("outbox.db"), 1 << 32).unwrap();
-        let events: Vec<Detection> = (0..EVENTS).map(event).collect();
+        let events: Vec<Detection> = (0..EVENTS).map(sample_event).collect();
         for chunk in events.chunks(500) {
             outbox.push(chunk).unwrap();
         }

@@ -4,38 +4,13 @@
 //! commit pays a real fsync. Run: `cargo bench -p warble-agent --bench outbox`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::sample_event;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warble_agent::outbox::Outbox;
-use warble_core::SpeciesCode;
-use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
-
-fn event(seq: u64) -> Detection {
-    let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
-        .unwrap()
-        .to_utc();
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: Detection::make_id("wetland-03", 7, seq),
-        station: "wetland-03".into(),
-        boot: 7,
-        seq,
-        start,
-        end: start + chrono::Duration::seconds(3),
-        start_sample: seq * 96_000,
-        end_sample: seq * 96_000 + 96_000,
-        code: SpeciesCode::new("eurrob1").unwrap(),
-        scientific: "Erithacus rubecula".into(),
-        common: "European Robin".into(),
-        confidence: 0.87,
-        model: ModelRef {
-            id: "warble-demo".into(),
-            version: "0.1.0".into(),
-        },
-        location: None,
-        clip: None,
-        historical: false,
-    }
-}
+use warble_core::event::Detection;
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(".").unwrap();
@@ -47,7 +22,8 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(format!("push {batch} per commit"), |b| {
             b.iter(|| {
-                let events: Vec<Detection> = (0..batch as u64).map(|i| event(seq + i)).collect();
+                let events: Vec<Detection> =
+                    (0..batch as u64).map(|i| sample_event(seq + i)).collect();
                 seq += batch as u64;
                 outbox.push(&events).unwrap();
             })
