@@ -237,6 +237,15 @@ impl BrokerConfig {
     }
 }
 
+/// TCP without Nagle's algorithm, so that several small publishes in flight go out at
+/// once. (The broker needs the same — mosquitto's `set_tcp_nodelay true` — or it holds
+/// its PUBACKs ~40 ms each window: ~720 instead of ~30,000 events/s in the bench.)
+pub fn no_delay() -> rumqttc::NetworkOptions {
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net
+}
+
 impl BrokerConfig {
     /// Connection options with this station's credentials and TLS, for `client_id`.
     fn options(&self, client_id: &str) -> MqttOptions {
@@ -366,6 +375,7 @@ async fn session(
     opts.set_clean_session(false).set_inflight(100);
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
+    eventloop.set_network_options(no_delay());
     let topic = cfg.topic("detections");
     // Outbox rows in the order their publishes were requested.
     let mut requested: VecDeque<i64> = VecDeque::new();
@@ -487,6 +497,10 @@ pub async fn presence(
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
         let mut next_beat = Instant::now();
         let mut failed = false;
+        // The timer only joins the race once connected: cancelling `poll` while it is
+        // still connecting drops a socket that has sent CONNECT, and the broker then
+        // publishes the will (`offline`) before the station was ever online.
+        let mut connected = false;
         loop {
             if stop.load(Ordering::Relaxed) {
                 // A clean stop says so (the will is only for unclean ones), then leaves.
@@ -507,6 +521,7 @@ pub async fn presence(
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                        connected = true;
                         backoff.reset();
                         let birth = serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")});
                         let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth.to_string());
@@ -522,7 +537,7 @@ pub async fn presence(
                         failed = true;
                     }
                 },
-                _ = tick => {
+                _ = tick, if connected => {
                     if Instant::now() >= next_beat {
                         let _ = client.try_publish(cfg.topic("heartbeat"), QoS::AtMostOnce, false, health().to_string());
                         next_beat = Instant::now() + interval;
