@@ -18,7 +18,7 @@ use warble_tests::broker::Mosquitto;
 const EVENTS: u64 = 5_000;
 
 fn main() {
-    let broker = Mosquitto::start().unwrap();
+    let broker = Mosquitto::start_with("allow_anonymous true\nset_tcp_nodelay true\n").unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
