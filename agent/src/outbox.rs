@@ -287,8 +287,9 @@ impl Outbox {
             }
         }
         tx.commit().map_err(|e| self_err(&self.path, e))?;
-        self.stats.depth -= removed;
-        self.stats.bytes -= freed;
+        // The counters may lag events another connection added since the last refresh.
+        self.stats.depth = self.stats.depth.saturating_sub(removed);
+        self.stats.bytes = self.stats.bytes.saturating_sub(freed);
         Ok(removed)
     }
 
@@ -307,8 +308,8 @@ impl Outbox {
             .optional()
             .map_err(|e| self.err(e))?;
         if let Some(b) = bytes {
-            self.stats.depth -= 1;
-            self.stats.bytes -= b as u64;
+            self.stats.depth = self.stats.depth.saturating_sub(1);
+            self.stats.bytes = self.stats.bytes.saturating_sub(b as u64);
         }
         Ok(bytes.is_some())
     }
@@ -468,6 +469,30 @@ mod tests {
             tiny.push(&[event(0)]),
             Err(OutboxError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn acks_of_events_another_connection_added_keep_the_counters_sane() {
+        // The detection path pushes on its own connection; the delivery side's counters
+        // lag until it refreshes them, and acking those newer events must not underflow.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut detect = Outbox::open(&path, 1 << 20).unwrap();
+        let mut deliver = Outbox::open(&path, 1 << 20).unwrap();
+        detect.push(&[event(0), event(1), event(2)]).unwrap();
+        assert_eq!(deliver.stats().depth, 0, "not refreshed yet");
+        let rows: Vec<i64> = deliver
+            .pending(10)
+            .unwrap()
+            .iter()
+            .map(|p| p.rowid)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(deliver.ack_many(&rows[..2]).unwrap(), 2);
+        assert!(deliver.ack(rows[2]).unwrap());
+        assert_eq!(deliver.stats().depth, 0);
+        detect.push(&[event(3)]).unwrap();
+        assert_eq!(deliver.refresh_stats().unwrap().depth, 1);
     }
 
     #[test]

@@ -419,7 +419,8 @@ async fn session(
                     sent.insert(p.rowid);
                 }
             }
-            if sent.is_empty() && outbox.stats().depth == 0 {
+            // The detection path may have added events since the counters were read.
+            if sent.is_empty() && outbox.stats().depth == 0 && outbox.refresh_stats()?.depth == 0 {
                 let _ = client.try_disconnect();
                 // Let the DISCONNECT go out (bounded: the broker closes the connection).
                 let flush = Instant::now() + Duration::from_secs(2);

@@ -351,14 +351,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(capture);
     writer.finish().context("writing detections")?;
     stop.store(true, Ordering::Relaxed);
-    if let Some(d) = delivery {
-        let _ = d.join();
-    }
-    if let Some(p) = presence {
-        let _ = p.join();
+    // A crashed helper thread is a bug, not a shutdown detail: say so and fail the run
+    // (what it had not delivered stays in the outbox).
+    let mut crashed = Vec::new();
+    for (name, handle) in [("delivery", delivery), ("presence", presence)] {
+        if handle.is_some_and(|h| h.join().is_err()) {
+            crashed.push(name);
+        }
     }
     eprintln!(
         "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
     );
+    if !crashed.is_empty() {
+        anyhow::bail!("the {} thread crashed", crashed.join(" and "));
+    }
     Ok(ExitCode::SUCCESS)
 }

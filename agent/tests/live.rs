@@ -332,7 +332,12 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         .map(|v| v["id"].as_str().unwrap().to_owned())
         .collect();
     let expected: std::collections::BTreeSet<String> = detection_ids(&out.stdout);
-    assert_eq!(ids, expected, "every detection delivered, nothing else");
+    assert_eq!(
+        ids,
+        expected,
+        "every detection delivered, nothing else; {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!written.is_empty());
 }
 
