@@ -311,6 +311,16 @@ impl Stream<'_> {
         Ok(())
     }
 
+    /// Windows classified so far.
+    pub fn windows(&self) -> u64 {
+        self.detector.stats().windows
+    }
+
+    /// Time spent inside the inference engine so far.
+    pub fn inference(&self) -> Duration {
+        self.inference
+    }
+
     /// Ends the stream: pads and classifies the last partial window, closes open events.
     ///
     /// # Errors

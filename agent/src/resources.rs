@@ -1,4 +1,5 @@
-//! What the process costs: peak resident memory, read from the kernel.
+//! What the process costs: peak resident memory, CPU time and free disk, read from the
+//! kernel.
 
 /// Peak resident set size of this process in bytes (`VmHWM`), if the platform reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -20,12 +21,26 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Bytes available to this (unprivileged) process on the filesystem holding `path`.
+pub fn disk_free_bytes(path: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn peak_rss_is_reported_on_linux() {
         let rss = super::peak_rss_bytes().expect("Linux reports VmHWM");
         assert!(rss > 1 << 20, "{rss} bytes");
+    }
+
+    #[test]
+    fn free_disk_space_is_reported_and_plausible() {
+        let dir = std::env::temp_dir();
+        let free = super::disk_free_bytes(&dir).expect("statvfs works on the temp dir");
+        assert!(free > 0);
+        assert!(super::disk_free_bytes(std::path::Path::new("/no/such/dir")).is_none());
     }
 
     #[test]

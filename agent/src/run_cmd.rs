@@ -77,6 +77,50 @@ struct Health {
     outbox_depth: AtomicU64,
     /// RMS level of the last captured chunk, dBFS, as f32 bits.
     level_dbfs: std::sync::atomic::AtomicU32,
+    /// Windows classified.
+    windows: AtomicU64,
+    /// Time inside the inference engine, µs.
+    inference_us: AtomicU64,
+    /// Time spent processing captured audio (front end, model, detector), µs.
+    busy_us: AtomicU64,
+    /// 99th percentile of the window latency so far, µs (see [`Latency`]).
+    latency_p99_us: AtomicU64,
+}
+
+/// Latency from taking the chunk that completes a window off the ring buffer to that
+/// window's detections: front end, model and detector. (Capture adds the sound card's
+/// period and the loop's ≤ 5 ms poll on top.) Percentiles in bounded memory: a recorder
+/// runs for months.
+#[derive(Debug)]
+struct Latency(hdrhistogram::Histogram<u64>);
+
+impl Latency {
+    fn new() -> anyhow::Result<Self> {
+        // 1 µs … 60 s, 2 significant figures: a few kB.
+        hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+            .map(Self)
+            .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))
+    }
+
+    fn record(&mut self, d: Duration) {
+        self.0.saturating_record(d.as_micros().max(1) as u64);
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn summary(&self) -> String {
+        if self.0.is_empty() {
+            return "no windows classified".into();
+        }
+        format!(
+            "window latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.ms(0.5),
+            self.ms(0.99),
+            self.0.max() as f64 / 1000.0
+        )
+    }
 }
 
 /// Keeps the station's status and heartbeats on the broker (see
@@ -94,6 +138,7 @@ fn spawn_presence(
     let interval = mqtt.heartbeat;
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
     let rate = f64::from(st.sample_rate_hz);
+    let data_dir = st.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,15 +149,25 @@ fn spawn_presence(
         .spawn(move || {
             let beat = || {
                 let level = f32::from_bits(health.level_dbfs.load(Ordering::Relaxed));
+                let audio_s = health.captured_samples.load(Ordering::Relaxed) as f64 / rate;
+                let windows = health.windows.load(Ordering::Relaxed);
+                let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
+                let busy_s = health.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
                 serde_json::json!({
                     "uptime_s": started.elapsed().as_secs(),
                     "cpu_s": warble_agent::resources::cpu_seconds(),
                     "peak_rss_bytes": warble_agent::resources::peak_rss_bytes(),
-                    "audio_s": health.captured_samples.load(Ordering::Relaxed) as f64 / rate,
+                    "audio_s": audio_s,
                     "audio_level_dbfs": level.is_finite().then_some(level),
                     "overruns": health.overruns.load(Ordering::Relaxed),
                     "detections": health.detections.load(Ordering::Relaxed),
                     "outbox_depth": health.outbox_depth.load(Ordering::Relaxed),
+                    "disk_free_bytes": warble_agent::resources::disk_free_bytes(&data_dir),
+                    "windows": windows,
+                    "inference_ms": per_window_ms(health.inference_us.load(Ordering::Relaxed)),
+                    "latency_p99_ms": (windows > 0).then(|| health.latency_p99_us.load(Ordering::Relaxed) as f64 / 1000.0),
+                    // Audio seconds processed per second of processing: the headroom.
+                    "realtime_factor": (busy_s > 0.0).then(|| audio_s / busy_s),
                     "model": {"id": model.id, "version": model.version},
                     "boot": boot,
                 })
@@ -215,6 +270,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let labels = analyzer.labels().clone();
     let segment_start = std::cell::Cell::new(chrono::Utc::now());
     let started = Instant::now();
+    let cpu_at_start = warble_agent::resources::cpu_seconds();
     let mut captured = 0u64;
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
     let mut problem: Option<anyhow::Error> = None;
@@ -267,6 +323,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut stream = None;
     let (mut audio_seconds, mut windows) = (0.0, 0u64);
     let mut last_check: Option<Instant> = None;
+    let mut latency = Latency::new()?;
+    let mut stream_inference = Duration::ZERO;
     let mut end_segment = |stream: Option<warble_agent::analyze::Stream<'_>>,
                            resampler: &mut Option<StreamResampler>,
                            on_event: &mut dyn FnMut(&SpeciesEvent)|
@@ -302,6 +360,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 segment_start.set(chrono::Utc::now());
                 resampler = new_resampler()?;
                 stream = Some(analyzer.stream());
+                stream_inference = Duration::ZERO;
             } else if !active && stream.is_some() {
                 eprintln!("outside the listening windows: paused");
                 end_segment(stream.take(), &mut resampler, &mut on_event)?;
@@ -338,7 +397,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             None => &raw,
         };
+        let (took, windows_before) = (Instant::now(), active_stream.windows());
         active_stream.push(samples, &mut on_event)?;
+        let busy = took.elapsed();
+        health
+            .busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+        let classified = active_stream.windows() - windows_before;
+        if classified > 0 {
+            latency.record(busy);
+            health.windows.fetch_add(classified, Ordering::Relaxed);
+            let inference = active_stream.inference();
+            health.inference_us.fetch_add(
+                (inference - stream_inference).as_micros() as u64,
+                Ordering::Relaxed,
+            );
+            stream_inference = inference;
+            health
+                .latency_p99_us
+                .store(latency.0.value_at_quantile(0.99), Ordering::Relaxed);
+        }
     }
     end_segment(stream.take(), &mut resampler, &mut on_event)?;
     if let Some(w) = recording {
@@ -361,6 +439,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!(
         "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
+    );
+    let wall = started.elapsed().as_secs_f64();
+    // Since capture started: the steady state, not loading and self-testing the model.
+    let cpu = match (cpu_at_start, warble_agent::resources::cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let inference_ms = health.inference_us.load(Ordering::Relaxed) as f64
+        / 1000.0
+        / health.windows.load(Ordering::Relaxed).max(1) as f64;
+    eprintln!(
+        "cost: {cpu:.2} CPU-s over {wall:.1} s ({:.2} % of one core), peak RSS {:.1} MB, {}, inference {inference_ms:.2} ms per window",
+        100.0 * cpu / wall.max(1e-9),
+        warble_agent::resources::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
+        latency.summary(),
     );
     if !crashed.is_empty() {
         anyhow::bail!("the {} thread crashed", crashed.join(" and "));

@@ -272,6 +272,11 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         String::from_utf8_lossy(&out.stderr)
     );
     let written = detections(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("of one core), peak RSS") && stderr.contains("window latency p50"),
+        "the run ends with what it cost: {stderr}"
+    );
     let mut got: Vec<(String, serde_json::Value)> = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
@@ -304,6 +309,8 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         "overruns",
         "detections",
         "outbox_depth",
+        "disk_free_bytes",
+        "windows",
         "model",
         "boot",
     ] {
