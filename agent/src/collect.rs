@@ -32,6 +32,10 @@ pub enum CollectError {
     },
 }
 
+/// The largest payload taken for an event. A `warble.detection/1` event is well under
+/// 1 kB; anything this large is not one, and is ignored (and counted) without parsing.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingest {
@@ -151,6 +155,13 @@ impl Store {
     /// # Errors
     /// [`CollectError::Sqlite`] (disk full…): the message must then not be acknowledged.
     pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingest, CollectError> {
+        if payload.len() > MAX_EVENT_BYTES {
+            self.count("", "invalid")?;
+            return Ok(Ingest::Invalid(format!(
+                "{} bytes, larger than an event may be ({MAX_EVENT_BYTES})",
+                payload.len()
+            )));
+        }
         let event: Detection = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {

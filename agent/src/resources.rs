@@ -13,12 +13,40 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// (clock ticks of 1/100 s, the value of `CLK_TCK` on Linux).
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
+    parse_stat(&stat).map(|(_, seconds)| seconds)
+}
+
+/// CPU time (user + system) of each of this process's threads, by thread id: its name
+/// and seconds. Lets a run tell its own processing apart from, say, the audio driver's
+/// thread.
+pub fn thread_cpu_seconds() -> std::collections::BTreeMap<u32, (String, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        if let Some(parsed) = parse_stat(&stat) {
+            out.insert(tid, parsed);
+        }
+    }
+    out
+}
+
+/// The name and user + system seconds of a `/proc/…/stat` line.
+fn parse_stat(stat: &str) -> Option<(String, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((name, (utime + stime) / 100.0))
 }
 
 /// Bytes available to this (unprivileged) process on the filesystem holding `path`.
@@ -33,6 +61,32 @@ mod tests {
     fn peak_rss_is_reported_on_linux() {
         let rss = super::peak_rss_bytes().expect("Linux reports VmHWM");
         assert!(rss > 1 << 20, "{rss} bytes");
+    }
+
+    #[test]
+    fn stat_lines_with_odd_thread_names_parse() {
+        let line = "4242 (cpal (alsa) in) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 1 0";
+        assert_eq!(
+            super::parse_stat(line),
+            Some(("cpal (alsa) in".to_owned(), 3.25))
+        );
+        assert_eq!(super::parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn each_thread_is_listed_by_name() {
+        let handle = std::thread::Builder::new()
+            .name("warble-probe".into())
+            .spawn(|| {
+                let names: Vec<String> = super::thread_cpu_seconds()
+                    .into_values()
+                    .map(|(n, _)| n)
+                    .collect();
+                names
+            })
+            .unwrap();
+        let names = handle.join().unwrap();
+        assert!(names.iter().any(|n| n == "warble-probe"), "{names:?}");
     }
 
     #[test]

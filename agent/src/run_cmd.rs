@@ -271,6 +271,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let segment_start = std::cell::Cell::new(chrono::Utc::now());
     let started = Instant::now();
     let cpu_at_start = warble_agent::resources::cpu_seconds();
+    let threads_at_start = warble_agent::resources::thread_cpu_seconds();
     let mut captured = 0u64;
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
     let mut problem: Option<anyhow::Error> = None;
@@ -455,6 +456,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         warble_agent::resources::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         latency.summary(),
     );
+    // By thread: the pipeline (main thread) apart from the audio driver's thread, whose
+    // cost depends on the sound card (a file-backed test device costs more than hardware).
+    let by_thread: Vec<String> = warble_agent::resources::thread_cpu_seconds()
+        .into_iter()
+        .filter_map(|(tid, (name, secs))| {
+            let before = threads_at_start.get(&tid).map_or(0.0, |(_, s)| *s);
+            let share = 100.0 * (secs - before) / wall.max(1e-9);
+            (share >= 0.01).then(|| format!("{name} {share:.2} %"))
+        })
+        .collect();
+    if !by_thread.is_empty() {
+        eprintln!("by thread: {}", by_thread.join(", "));
+    }
     if !crashed.is_empty() {
         anyhow::bail!("the {} thread crashed", crashed.join(" and "));
     }

@@ -511,3 +511,74 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
         .unwrap();
     assert!(stored >= total, "{line}");
 }
+
+/// Publishes `payloads` to `topic` with QoS 1 as client `id`, returning when the broker has
+/// acknowledged them all.
+fn publish_all(port: u16, id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut connection) = Client::new(opts, payloads.len() + 1);
+    let want = payloads.len();
+    for p in payloads {
+        client.publish(topic, QoS::AtLeastOnce, false, p).unwrap();
+    }
+    let (mut acked, deadline) = (0, Instant::now() + Duration::from_secs(10));
+    while acked < want {
+        assert!(Instant::now() < deadline, "{acked} of {want} acknowledged");
+        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
+            connection.recv_timeout(Duration::from_millis(200))
+        {
+            acked += 1;
+        }
+    }
+}
+
+#[test]
+fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collected.sqlite");
+    let c = collector(broker.port(), &db, 6);
+    wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
+    let event = |seq| serde_json::to_vec(&common::sample_event(seq)).unwrap();
+    let mut huge = common::sample_event(99);
+    huge.common = "x".repeat(300_000);
+    publish_all(
+        broker.port(),
+        "prankster",
+        "warble/wetland-03/detections",
+        vec![
+            event(0),
+            b"{not json".to_vec(),
+            serde_json::to_vec(&huge).unwrap(),
+            br#"{"schema":"warble.detection/9"}"#.to_vec(),
+            // Larger than the collector's MQTT 5 maximum packet size: the broker must not
+            // send it at all (a 3.1.1 client failed on it and was sent it again forever).
+            vec![b'x'; 2 << 20],
+            event(1),
+            event(2),
+        ],
+    );
+    let done = c.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert!(done.status.success(), "{out}{err}");
+    assert!(out.contains("stored 3 new event(s)"), "{out}{err}");
+    assert!(err.contains("ignored a message"), "{err}");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args(["report", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.contains("wetland-03: 3 event(s), boots [7], 0 late, 0 duplicate(s), no gaps"),
+        "{report}"
+    );
+    assert!(
+        report.contains("3 message(s) were not detection events"),
+        "{report}"
+    );
+}

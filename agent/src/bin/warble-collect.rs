@@ -6,6 +6,12 @@
 //! persistent (`clean_session = false`, a fixed client id): while the collector is down
 //! the broker keeps its messages, and a crash loses none. Several collectors can share the
 //! load with a shared subscription (`--share group` subscribes `$share/group/<topic>`).
+//!
+//! MQTT 5, for its maximum packet size: the broker never sends this client a message
+//! larger than [`MAX_PACKET_BYTES`], so one oversized message cannot wedge the session (a
+//! 3.1.1 client can only fail on it, reconnect, and be sent it again, forever). Smaller
+//! messages that are not events — malformed, wrong schema, over
+//! [`warble_agent::collect::MAX_EVENT_BYTES`] — are acknowledged, ignored and counted.
 #![allow(clippy::print_stdout, reason = "a CLI prints its results")]
 
 use std::path::PathBuf;
@@ -14,8 +20,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use warble_agent::collect::{Ingest, Store};
+
+/// The largest MQTT packet the broker may send the collector.
+const MAX_PACKET_BYTES: u32 = 1 << 20;
+
+/// How long the broker keeps the collector's session (and its messages) while it is away:
+/// a week.
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 
 #[derive(Parser)]
 #[command(
@@ -152,8 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Commits a batch of messages, then queues their acknowledgements.
 fn commit(
     store: &mut Store,
-    batch: &mut Vec<rumqttc::Publish>,
-    unacked: &mut std::collections::VecDeque<rumqttc::Publish>,
+    batch: &mut Vec<Publish>,
+    unacked: &mut std::collections::VecDeque<Publish>,
 ) -> anyhow::Result<u64> {
     let results = store.ingest_many(batch.iter().map(|p| p.payload.as_ref()))?;
     let mut stored = 0;
@@ -161,7 +176,10 @@ fn commit(
         match r {
             Ingest::Stored => stored += 1,
             Ingest::Duplicate => {}
-            Ingest::Invalid(reason) => eprintln!("ignored a message on {}: {reason}", p.topic),
+            Ingest::Invalid(reason) => eprintln!(
+                "ignored a message on {}: {reason}",
+                String::from_utf8_lossy(&p.topic)
+            ),
         }
     }
     unacked.extend(batch.drain(..));
@@ -177,14 +195,15 @@ async fn collect(
     duration: Option<f64>,
 ) -> anyhow::Result<u64> {
     let mut opts = MqttOptions::new(client_id, &url.host, url.port);
-    opts.set_clean_session(false)
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
+        .set_max_packet_size(Some(MAX_PACKET_BYTES))
         .set_keep_alive(Duration::from_secs(30))
         .set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     // Acks wait here when the request queue is full; they go out as the loop polls.
-    let mut unacked: std::collections::VecDeque<rumqttc::Publish> =
-        std::collections::VecDeque::new();
-    let mut batch: Vec<rumqttc::Publish> = Vec::new();
+    let mut unacked: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
+    let mut batch: Vec<Publish> = Vec::new();
     let stop = async {
         match duration {
             Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
