@@ -364,6 +364,22 @@ pub async fn drain(
     Ok(report)
 }
 
+/// A connection error as a technician needs it: refusals say what to check.
+fn explain(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => format!(
+            "the broker refused the station's credentials ({code:?}): check mqtt.credentials_file \
+             and the broker's password file"
+        ),
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        other => other.to_string(),
+    }
+}
+
 async fn session(
     outbox: &mut Outbox,
     cfg: &BrokerConfig,
@@ -438,7 +454,7 @@ async fn session(
             }
             Ok(Err(e)) => {
                 report.delivered += outbox.ack_many(&acked)?;
-                return Ok(SessionEnd::Failed(e.to_string()));
+                return Ok(SessionEnd::Failed(explain(&e)));
             }
             Ok(Ok(event)) => event,
         };

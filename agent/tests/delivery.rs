@@ -582,3 +582,74 @@ fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
         "{report}"
     );
 }
+
+#[test]
+fn a_wrong_password_is_a_clear_error_retried_with_backoff_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, server_cert, server_key, ..] = pki(dir.path(), "fleet");
+    let passwords = dir.path().join("passwd");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-c", "-b", passwords.to_str().unwrap(), "marsh-3", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd (Debian package mosquitto) is installed by scripts/install-deps");
+    assert!(status.success());
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\n",
+        ca.display(),
+        server_cert.display(),
+        server_key.display(),
+        passwords.display()
+    ))
+    .unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let credentials = dir.path().join("mqtt.credentials");
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        &format!("mqtt://127.0.0.1:{}", broker.port()),
+        &format!("mqtts://localhost:{}", broker.port()),
+    );
+    std::fs::write(
+        &station,
+        text.replace(
+            "[storage]",
+            &format!(
+                "ca_file = \"{}\"\ncredentials_file = \"{}\"\n\n[storage]",
+                ca.display(),
+                credentials.display()
+            ),
+        ),
+    )
+    .unwrap();
+    std::fs::write(&credentials, "marsh-3:wrong\n").unwrap();
+    let config = station.to_str().unwrap();
+    let events = analyze(&station);
+
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "4"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("delivered 0 event(s), {} pending", events.len())),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused the station's credentials") && out.contains("credentials_file"),
+        "says why and what to check: {out}"
+    );
+    // Retried, but backing off (0.5 s, 1 s, 2 s … less jitter), not in a busy loop.
+    let connections: u32 = out
+        .split(" connection(s)")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a connection count in {out}"));
+    assert!(
+        (2..=8).contains(&connections),
+        "{connections} attempts: {out}"
+    );
+
+    std::fs::write(&credentials, "marsh-3:s3cret\n").unwrap();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", broker.log());
+    assert!(
+        out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
+        "{out}"
+    );
+}
