@@ -60,7 +60,8 @@ pub struct StationReport {
     pub duplicates: u64,
     /// Events that arrived marked historical (late).
     pub late: u64,
-    /// Missing sequence ranges `(boot, first, last)` below each boot's highest seq.
+    /// Missing sequence ranges `(boot, first, last)`: below each boot's highest stored
+    /// seq, and up to what the station's heartbeats say its broker acknowledged.
     pub gaps: Vec<(u64, u64, u64)>,
     /// Messages that were not events (all stations).
     pub invalid: u64,
@@ -88,6 +89,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_station ON events (station, boot, seq);
 CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (station, name));
+CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL, PRIMARY KEY (station, boot));
 ";
 
 impl Store {
@@ -202,6 +205,40 @@ impl Store {
         Ok(Ingest::Stored)
     }
 
+    /// Notes what a station's heartbeat says the broker acknowledged: per boot, every
+    /// sequence number below `next_seq` (its `delivered` list). Returns whether the
+    /// heartbeat carried that list; other heartbeats are left alone.
+    ///
+    /// # Errors
+    /// [`CollectError::Sqlite`].
+    pub fn note_heartbeat(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
+        #[derive(serde::Deserialize)]
+        struct Through {
+            boot: u64,
+            next_seq: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Beat {
+            delivered: Vec<Through>,
+        }
+        if payload.len() > MAX_EVENT_BYTES {
+            return Ok(false);
+        }
+        let Ok(beat) = serde_json::from_slice::<Beat>(payload) else {
+            return Ok(false);
+        };
+        for t in beat.delivered {
+            self.conn
+                .execute(
+                    "INSERT INTO delivered (station, boot, next_seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (station, boot) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)",
+                    params![station, t.boot as i64, t.next_seq as i64],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(true)
+    }
+
     fn counter(&self, station: &str, name: &str) -> Result<u64, CollectError> {
         let v: Option<i64> = self
             .conn
@@ -262,6 +299,54 @@ impl Store {
                 r.gaps.push((boot, next, seq - 1));
             }
             expect = Some((station, boot, seq + 1));
+        }
+        // Events lost at the end of a stream: no later seq reveals them, the heartbeats do.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT d.station, d.boot, d.next_seq,
+                        (SELECT MAX(seq) FROM events e WHERE e.station = d.station AND e.boot = d.boot)
+                 FROM delivered d ORDER BY d.station, d.boot",
+            )
+            .map_err(|e| self.err(e))?;
+        let tails: Vec<(String, u64, u64, Option<i64>)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        for (station, boot, next_seq, highest) in tails {
+            let from = highest.map_or(0, |h| h as u64 + 1);
+            if next_seq <= from {
+                continue;
+            }
+            let at = match out.iter().position(|r| r.station == station) {
+                Some(i) => i,
+                None => {
+                    let pos = out.partition_point(|r| r.station < station);
+                    out.insert(
+                        pos,
+                        StationReport {
+                            station: station.clone(),
+                            events: 0,
+                            boots: Vec::new(),
+                            duplicates: self.counter(&station, "duplicates")?,
+                            late: self.counter(&station, "late")?,
+                            gaps: Vec::new(),
+                            invalid,
+                        },
+                    );
+                    pos
+                }
+            };
+            out[at].gaps.push((boot, from, next_seq - 1));
+            out[at].gaps.sort_unstable();
         }
         Ok(out)
     }
@@ -350,6 +435,42 @@ mod tests {
             historical,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn heartbeats_reveal_events_lost_at_the_end_of_a_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        for seq in [0, 1, 3] {
+            store.ingest(&event("a", 1, seq, false)).unwrap();
+        }
+        // Station a's broker acknowledged boot 1 up to seq 5 and boot 2 up to seq 1;
+        // station c delivered boot 4 entirely to someone else's store.
+        let beat = br#"{"uptime_s": 9, "delivered": [{"boot": 1, "next_seq": 6}, {"boot": 2, "next_seq": 2}]}"#;
+        assert!(store.note_heartbeat("a", beat).unwrap());
+        assert!(
+            store
+                .note_heartbeat("c", br#"{"delivered": [{"boot": 4, "next_seq": 1}]}"#)
+                .unwrap()
+        );
+        // An older heartbeat never shrinks what is known; one without the list is ignored.
+        let older = br#"{"delivered": [{"boot": 1, "next_seq": 3}]}"#;
+        assert!(store.note_heartbeat("a", older).unwrap());
+        assert!(!store.note_heartbeat("a", br#"{"uptime_s": 1}"#).unwrap());
+        assert!(!store.note_heartbeat("a", b"garbage").unwrap());
+        let report = store.report().unwrap();
+        let stations: Vec<&str> = report.iter().map(|r| r.station.as_str()).collect();
+        assert_eq!(stations, ["a", "c"]);
+        assert_eq!(report[0].gaps, [(1, 2, 2), (1, 4, 5), (2, 0, 1)]);
+        assert_eq!(
+            (report[1].events, report[1].gaps.clone()),
+            (0, vec![(4, 0, 0)])
+        );
+        // Once they arrive, the gaps close.
+        for (boot, seq) in [(1, 2), (1, 4), (1, 5), (2, 0), (2, 1)] {
+            store.ingest(&event("a", boot, seq, true)).unwrap();
+        }
+        assert!(store.report().unwrap()[0].gaps.is_empty());
     }
 
     #[test]

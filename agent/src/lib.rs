@@ -5,14 +5,16 @@
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
-//! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff).
+//! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
+//!   the station's presence (status, heartbeats, replay requests).
+//! - [`replay`]: requests from subscribers to send missing events again.
 //! - [`collect`]: the collector's store (`warble-collect`): events once by id, gaps,
 //!   duplicates, late arrivals.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
 //! - [`station`]: the persisted boot counter behind unique event ids.
 //!
-//! Live capture, heartbeats and model updates arrive with their issues.
+//! - [`capture`]: live audio through cpal into a lock-free ring buffer.
 #![deny(missing_docs)]
 
 pub mod analyze;
@@ -23,5 +25,6 @@ pub mod features;
 pub mod outbox;
 pub mod output;
 pub mod publish;
+pub mod replay;
 pub mod resources;
 pub mod station;

@@ -7,14 +7,21 @@
 //! - Everything still pending when the outbox is opened (after a crash, restart or power
 //!   cut) is re-sent with `historical: true`, as is everything queued during a broker outage
 //!   once [`Outbox::mark_historical`] has been called.
-//! - A byte quota bounds the file: when a new event would exceed it, the oldest pending
-//!   events are dropped and counted (persistently), never the new one, so the newest
-//!   knowledge survives a month-long outage.
+//! - An acknowledged event moves to the `sent` archive for [`SENT_RETENTION_S`], so a
+//!   subscriber that finds a gap (a broker that crashed after acknowledging, a collector
+//!   that lost its disk) can ask for it again: [`Outbox::replay`] queues it once more.
+//! - A byte quota bounds the file (pending events and the archive together): when a new
+//!   event would exceed it, the oldest archived events go first, then the oldest pending
+//!   ones, dropped and counted (persistently) — never the new one, so the newest knowledge
+//!   survives a month-long outage.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use warble_core::event::Detection;
+
+/// How long acknowledged events stay available for [`Outbox::replay`]: a week.
+pub const SENT_RETENTION_S: i64 = 7 * 24 * 3600;
 
 /// Why the outbox failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +94,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped_total', 0);
+CREATE TABLE IF NOT EXISTS sent (
+    id TEXT PRIMARY KEY,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_by_seq ON sent (boot, seq);
+CREATE INDEX IF NOT EXISTS sent_by_time ON sent (sent_at);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('sent_bytes', 0);
 ";
 
 /// Opens (or creates) an SQLite database that survives SIGKILL and power loss: WAL journal,
@@ -177,7 +195,19 @@ impl Outbox {
         })?;
         let mut stats = self.stats;
         let mut dropped = 0u64;
+        // The archive yields first: it was delivered once already.
+        let mut sent_bytes: u64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'sent_bytes'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| self_err(&self.path, e))? as u64;
+        let sent_before = sent_bytes;
         {
+            let mut oldest_sent = tx
+                .prepare_cached(
+                    "DELETE FROM sent WHERE id = (SELECT id FROM sent ORDER BY sent_at, boot, seq LIMIT 1) RETURNING bytes",
+                )
+                .map_err(|e| self_err(&self.path, e))?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO events (id, payload, bytes) VALUES (?1, ?2, ?3)",
@@ -190,6 +220,16 @@ impl Outbox {
                 .prepare_cached("DELETE FROM events WHERE rowid = ?1")
                 .map_err(|e| self_err(&self.path, e))?;
             for (id, json, size) in &encoded {
+                while stats.bytes + sent_bytes + size > self.quota_bytes && sent_bytes > 0 {
+                    let freed: Option<i64> = oldest_sent
+                        .query_row([], |r| r.get(0))
+                        .optional()
+                        .map_err(|e| self_err(&self.path, e))?;
+                    match freed {
+                        Some(b) => sent_bytes = sent_bytes.saturating_sub(b as u64),
+                        None => sent_bytes = 0,
+                    }
+                }
                 while stats.bytes + size > self.quota_bytes {
                     let Some((rowid, bytes)) = oldest
                         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
@@ -217,6 +257,13 @@ impl Outbox {
                 tx.execute(
                     "UPDATE meta SET value = value + ?1 WHERE key = 'dropped_total'",
                     [dropped as i64],
+                )
+                .map_err(|e| self_err(&self.path, e))?;
+            }
+            if sent_bytes != sent_before {
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'sent_bytes'",
+                    [sent_bytes as i64],
                 )
                 .map_err(|e| self_err(&self.path, e))?;
             }
@@ -260,22 +307,35 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Removes acknowledged events in one transaction (one sync for all); returns how many
-    /// were still there.
+    /// Moves acknowledged events to the archive in one transaction (one sync for all), and
+    /// forgets archived events older than [`SENT_RETENTION_S`]; returns how many were still
+    /// pending.
     ///
     /// # Errors
     /// [`OutboxError`]; then none is removed, and they are sent again later.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
+        let now = chrono::Utc::now().timestamp();
         let tx = self
             .conn
             .transaction()
             .map_err(|e| self_err(&self.path, e))?;
-        let (mut removed, mut freed) = (0u64, 0u64);
+        let (mut removed, mut freed, mut archived) = (0u64, 0u64, 0i64);
         {
+            let mut archive = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO sent (id, boot, seq, payload, bytes, sent_at)
+                     SELECT id, json_extract(payload, '$.boot'), json_extract(payload, '$.seq'),
+                            payload, bytes, ?2
+                     FROM events WHERE rowid = ?1",
+                )
+                .map_err(|e| self_err(&self.path, e))?;
             let mut stmt = tx
                 .prepare_cached("DELETE FROM events WHERE rowid = ?1 RETURNING bytes")
                 .map_err(|e| self_err(&self.path, e))?;
             for &rowid in rowids {
+                let moved = archive
+                    .execute(params![rowid, now])
+                    .map_err(|e| self_err(&self.path, e))?;
                 let bytes: Option<i64> = stmt
                     .query_row([rowid], |r| r.get(0))
                     .optional()
@@ -283,8 +343,24 @@ impl Outbox {
                 if let Some(b) = bytes {
                     removed += 1;
                     freed += b as u64;
+                    if moved == 1 {
+                        archived += b;
+                    }
                 }
             }
+            let mut expire = tx
+                .prepare_cached("DELETE FROM sent WHERE sent_at < ?1 RETURNING bytes")
+                .map_err(|e| self_err(&self.path, e))?;
+            let expired: i64 = expire
+                .query_map([now - SENT_RETENTION_S], |r| r.get::<_, i64>(0))
+                .map_err(|e| self_err(&self.path, e))?
+                .sum::<Result<i64, _>>()
+                .map_err(|e| self_err(&self.path, e))?;
+            tx.execute(
+                "UPDATE meta SET value = MAX(0, value + ?1) WHERE key = 'sent_bytes'",
+                [archived - expired],
+            )
+            .map_err(|e| self_err(&self.path, e))?;
         }
         tx.commit().map_err(|e| self_err(&self.path, e))?;
         // The counters may lag events another connection added since the last refresh.
@@ -298,20 +374,61 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`].
     pub fn ack(&mut self, rowid: i64) -> Result<bool, OutboxError> {
-        let bytes: Option<i64> = self
+        Ok(self.ack_many(&[rowid])? == 1)
+    }
+
+    /// Queues the archived events of `boot` with sequence numbers `first..=last` again
+    /// (marked historical), for a subscriber that reported them missing; returns how many
+    /// were found. Events no longer archived (expired, or dropped by the quota) cannot be
+    /// sent again: the subscriber's gap report keeps showing them.
+    ///
+    /// # Errors
+    /// [`OutboxError`]; then nothing is queued.
+    pub fn replay(&mut self, boot: u64, first: u64, last: u64) -> Result<u64, OutboxError> {
+        let tx = self
             .conn
-            .query_row(
-                "DELETE FROM events WHERE rowid = ?1 RETURNING bytes",
-                [rowid],
-                |r| r.get(0),
+            .transaction()
+            .map_err(|e| self_err(&self.path, e))?;
+        let range = params![boot as i64, first as i64, last as i64];
+        let queued = tx
+            .execute(
+                "INSERT OR IGNORE INTO events (id, payload, bytes, historical)
+                 SELECT id, payload, bytes, 1 FROM sent
+                 WHERE boot = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+                range,
             )
-            .optional()
+            .map_err(|e| self_err(&self.path, e))?;
+        let freed: i64 = tx
+            .prepare("DELETE FROM sent WHERE boot = ?1 AND seq BETWEEN ?2 AND ?3 RETURNING bytes")
+            .and_then(|mut st| st.query_map(range, |r| r.get::<_, i64>(0))?.sum())
+            .map_err(|e| self_err(&self.path, e))?;
+        tx.execute(
+            "UPDATE meta SET value = MAX(0, value - ?1) WHERE key = 'sent_bytes'",
+            [freed],
+        )
+        .map_err(|e| self_err(&self.path, e))?;
+        tx.commit().map_err(|e| self_err(&self.path, e))?;
+        self.refresh_stats()?;
+        Ok(queued as u64)
+    }
+
+    /// Per boot in the archive, one past the highest sequence number the broker has
+    /// acknowledged: subscribers compare it with what they hold to find events lost at the
+    /// end of a stream (which no later sequence number reveals).
+    ///
+    /// # Errors
+    /// [`OutboxError`].
+    pub fn delivered_through(&self) -> Result<Vec<(u64, u64)>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT boot, MAX(seq) + 1 FROM sent GROUP BY boot ORDER BY boot")
             .map_err(|e| self.err(e))?;
-        if let Some(b) = bytes {
-            self.stats.depth = self.stats.depth.saturating_sub(1);
-            self.stats.bytes = self.stats.bytes.saturating_sub(b as u64);
-        }
-        Ok(bytes.is_some())
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Marks everything pending as historical (call when a broker outage began: what is
@@ -493,6 +610,60 @@ mod tests {
         assert_eq!(deliver.stats().depth, 0);
         detect.push(&[event(3)]).unwrap();
         assert_eq!(deliver.refresh_stats().unwrap().depth, 1);
+    }
+
+    #[test]
+    fn acknowledged_events_can_be_replayed_from_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        ob.push(&(0..6).map(event).collect::<Vec<_>>()).unwrap();
+        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        ob.ack_many(&rows[..5]).unwrap();
+        assert_eq!(ob.stats().depth, 1);
+        // The broker acknowledged seq 0–4 of boot 1 (seq 5 is still pending).
+        assert_eq!(ob.delivered_through().unwrap(), [(1, 5)]);
+        // A subscriber misses 1–2 (and asks for 9, which never existed).
+        assert_eq!(ob.replay(1, 1, 2).unwrap(), 2);
+        assert_eq!(ob.replay(1, 9, 9).unwrap(), 0);
+        assert_eq!(ob.replay(2, 0, 100).unwrap(), 0, "another boot");
+        let again: Vec<(u64, bool)> = ob
+            .pending(10)
+            .unwrap()
+            .iter()
+            .map(|p| (p.event.seq, p.event.historical))
+            .collect();
+        assert_eq!(again, [(5, false), (1, true), (2, true)]);
+        assert_eq!(ob.stats().depth, 3);
+        // Sent once more, they return to the archive.
+        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        ob.ack_many(&rows).unwrap();
+        assert_eq!(ob.delivered_through().unwrap(), [(1, 6)]);
+        assert_eq!(ob.replay(1, 0, 5).unwrap(), 6);
+    }
+
+    #[test]
+    fn the_quota_gives_up_archived_events_before_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = serde_json::to_string(&event(0)).unwrap().len() as u64;
+        let mut ob = Outbox::open(dir.path().join("o.db"), 4 * size + size / 2).unwrap();
+        ob.push(&[event(0), event(1), event(2)]).unwrap();
+        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        ob.ack_many(&rows).unwrap();
+        // Three archived; four new ones need room for four: the archive shrinks to none.
+        assert_eq!(
+            ob.push(&[event(3), event(4), event(5), event(6)]).unwrap(),
+            0
+        );
+        assert_eq!(ob.stats().depth, 4);
+        assert_eq!(
+            ob.stats().dropped_total,
+            0,
+            "nothing undelivered was dropped"
+        );
+        assert_eq!(ob.replay(1, 0, 2).unwrap(), 0);
+        // Then pending events are dropped, oldest first, and counted.
+        assert_eq!(ob.push(&[event(7)]).unwrap(), 1);
+        assert_eq!(ob.pending(1).unwrap()[0].event.seq, 4);
     }
 
     #[test]

@@ -485,11 +485,26 @@ async fn session(
     }
 }
 
+/// Inbound messages larger than this end the presence connection (rumqttc cannot skip a
+/// packet); it reconnects with backoff, and requests are QoS 0, so nothing comes back.
+const MAX_INBOUND_PACKET: usize = 64 * 1024;
+
+/// What arrived for the station on its presence connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Inbound<'a> {
+    /// A message on the replay topic (unvalidated).
+    Replay(&'a [u8]),
+    /// A message too large to read ([`MAX_INBOUND_PACKET`]); it cost the connection.
+    Oversized(usize),
+}
+
 /// Keeps the station's presence on the broker while `stop` is false: a retained
 /// `online` status on every connection, `offline` as the last will (a crash or a lost
 /// link) and, on a clean stop, published retained before disconnecting; a heartbeat with
-/// `health()` every `interval`. It uses a connection of its own (client id
-/// `<client id>-status`) so that presence never delays detections.
+/// `health()` every `interval`; replay requests from subscribers (topic `replay`,
+/// subscribed at QoS 0: a request missed while the station is away is asked again) handed
+/// to `inbound`. It uses a connection of its own (client id `<client id>-status`) so that
+/// presence never delays detections.
 ///
 /// # Errors
 /// None: connection problems are retried with the same backoff as delivery.
@@ -498,6 +513,7 @@ pub async fn presence(
     interval: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
     health: &dyn Fn() -> serde_json::Value,
+    inbound: &mut dyn FnMut(Inbound<'_>),
 ) {
     use std::sync::atomic::Ordering;
     let status = cfg.topic("status");
@@ -505,12 +521,15 @@ pub async fn presence(
     let mut backoff = Backoff::new();
     while !stop.load(Ordering::Relaxed) {
         let mut opts = cfg.options(&format!("{}-status", cfg.client_id));
-        opts.set_clean_session(true).set_last_will(LastWill::new(
-            status.clone(),
-            offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        opts.set_clean_session(true)
+            .set_max_packet_size(MAX_INBOUND_PACKET, 1 << 20)
+            .set_last_will(LastWill::new(
+                status.clone(),
+                offline.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let replay = cfg.topic("replay");
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
         let mut next_beat = Instant::now();
         let mut failed = false;
@@ -547,9 +566,19 @@ pub async fn presence(
                                 let _ = client.try_publish(topic, QoS::AtLeastOnce, true, config);
                             }
                         }
+                        let _ = client.try_subscribe(&replay, QoS::AtMostOnce);
                         next_beat = Instant::now();
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == replay => {
+                        inbound(Inbound::Replay(&p.payload));
+                    }
                     Ok(_) => {}
+                    Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::Error::PayloadSizeLimitExceeded(size),
+                    ))) => {
+                        inbound(Inbound::Oversized(size));
+                        failed = true;
+                    }
                     Err(_) => {
                         failed = true;
                     }

@@ -85,6 +85,12 @@ struct Health {
     busy_us: AtomicU64,
     /// 99th percentile of the window latency so far, µs (see [`Latency`]).
     latency_p99_us: AtomicU64,
+    /// Valid replay requests received.
+    replay_requests: AtomicU64,
+    /// Events queued again for them.
+    replayed: AtomicU64,
+    /// Inbound messages ignored (malformed, oversized, bad range).
+    inbound_rejected: AtomicU64,
 }
 
 /// Latency from taking the chunk that completes a window off the ring buffer to that
@@ -139,6 +145,7 @@ fn spawn_presence(
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
     let rate = f64::from(st.sample_rate_hz);
     let data_dir = st.data_dir.clone();
+    let (outbox_path, quota) = (st.data_dir.join("outbox.sqlite"), st.outbox_quota_bytes);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,6 +154,52 @@ fn spawn_presence(
     let handle = std::thread::Builder::new()
         .name("warble-presence".into())
         .spawn(move || {
+            // Its own connection to the outbox: the archive answers replay requests and
+            // says how far the broker has acknowledged each boot.
+            let outbox = match warble_agent::outbox::Outbox::open(&outbox_path, quota) {
+                Ok(o) => Some(std::cell::RefCell::new(o)),
+                Err(e) => {
+                    eprintln!("presence: {e}; replay requests cannot be served");
+                    None
+                }
+            };
+            let delivered = || -> Vec<serde_json::Value> {
+                let Some(o) = &outbox else { return Vec::new() };
+                o.borrow()
+                    .delivered_through()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(boot, next_seq)| serde_json::json!({"boot": boot, "next_seq": next_seq}))
+                    .collect()
+            };
+            let mut inbound = |msg: warble_agent::publish::Inbound<'_>| {
+                use warble_agent::publish::Inbound;
+                use warble_agent::replay::ReplayRequest;
+                let parsed = match msg {
+                    Inbound::Replay(payload) => ReplayRequest::parse(payload).map_err(|e| e.to_string()),
+                    Inbound::Oversized(size) => Err(format!("{size} bytes, too large to read")),
+                };
+                match (parsed, &outbox) {
+                    (Ok(req), Some(o)) => {
+                        health.replay_requests.fetch_add(1, Ordering::Relaxed);
+                        match o.borrow_mut().replay(req.boot, req.first, req.last) {
+                            Ok(n) => {
+                                health.replayed.fetch_add(n, Ordering::Relaxed);
+                                eprintln!(
+                                    "replay of boot {} seq {}–{} requested: {n} event(s) queued again",
+                                    req.boot, req.first, req.last
+                                );
+                            }
+                            Err(e) => eprintln!("replay: {e}"),
+                        }
+                    }
+                    (Ok(_), None) => {}
+                    (Err(reason), _) => {
+                        health.inbound_rejected.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("ignored an inbound message: {reason}");
+                    }
+                }
+            };
             let beat = || {
                 let level = f32::from_bits(health.level_dbfs.load(Ordering::Relaxed));
                 let audio_s = health.captured_samples.load(Ordering::Relaxed) as f64 / rate;
@@ -168,12 +221,20 @@ fn spawn_presence(
                     "latency_p99_ms": (windows > 0).then(|| health.latency_p99_us.load(Ordering::Relaxed) as f64 / 1000.0),
                     // Audio seconds processed per second of processing: the headroom.
                     "realtime_factor": (busy_s > 0.0).then(|| audio_s / busy_s),
+                    "delivered": delivered(),
+                    "replay_requests": health.replay_requests.load(Ordering::Relaxed),
+                    "replayed": health.replayed.load(Ordering::Relaxed),
+                    "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
                     "model": {"id": model.id, "version": model.version},
                     "boot": boot,
                 })
             };
             runtime.block_on(warble_agent::publish::presence(
-                &broker, interval, stop, &beat,
+                &broker,
+                interval,
+                stop,
+                &beat,
+                &mut inbound,
             ));
         })
         .context("starting the presence thread")?;

@@ -653,3 +653,247 @@ fn a_wrong_password_is_a_clear_error_retried_with_backoff_and_loses_nothing() {
         "{out}"
     );
 }
+
+/// Queues `n` events of `station`, boot `boot`, in the station's outbox (as if detected
+/// before a long outage); returns their ids.
+fn preload(dir: &Path, station: &str, boot: u64, n: u64) -> BTreeSet<String> {
+    let data = dir.join(format!("data-{station}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let mut outbox =
+        warble_agent::outbox::Outbox::open(data.join("outbox.sqlite"), 1 << 30).unwrap();
+    let events: Vec<Detection> = (0..n)
+        .map(|seq| {
+            let mut e = common::sample_event(seq);
+            e.station = station.into();
+            e.boot = boot;
+            e.id = Detection::make_id(station, boot, seq);
+            e
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        outbox.push(chunk).unwrap();
+    }
+    ids(&events)
+}
+
+/// `warble-agent run` for `station` with a paced silent microphone; its stderr goes to
+/// `dir/agent.log`.
+fn start_station(dir: &Path, station: &Path, seconds: u32) -> std::process::Child {
+    let (alsa, _writer) = common::paced_microphone(dir, f64::from(seconds) + 30.0);
+    std::process::Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", alsa)
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            &seconds.to_string(),
+            "--out",
+            dir.join("detections.jsonl").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// A collector asking for its gaps every second; its output goes to `dir/collector.log`.
+fn start_replaying_collector(port: u16, db: &Path, dir: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args([
+            "run",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--db",
+            db.to_str().unwrap(),
+            "--duration",
+            "90",
+            "--request-replays",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("collector.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most `limit`) until the collector's store holds `want` ids of `station` and
+/// reports no gap for it; returns the ids held and the station's duplicate count.
+fn wait_complete(
+    db: &Path,
+    station: &str,
+    want: &BTreeSet<String>,
+    limit: Duration,
+) -> (BTreeSet<String>, u64) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let store = warble_agent::collect::Store::open(db).unwrap();
+        let report = store.report().unwrap();
+        let r = report.iter().find(|r| r.station == station);
+        let held = stored_ids(db, station);
+        let done = r.is_some_and(|r| r.gaps.is_empty()) && held == *want;
+        if done || Instant::now() > deadline {
+            return (held, r.map_or(0, |r| r.duplicates));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn stored_ids(db: &Path, station: &str) -> BTreeSet<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id FROM events WHERE station = ?1")
+        .unwrap();
+    stmt.query_map([station], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn a_collector_that_missed_events_gets_them_again_from_the_station() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = common::station(dir.path(), "marsh-9");
+    common::deliver_to(&station, broker.port(), "heartbeat_s = 5\n");
+    let queued = preload(dir.path(), "marsh-9", 1000, 2000);
+    // The station delivers everything while no collector listens: the broker acknowledges
+    // and, with no subscriber, forgets.
+    let mut agent = start_station(dir.path(), &station, 60);
+    let outbox = dir.path().join("data-marsh-9").join("outbox.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while warble_agent::outbox::Outbox::open(&outbox, 1 << 30)
+        .unwrap()
+        .stats()
+        .depth
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            log(dir.path(), "agent.log")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A collector with an empty store learns from the heartbeats what it lacks, asks, and
+    // gets it all from the station's archive.
+    let db = dir.path().join("collected.sqlite");
+    let mut collector = start_replaying_collector(broker.port(), &db, dir.path());
+    let started = Instant::now();
+    let (held, _) = wait_complete(&db, "marsh-9", &queued, Duration::from_secs(40));
+    let took = started.elapsed();
+    terminate(&mut agent);
+    terminate(&mut collector);
+    let (agent_log, collector_log) = (
+        log(dir.path(), "agent.log"),
+        log(dir.path(), "collector.log"),
+    );
+    assert_eq!(
+        held.len(),
+        queued.len(),
+        "agent:\n{agent_log}\ncollector:\n{collector_log}"
+    );
+    assert_eq!(held, queued);
+    assert!(agent_log.contains("queued again"), "{agent_log}");
+    assert!(
+        collector_log.contains("asked marsh-9 to send boot 1000"),
+        "{collector_log}"
+    );
+    eprintln!(
+        "replayed {} events to a new collector in {took:.1?}",
+        held.len()
+    );
+}
+
+/// The broker is SIGKILLed while 5,000 events stream through it and started again; the
+/// collector must end with every one of them (the broker's own persistence, when on, saves
+/// every second; what it loses, heartbeats reveal and replays recover).
+fn a_broker_crash_mid_stream_loses_nothing(persistent: bool) {
+    let mut broker = if persistent {
+        Mosquitto::start().unwrap()
+    } else {
+        Mosquitto::start_ephemeral().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let station = common::station(dir.path(), "marsh-8");
+    common::deliver_to(&station, broker.port(), "heartbeat_s = 5\n");
+    let queued = preload(dir.path(), "marsh-8", 1000, 5000);
+    let db = dir.path().join("collected.sqlite");
+    let mut collector = start_replaying_collector(broker.port(), &db, dir.path());
+    wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
+    let mut agent = start_station(dir.path(), &station, 90);
+    let started = Instant::now();
+    // Mid-stream: once 1,000 have arrived.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_ids(&db, "marsh-8").len() < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            log(dir.path(), "agent.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_kill = stored_ids(&db, "marsh-8").len();
+    broker.kill().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    broker.restart().unwrap();
+    let restarted = Instant::now();
+    let (held, duplicates) = wait_complete(&db, "marsh-8", &queued, Duration::from_secs(60));
+    let (total, after) = (started.elapsed(), restarted.elapsed());
+    terminate(&mut agent);
+    terminate(&mut collector);
+    let (agent_log, collector_log) = (
+        log(dir.path(), "agent.log"),
+        log(dir.path(), "collector.log"),
+    );
+    assert_eq!(
+        held.len(),
+        queued.len(),
+        "agent:\n{agent_log}\ncollector:\n{collector_log}"
+    );
+    assert_eq!(held, queued, "every event, nothing else");
+    let replayed: u64 = agent_log
+        .lines()
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)?
+                .split(" event(s) queued again")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!(
+        "broker persistence {persistent}: killed at {at_kill} of {} events; complete {after:.1?} after the restart ({total:.1?} in all); {duplicates} duplicate(s) stored once; {replayed} event(s) replayed on request",
+        queued.len()
+    );
+}
+
+#[test]
+fn a_broker_killed_mid_stream_with_persistence_loses_nothing() {
+    a_broker_crash_mid_stream_loses_nothing(true);
+}
+
+#[test]
+fn a_broker_killed_mid_stream_without_persistence_loses_nothing() {
+    a_broker_crash_mid_stream_loses_nothing(false);
+}

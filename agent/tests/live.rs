@@ -7,9 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
-use common::repo_file;
+use common::{deliver_to, file_microphone, repo_file, station};
 
-use std::path::Path;
 use std::process::Command;
 
 use warble_core::SampleRate;
@@ -24,52 +23,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn station(dir: &Path, id: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[station]\nid = \"{id}\"\n\n[audio]\nsample_rate_hz = 32000\nbuffer_s = 40.0\n\n\
-             [model]\nbundle = \"{}\"\ntrusted_keys = [\"{}\"]\n\n[storage]\ndata_dir = \"{}\"\n",
-            repo_file("models/demo/warble-demo-0.1.0.warble").display(),
-            repo_file("models/demo/warble-demo.pub").display(),
-            dir.join(format!("data-{id}")).display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// A "microphone": ALSA's file plugin as the default capture device, serving `samples`
-/// in the format the agent asks for (32-bit float, 32 kHz, mono) — no ALSA conversion in
-/// between (its `plug` resampled). Returns the configuration for `ALSA_CONFIG_PATH`.
-fn file_microphone(dir: &Path, samples: &[f32]) -> std::path::PathBuf {
-    let raw = dir.join("mic.f32");
-    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    std::fs::write(&raw, bytes).unwrap();
-    let alsa = dir.join("asound.conf");
-    std::fs::write(
-        &alsa,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
-             infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
-    alsa
-}
-
-/// Adds an `[mqtt]` section for the broker on 127.0.0.1:`port` (plus `extra` lines) to a
-/// station file.
-fn deliver_to(station: &Path, port: u16, extra: &str) {
-    let text = std::fs::read_to_string(station).unwrap().replace(
-        "[storage]",
-        &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n{extra}\n[storage]"),
-    );
-    std::fs::write(station, text).unwrap();
 }
 
 fn detection_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {

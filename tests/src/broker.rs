@@ -94,11 +94,24 @@ impl Mosquitto {
     /// # Errors
     /// As [`Mosquitto::start`].
     pub fn start_with(access: &str) -> Result<Self, HarnessError> {
+        Self::start_configured(access, true)
+    }
+
+    /// Starts an anonymous broker that keeps nothing on disk (`persistence false`): after
+    /// a restart it knows no session and no queued message.
+    ///
+    /// # Errors
+    /// As [`Mosquitto::start`].
+    pub fn start_ephemeral() -> Result<Self, HarnessError> {
+        Self::start_configured("allow_anonymous true\n", false)
+    }
+
+    fn start_configured(access: &str, persistence: bool) -> Result<Self, HarnessError> {
         // A free port can be taken by someone else between our probe and mosquitto's bind
         // (tests start brokers in parallel): then this broker exits, and we try another.
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(access) {
+            match Self::start_once(access, persistence) {
                 Ok(broker) => return Ok(broker),
                 Err(e @ HarnessError::NotReady { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -107,7 +120,7 @@ impl Mosquitto {
         Err(last.unwrap_or(HarnessError::NotInstalled))
     }
 
-    fn start_once(access: &str) -> Result<Self, HarnessError> {
+    fn start_once(access: &str, persistence: bool) -> Result<Self, HarnessError> {
         let binary = mosquitto_binary().ok_or(HarnessError::NotInstalled)?;
         let dir = tempfile::tempdir().map_err(io_err("creating the broker directory"))?;
         let port = free_port()?;
@@ -117,7 +130,9 @@ impl Mosquitto {
             "# written by warble-tests\n\
              listener {port} 127.0.0.1\n\
              {access}\
-             persistence true\n\
+             persistence {persistence}\n\
+             # save every second, not only at a clean shutdown: a crash loses at most 1 s\n\
+             autosave_interval 1\n\
              persistence_location {}/\n\
              log_dest file {}\n\
              log_type all\n\
@@ -177,6 +192,19 @@ impl Mosquitto {
         if !status.success() {
             let _ = self.child.kill();
         }
+        let _ = self.child.wait();
+        Ok(())
+    }
+
+    /// Kills the broker without warning (SIGKILL), as in a crash or power cut: what it
+    /// had not saved is gone. [`Mosquitto::restart`] brings it back.
+    ///
+    /// # Errors
+    /// The process could not be killed.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        self.child
+            .kill()
+            .map_err(io_err("sending SIGKILL to mosquitto"))?;
         let _ = self.child.wait();
         Ok(())
     }

@@ -12,18 +12,24 @@
 //! 3.1.1 client can only fail on it, reconnect, and be sent it again, forever). Smaller
 //! messages that are not events — malformed, wrong schema, over
 //! [`warble_agent::collect::MAX_EVENT_BYTES`] — are acknowledged, ignored and counted.
+//!
+//! Proving nothing was lost: the collector also reads the stations' heartbeats, which say
+//! how far their broker acknowledged each boot, so events lost *after* the broker took
+//! them (a broker crash, a broker without persistence) show as gaps even at the end of a
+//! stream; with `--request-replays` it asks the stations for its gaps again
+//! (`<prefix>/<station>/replay`), and they send them from their archive.
 #![allow(clippy::print_stdout, reason = "a CLI prints its results")]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use warble_agent::collect::{Ingest, Store};
+use warble_agent::replay::ReplayRequest;
 
 /// The largest MQTT packet the broker may send the collector.
 const MAX_PACKET_BYTES: u32 = 1 << 20;
@@ -65,6 +71,11 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// Every this many seconds, ask stations to send the events this store is missing
+        /// again. Only for a store that sees all of a station's events (not with --share
+        /// and separate stores: each would ask for the others' events).
+        #[arg(long, conflicts_with = "share")]
+        request_replays: Option<f64>,
     },
     /// Per station: events, boots, late arrivals, duplicates and missing sequence numbers.
     Report {
@@ -102,22 +113,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             share,
             client_id,
             duration,
+            request_replays,
         } => {
             let url =
                 warble_config::broker::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
             if url.tls {
                 anyhow::bail!("TLS (mqtts://) is not built yet");
             }
+            if let Some(s) = request_replays {
+                anyhow::ensure!(
+                    s.is_finite() && s >= 0.5,
+                    "--request-replays {s}: at least 0.5 seconds"
+                );
+            }
+            // `<prefix>/+/detections`: heartbeats and replay requests live beside them.
+            let prefix = topic.strip_suffix("/+/detections").map(str::to_owned);
+            anyhow::ensure!(
+                request_replays.is_none() || prefix.is_some(),
+                "--request-replays needs a topic of the form <prefix>/+/detections"
+            );
             let filter = match share {
                 Some(group) => format!("$share/{group}/{topic}"),
                 None => topic,
+            };
+            let link = Link {
+                filter,
+                prefix,
+                request_replays: request_replays.map(Duration::from_secs_f64),
             };
             let mut store = Store::open(&db)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let stored =
-                runtime.block_on(collect(&url, &client_id, &filter, &mut store, duration))?;
+                runtime.block_on(collect(&url, &client_id, &link, &mut store, duration))?;
             println!("stored {stored} new event(s) in {}", db.display());
         }
         Command::Report { db } => {
@@ -164,12 +193,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the collector subscribes to and asks for.
+struct Link {
+    /// Detections (possibly `$share/…`).
+    filter: String,
+    /// Topic prefix, when the filter is `<prefix>/+/detections`.
+    prefix: Option<String>,
+    /// How often to ask for missing events.
+    request_replays: Option<Duration>,
+}
+
+/// The station of a `<prefix>/<station>/heartbeat` topic.
+fn heartbeat_station<'t>(prefix: Option<&str>, topic: &'t str) -> Option<&'t str> {
+    topic
+        .strip_prefix(prefix?)?
+        .strip_prefix('/')?
+        .strip_suffix("/heartbeat")
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+}
+
+/// Publishes replay requests for the store's gaps (a bounded number per round).
+fn request_replays(store: &Store, client: &AsyncClient, prefix: &str) -> anyhow::Result<usize> {
+    const PER_ROUND: usize = 64;
+    let mut sent = 0;
+    for station in store.report()? {
+        for &(boot, first, last) in &station.gaps {
+            for req in ReplayRequest::covering(boot, first, last) {
+                if sent == PER_ROUND {
+                    return Ok(sent);
+                }
+                let topic = format!("{prefix}/{}/replay", station.station);
+                let payload = serde_json::to_vec(&req)?;
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                    .is_err()
+                {
+                    return Ok(sent); // the request queue is full: next round
+                }
+                eprintln!(
+                    "asked {} to send boot {} seq {}–{} again",
+                    station.station, req.boot, req.first, req.last
+                );
+                sent += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
 /// Commits a batch of messages, then queues their acknowledgements.
 fn commit(
     store: &mut Store,
     batch: &mut Vec<Publish>,
     unacked: &mut std::collections::VecDeque<Publish>,
+    prefix: Option<&str>,
 ) -> anyhow::Result<u64> {
+    // Heartbeats (QoS 0) only update what the stations say they delivered.
+    let mut events = Vec::with_capacity(batch.len());
+    for p in batch.drain(..) {
+        let topic = String::from_utf8_lossy(&p.topic);
+        match heartbeat_station(prefix, &topic) {
+            Some(station) => {
+                store.note_heartbeat(station, &p.payload)?;
+            }
+            None => events.push(p),
+        }
+    }
+    *batch = events;
     let results = store.ingest_many(batch.iter().map(|p| p.payload.as_ref()))?;
     let mut stored = 0;
     for (p, r) in batch.iter().zip(&results) {
@@ -190,10 +280,11 @@ fn commit(
 async fn collect(
     url: &warble_config::broker::BrokerUrl,
     client_id: &str,
-    filter: &str,
+    link: &Link,
     store: &mut Store,
     duration: Option<f64>,
 ) -> anyhow::Result<u64> {
+    let prefix = link.prefix.as_deref();
     let mut opts = MqttOptions::new(client_id, &url.host, url.port);
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
@@ -215,7 +306,21 @@ async fn collect(
     tokio::pin!(stop);
     let mut stored = 0u64;
     let mut wait = Duration::from_millis(500);
+    let mut replays =
+        tokio::time::interval(link.request_replays.unwrap_or(Duration::from_secs(3600)));
+    replays.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    replays.tick().await; // the first tick is immediate: give stations a round first
+    let mut connected = false;
+    // Subscriptions still to request: the request queue may be full when a session needs
+    // them again (after a broker that lost its state), and they must not be dropped.
+    let mut subscriptions: Vec<(String, QoS)> = Vec::new();
     loop {
+        while let Some((filter, qos)) = subscriptions.first() {
+            if client.try_subscribe(filter.clone(), *qos).is_err() {
+                break;
+            }
+            subscriptions.remove(0);
+        }
         while let Some(p) = unacked.front() {
             if client.try_ack(p).is_err() {
                 break;
@@ -227,17 +332,26 @@ async fn collect(
             e = eventloop.poll() => e,
             // Nothing more arrived for a moment: commit what is waiting.
             _ = tokio::time::sleep(Duration::from_millis(2)), if !batch.is_empty() => {
-                stored += commit(store, &mut batch, &mut unacked)?;
+                stored += commit(store, &mut batch, &mut unacked, prefix)?;
+                continue;
+            }
+            _ = replays.tick(), if connected && link.request_replays.is_some() => {
+                if let Some(p) = prefix {
+                    request_replays(store, &client, p)?;
+                }
                 continue;
             }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 wait = Duration::from_millis(500);
+                connected = true;
                 if !ack.session_present {
-                    client
-                        .try_subscribe(filter, QoS::AtLeastOnce)
-                        .context("subscribing")?;
+                    // Queued behind acknowledgements of the last connection if need be.
+                    subscriptions = vec![(link.filter.clone(), QoS::AtLeastOnce)];
+                    if let Some(p) = prefix {
+                        subscriptions.push((format!("{p}/+/heartbeat"), QoS::AtMostOnce));
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -247,17 +361,18 @@ async fn collect(
                 // none followed for 2 ms), then acknowledged: a failure leaves them all
                 // with the broker.
                 if batch.len() >= 16 {
-                    stored += commit(store, &mut batch, &mut unacked)?;
+                    stored += commit(store, &mut batch, &mut unacked, prefix)?;
                 }
             }
             Ok(_) => {
                 if !batch.is_empty() {
-                    stored += commit(store, &mut batch, &mut unacked)?;
+                    stored += commit(store, &mut batch, &mut unacked, prefix)?;
                 }
             }
             Err(e) => {
                 // Not acknowledged: the broker sends them again on the persistent session.
                 batch.clear();
+                connected = false;
                 eprintln!("broker: {e}; retrying in {:.1} s", wait.as_secs_f64());
                 tokio::select! {
                     _ = &mut stop => break,

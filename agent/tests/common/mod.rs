@@ -95,3 +95,94 @@ pub fn subscribe(
         .expect("subscribed");
     rx
 }
+
+/// A station file for station `id` in `dir`: the demo bundle, 32 kHz capture, data in
+/// `dir/data-<id>`.
+pub fn station(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[station]\nid = \"{id}\"\n\n[audio]\nsample_rate_hz = 32000\nbuffer_s = 40.0\n\n\
+             [model]\nbundle = \"{}\"\ntrusted_keys = [\"{}\"]\n\n[storage]\ndata_dir = \"{}\"\n",
+            repo_file("models/demo/warble-demo-0.1.0.warble").display(),
+            repo_file("models/demo/warble-demo.pub").display(),
+            dir.join(format!("data-{id}")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A "microphone": ALSA's file plugin as the default capture device, serving `samples`
+/// in the format the agent asks for (32-bit float, 32 kHz, mono) — no ALSA conversion in
+/// between (its `plug` resampled). Returns the configuration for `ALSA_CONFIG_PATH`.
+pub fn file_microphone(dir: &std::path::Path, samples: &[f32]) -> std::path::PathBuf {
+    let raw = dir.join("mic.f32");
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(&raw, bytes).unwrap();
+    alsa_file_device(dir, &raw)
+}
+
+/// An ALSA configuration whose default capture device reads raw samples from `infile`.
+fn alsa_file_device(dir: &std::path::Path, infile: &std::path::Path) -> std::path::PathBuf {
+    let alsa = dir.join("asound.conf");
+    std::fs::write(
+        &alsa,
+        format!(
+            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
+             infile \"{}\"\n format \"raw\"\n}}\n",
+            infile.display()
+        ),
+    )
+    .unwrap();
+    alsa
+}
+
+/// Adds an `[mqtt]` section for the broker on 127.0.0.1:`port` (plus `extra` lines) to a
+/// station file.
+pub fn deliver_to(station: &std::path::Path, port: u16, extra: &str) {
+    let text = std::fs::read_to_string(station).unwrap().replace(
+        "[storage]",
+        &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n{extra}\n[storage]"),
+    );
+    std::fs::write(station, text).unwrap();
+}
+
+/// A paced "microphone": ALSA's file plugin as the default capture device reading a FIFO
+/// that a thread fills with silence at real-time pace (32 kHz, 32-bit float, mono) for
+/// `seconds`, so a `warble-agent run` captures as from a sound card, without burning a core.
+/// Returns the configuration for `ALSA_CONFIG_PATH` and the writer thread.
+pub fn paced_microphone(
+    dir: &std::path::Path,
+    seconds: f64,
+) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let fifo = dir.join("mic.fifo");
+    let status = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(status.success(), "mkfifo {}", fifo.display());
+    let alsa = alsa_file_device(dir, &fifo);
+    let writer = std::thread::spawn(move || {
+        // Opening blocks until the agent's ALSA plugin opens the other end.
+        let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+            return;
+        };
+        let chunk = vec![0u8; 320 * 4]; // 10 ms
+        let started = Instant::now();
+        let mut written = 0.0f64;
+        while written < seconds {
+            if out.write_all(&chunk).is_err() {
+                return; // the agent closed its end
+            }
+            written += 0.01;
+            if let Some(wait) = Duration::from_secs_f64(written).checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    (alsa, writer)
+}
