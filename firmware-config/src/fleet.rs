@@ -477,8 +477,9 @@ pub fn render(
 
 /// The mosquitto ACL (`acl_file`): each station (broker user = station id) may publish
 /// only its own detections, status, heartbeat and model report, and read only its own and
-/// its group's bundle; the operator may publish bundles (and read everything); collectors
-/// read what stations publish. Anything not listed is denied.
+/// its group's bundle and its own replay requests; the operator may publish bundles (and
+/// read everything); collectors read what stations publish and may ask any station for
+/// missing events (`replay`). Anything not listed is denied.
 pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)]) -> String {
     let mut prefixes: Vec<&str> = access.iter().filter_map(|(_, _, p)| p.as_deref()).collect();
     prefixes.sort_unstable();
@@ -497,6 +498,7 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
         for leaf in ["detections", "status", "heartbeat", "model"] {
             let _ = writeln!(acl, "topic read {p}/+/{leaf}");
         }
+        let _ = writeln!(acl, "topic write {p}/+/replay");
     }
     for (id, group, prefix) in access {
         let Some(p) = prefix else { continue };
@@ -505,6 +507,7 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
             let _ = writeln!(acl, "topic write {p}/{id}/{leaf}");
         }
         let _ = writeln!(acl, "topic read {p}/{id}/bundle");
+        let _ = writeln!(acl, "topic read {p}/{id}/replay");
         let _ = writeln!(acl, "topic read {p}/fleet/{group}/bundle");
     }
     acl

@@ -163,4 +163,16 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
         got,
         ["warble/fleet/dawn/bundle", "warble/grunewald-01/bundle"]
     );
+
+    // Collectors may ask a station for missing events; stations may not ask each other,
+    // nor read another station's requests.
+    station.subscribe("warble/grunewald-01/replay");
+    station.subscribe("warble/grunewald-02/replay");
+    let (other, _) = Peer::connect(port, "grunewald-02", "pw-grunewald-02");
+    other.subscribe("warble/grunewald-02/replay");
+    collector.publish("warble/grunewald-01/replay", "{}");
+    other.publish("warble/grunewald-01/replay", "{}");
+    collector.publish("warble/grunewald-02/replay", "{}");
+    assert_eq!(station.received(), ["warble/grunewald-01/replay"]);
+    assert_eq!(other.received(), ["warble/grunewald-02/replay"]);
 }
