@@ -13,8 +13,10 @@ use anyhow::Context;
 use warble_core::SampleRate;
 use warble_core::audio::AudioStream;
 
-/// Samples are written in 10-ms chunks.
-const CHUNK_MS: u64 = 10;
+/// Samples are written in 25-ms chunks: one capture period of `warble-agent` (ALSA's file
+/// plugin counts a short read from the FIFO as a whole period, so chunks must not be
+/// smaller).
+const CHUNK_MS: u64 = 25;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

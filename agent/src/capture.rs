@@ -185,6 +185,11 @@ impl Drop for Capture {
     }
 }
 
+/// Audio periods per second asked of the driver: 25-ms periods wake the capture thread 40
+/// times a second (drivers' defaults can be far smaller periods, hundreds of wake-ups a
+/// second on a recorder that should sleep), and add at most 25 ms to a detection's latency.
+const PERIODS_PER_SECOND: u32 = 40;
+
 fn open_stream(
     cfg: &CaptureConfig,
     mut producer: ringbuf::HeapProd<f32>,
@@ -197,10 +202,18 @@ fn open_stream(
     let host = cpal::default_host();
     let device = find_device(&host, &cfg.device)
         .ok_or_else(|| CaptureError::NoDevice(cfg.device.clone()))?;
+    // The period asked for, if the device says it can do it; else the driver's default.
+    let period = cfg.sample_rate_hz / PERIODS_PER_SECOND;
+    let buffer_size = match device.default_input_config().map(|c| *c.buffer_size()) {
+        Ok(cpal::SupportedBufferSize::Range { min, max }) if (min..=max).contains(&period) => {
+            cpal::BufferSize::Fixed(period)
+        }
+        _ => cpal::BufferSize::Default,
+    };
     let config = cpal::StreamConfig {
         channels: cfg.channels.max(1),
         sample_rate: cfg.sample_rate_hz,
-        buffer_size: cpal::BufferSize::Default,
+        buffer_size,
     };
     let channels = usize::from(config.channels);
     let gain = 10f32.powf(cfg.gain_db / 20.0);

@@ -488,6 +488,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(e).context("writing detections");
     }
     let overruns = capture.overruns();
+    // Before the capture threads end (their time would vanish from the per-thread view).
+    let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
     writer.finish().context("writing detections")?;
     stop.store(true, Ordering::Relaxed);
@@ -519,7 +521,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     // By thread: the pipeline (main thread) apart from the audio driver's thread, whose
     // cost depends on the sound card (a file-backed test device costs more than hardware).
-    let by_thread: Vec<String> = warble_agent::resources::thread_cpu_seconds()
+    let by_thread: Vec<String> = threads_at_end
         .into_iter()
         .filter_map(|(tid, (name, secs))| {
             let before = threads_at_start.get(&tid).map_or(0.0, |(_, s)| *s);

@@ -679,7 +679,7 @@ fn preload(dir: &Path, station: &str, boot: u64, n: u64) -> BTreeSet<String> {
 /// `warble-agent run` for `station` with a paced silent microphone; its stderr goes to
 /// `dir/agent.log`.
 fn start_station(dir: &Path, station: &Path, seconds: u32) -> std::process::Child {
-    let (alsa, _writer) = common::paced_microphone(dir, f64::from(seconds) + 30.0);
+    let (alsa, _writer) = common::paced_microphone(dir, Vec::new(), f64::from(seconds) + 30.0);
     std::process::Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", alsa)
         .args([

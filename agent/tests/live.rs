@@ -2,8 +2,9 @@
 //!
 //! No sound card here: the "microphone" is ALSA's file plugin reading raw samples, set up
 //! with `ALSA_CONFIG_PATH` for the agent process only (the user's ALSA configuration is
-//! never touched). The plugin is not paced, so the capture ring holds the whole excerpt
-//! and `--max-samples` ends the run at the excerpt's last sample.
+//! never touched). The equality test feeds it through a FIFO at real-time pace and
+//! `--max-samples` ends the run at the excerpt's last sample; the others read a plain file,
+//! unpaced.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
@@ -75,7 +76,8 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
     }
     w.finalize().unwrap();
     let floats: Vec<f32> = ints.iter().map(|&s| f32::from(s) / 32768.0).collect();
-    let alsa = file_microphone(dir.path(), &floats);
+    // At real-time pace, as a sound card delivers it.
+    let (alsa, _writer) = common::paced_microphone(dir.path(), floats, SECONDS as f64 + 10.0);
 
     let file_station = station(dir.path(), "file");
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))

@@ -56,6 +56,15 @@ impl OrtModel {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(model_err)?
             .with_inter_threads(1)
+            .map_err(model_err)?
+            // A recorder's budget is tens of MB: no arena holding peak-sized blocks, no
+            // memory pattern pre-planned per input shape; the models are small, so
+            // allocating per run costs little. No spinning pool threads burning idle CPU.
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(model_err)?
+            .with_memory_pattern(false)
+            .map_err(model_err)?
+            .with_intra_op_spinning(false)
             .map_err(model_err)?;
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(model_err)?;

@@ -150,11 +150,13 @@ pub fn deliver_to(station: &std::path::Path, port: u16, extra: &str) {
 }
 
 /// A paced "microphone": ALSA's file plugin as the default capture device reading a FIFO
-/// that a thread fills with silence at real-time pace (32 kHz, 32-bit float, mono) for
-/// `seconds`, so a `warble-agent run` captures as from a sound card, without burning a core.
-/// Returns the configuration for `ALSA_CONFIG_PATH` and the writer thread.
+/// that a thread fills at real-time pace (32 kHz, 32-bit float, mono) with `samples`, then
+/// silence, `seconds` in all — so `warble-agent run` captures as from a sound card,
+/// without burning a core. Returns the configuration for `ALSA_CONFIG_PATH` and the writer
+/// thread.
 pub fn paced_microphone(
     dir: &std::path::Path,
+    samples: Vec<f32>,
     seconds: f64,
 ) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
     use std::io::Write;
@@ -171,15 +173,24 @@ pub fn paced_microphone(
         let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
             return;
         };
-        let chunk = vec![0u8; 320 * 4]; // 10 ms
+        // One 25-ms capture period per write: ALSA's file plugin counts a short read
+        // from the FIFO as a whole period.
+        const PERIOD: usize = 800;
+        let total = (seconds * 32_000.0) as usize;
         let started = Instant::now();
-        let mut written = 0.0f64;
-        while written < seconds {
+        let mut chunk = Vec::with_capacity(PERIOD * 4);
+        let mut at = 0;
+        while at < total {
+            chunk.clear();
+            for i in at..at + PERIOD {
+                chunk.extend_from_slice(&samples.get(i).copied().unwrap_or(0.0).to_le_bytes());
+            }
             if out.write_all(&chunk).is_err() {
                 return; // the agent closed its end
             }
-            written += 0.01;
-            if let Some(wait) = Duration::from_secs_f64(written).checked_sub(started.elapsed()) {
+            at += PERIOD;
+            let due = Duration::from_secs_f64(at as f64 / 32_000.0);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
