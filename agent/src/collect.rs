@@ -2,25 +2,31 @@
 //! what a subscriber needs to prove nothing was lost — per station and boot, the sequence
 //! numbers seen, so gaps, duplicates and late (historical) arrivals can be reported.
 //!
-//! SQLite in WAL mode with `synchronous = FULL`; a message is acknowledged to the broker
-//! only after its row is committed (see `warble-collect`), so a collector crash loses
-//! nothing either: the broker sends the message again and the id makes it a duplicate.
+//! SQLite (a file, WAL, `synchronous = FULL`) for one collector, or PostgreSQL
+//! (`postgres://…`) for a fleet whose collectors share one store (see [`sql`]). A message
+//! is acknowledged to the broker only after its row is committed (see `warble-collect`), so
+//! a collector crash loses nothing either: the broker sends the message again and the id
+//! makes it a duplicate.
+
+mod sql;
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
 use warble_core::event::Detection;
+
+pub use sql::DbError;
+use sql::{Db, Val};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    /// SQLite reported an error.
-    #[error("collector database {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
+    /// The database reported an error.
+    #[error("collector store {store}: {source}")]
+    Db {
+        /// The store (file, or server address without password).
+        store: String,
+        /// The database's error.
+        source: DbError,
     },
     /// Writing the CSV export failed.
     #[error("exporting to {path}: {reason}")]
@@ -70,59 +76,83 @@ pub struct StationReport {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    /// How errors name it: the file, or the server without credentials.
+    name: String,
 }
 
+/// One schema for both databases (portable types; integers are 64-bit in both).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
     station TEXT NOT NULL,
-    boot INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
+    boot BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
     start TEXT NOT NULL,
     code TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    historical INTEGER NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
+    historical BIGINT NOT NULL,
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_station ON events (station, boot, seq);
-CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (station, name));
-CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot INTEGER NOT NULL,
-    next_seq INTEGER NOT NULL, PRIMARY KEY (station, boot));
+CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL,
+    value BIGINT NOT NULL, PRIMARY KEY (station, name));
+CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot BIGINT NOT NULL,
+    next_seq BIGINT NOT NULL, PRIMARY KEY (station, boot));
 ";
 
+/// `postgres://user:secret@host/db` → `postgres://user@host/db`, for messages.
+fn display_name(target: &str) -> String {
+    if !sql::is_postgres(target) {
+        return target.to_owned();
+    }
+    match (target.find("://"), target.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user_info = &target[scheme + 3..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &target[..scheme + 3], &target[at..])
+        }
+        _ => target.to_owned(),
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store.
+    /// Opens (or creates) the store: an SQLite file, or a PostgreSQL database given as
+    /// `postgres://user[:password]@host[:port]/database`.
     ///
     /// # Errors
-    /// [`CollectError::Sqlite`] naming the file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, CollectError> {
-        let path = path.as_ref().to_path_buf();
-        let err = |source| CollectError::Sqlite {
-            path: path.clone(),
+    /// [`CollectError::Db`] naming the store (no password in the message).
+    pub fn open(target: impl AsRef<Path>) -> Result<Self, CollectError> {
+        let target = target.as_ref().to_string_lossy().into_owned();
+        let name = display_name(&target);
+        let db = Db::open(&target, SCHEMA).map_err(|source| CollectError::Db {
+            store: name.clone(),
             source,
-        };
-        let conn = crate::outbox::open_durable(&path, SCHEMA).map_err(err)?;
-        Ok(Self { conn, path })
+        })?;
+        Ok(Self { db, name })
     }
 
-    fn err(&self, source: rusqlite::Error) -> CollectError {
-        CollectError::Sqlite {
-            path: self.path.clone(),
+    fn err(&self, source: DbError) -> CollectError {
+        CollectError::Db {
+            store: self.name.clone(),
             source,
         }
     }
 
-    fn count(&self, station: &str, name: &str) -> Result<(), CollectError> {
-        self.conn
-            .execute(
-                "INSERT INTO counters (station, name, value) VALUES (?1, ?2, 1)
-                 ON CONFLICT (station, name) DO UPDATE SET value = value + 1",
-                params![station, name],
-            )
-            .map_err(|e| self.err(e))?;
+    fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, CollectError> {
+        self.db.execute(sql, args).map_err(|e| self.err(e))
+    }
+
+    fn query(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Vec<Val>>, CollectError> {
+        self.db.query(sql, args).map_err(|e| self.err(e))
+    }
+
+    fn count(&mut self, station: &str, name: &str) -> Result<(), CollectError> {
+        self.execute(
+            "INSERT INTO counters (station, name, value) VALUES ($1, $2, 1)
+             ON CONFLICT (station, name) DO UPDATE SET value = counters.value + 1",
+            &[Val::Text(station.into()), Val::Text(name.into())],
+        )?;
         Ok(())
     }
 
@@ -130,25 +160,23 @@ impl Store {
     /// returns, or none is.
     ///
     /// # Errors
-    /// [`CollectError::Sqlite`]: then none may be acknowledged.
+    /// [`CollectError::Db`]: then none may be acknowledged.
     pub fn ingest_many<'p>(
         &mut self,
         payloads: impl IntoIterator<Item = &'p [u8]>,
     ) -> Result<Vec<Ingest>, CollectError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))?;
+        self.db.begin().map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for p in payloads {
             match self.ingest(p) {
                 Ok(i) => out.push(i),
                 Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let _ = self.db.batch("ROLLBACK");
                     return Err(e);
                 }
             }
         }
-        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        self.db.batch("COMMIT").map_err(|e| self.err(e))?;
         Ok(out)
     }
 
@@ -156,7 +184,7 @@ impl Store {
     /// [`Store::ingest_many`]'s transaction).
     ///
     /// # Errors
-    /// [`CollectError::Sqlite`] (disk full…): the message must then not be acknowledged.
+    /// [`CollectError::Db`] (disk full…): the message must then not be acknowledged.
     pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingest, CollectError> {
         if payload.len() > MAX_EVENT_BYTES {
             self.count("", "invalid")?;
@@ -176,25 +204,21 @@ impl Store {
             self.count("", "invalid")?;
             return Ok(Ingest::Invalid(format!("schema `{}`", event.schema)));
         }
-        let text = String::from_utf8_lossy(payload);
-        let inserted = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO events (id, station, boot, seq, start, code, confidence, historical, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    event.id,
-                    event.station,
-                    event.boot as i64,
-                    event.seq as i64,
-                    event.start.to_rfc3339(),
-                    event.code.as_str(),
-                    f64::from(event.confidence),
-                    event.historical,
-                    text
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+        let inserted = self.execute(
+            "INSERT INTO events (id, station, boot, seq, start, code, confidence, historical, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            &[
+                Val::Text(event.id.clone()),
+                Val::Text(event.station.clone()),
+                Val::Int(event.boot as i64),
+                Val::Int(event.seq as i64),
+                Val::Text(event.start.to_rfc3339()),
+                Val::Text(event.code.as_str().to_owned()),
+                Val::Real(f64::from(event.confidence)),
+                Val::Int(i64::from(event.historical)),
+                Val::Text(String::from_utf8_lossy(payload).into_owned()),
+            ],
+        )?;
         if inserted == 0 {
             self.count(&event.station, "duplicates")?;
             return Ok(Ingest::Duplicate);
@@ -210,7 +234,7 @@ impl Store {
     /// heartbeat carried that list; other heartbeats are left alone.
     ///
     /// # Errors
-    /// [`CollectError::Sqlite`].
+    /// [`CollectError::Db`].
     pub fn note_heartbeat(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
         #[derive(serde::Deserialize)]
         struct Through {
@@ -228,63 +252,73 @@ impl Store {
             return Ok(false);
         };
         for t in beat.delivered {
-            self.conn
-                .execute(
-                    "INSERT INTO delivered (station, boot, next_seq) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (station, boot) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)",
-                    params![station, t.boot as i64, t.next_seq as i64],
-                )
-                .map_err(|e| self.err(e))?;
+            self.execute(
+                "INSERT INTO delivered (station, boot, next_seq) VALUES ($1, $2, $3)
+                 ON CONFLICT (station, boot) DO UPDATE SET next_seq = CASE
+                     WHEN excluded.next_seq > delivered.next_seq THEN excluded.next_seq
+                     ELSE delivered.next_seq END",
+                &[
+                    Val::Text(station.into()),
+                    Val::Int(t.boot as i64),
+                    Val::Int(t.next_seq as i64),
+                ],
+            )?;
         }
         Ok(true)
     }
 
-    fn counter(&self, station: &str, name: &str) -> Result<u64, CollectError> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM counters WHERE station = ?1 AND name = ?2",
-                params![station, name],
-                |r| r.get(0),
-            )
-            .ok();
-        Ok(v.unwrap_or(0) as u64)
+    fn counter(&mut self, station: &str, name: &str) -> Result<u64, CollectError> {
+        let rows = self.query(
+            "SELECT value FROM counters WHERE station = $1 AND name = $2",
+            &[Val::Text(station.into()), Val::Text(name.into())],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Val::int)
+            .unwrap_or(0) as u64)
+    }
+
+    fn station_report(
+        &mut self,
+        station: &str,
+        invalid: u64,
+    ) -> Result<StationReport, CollectError> {
+        Ok(StationReport {
+            station: station.to_owned(),
+            events: 0,
+            boots: Vec::new(),
+            duplicates: self.counter(station, "duplicates")?,
+            late: self.counter(station, "late")?,
+            gaps: Vec::new(),
+            invalid,
+        })
     }
 
     /// Per-station counts, boots and gaps, by station id.
     ///
     /// # Errors
-    /// [`CollectError::Sqlite`].
-    pub fn report(&self) -> Result<Vec<StationReport>, CollectError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT station, boot, seq FROM events ORDER BY station, boot, seq")
-            .map_err(|e| self.err(e))?;
-        let rows: Vec<(String, u64, u64)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))?;
+    /// [`CollectError::Db`].
+    pub fn report(&mut self) -> Result<Vec<StationReport>, CollectError> {
+        let rows = self.query(
+            "SELECT station, boot, seq FROM events ORDER BY station, boot, seq",
+            &[],
+        )?;
         let invalid = self.counter("", "invalid")?;
         let mut out: Vec<StationReport> = Vec::new();
         let mut expect: Option<(String, u64, u64)> = None; // station, boot, next seq
-        for (station, boot, seq) in rows {
+        for row in rows {
+            let (Some(station), Some(boot), Some(seq)) = (
+                row.first().and_then(Val::text),
+                row.get(1).and_then(Val::int),
+                row.get(2).and_then(Val::int),
+            ) else {
+                continue;
+            };
+            let (boot, seq) = (boot as u64, seq as u64);
             if out.last().is_none_or(|r| r.station != station) {
-                out.push(StationReport {
-                    station: station.clone(),
-                    events: 0,
-                    boots: Vec::new(),
-                    duplicates: self.counter(&station, "duplicates")?,
-                    late: self.counter(&station, "late")?,
-                    gaps: Vec::new(),
-                    invalid,
-                });
+                let r = self.station_report(station, invalid)?;
+                out.push(r);
             }
             let Some(r) = out.last_mut() else { continue };
             r.events += 1;
@@ -292,36 +326,31 @@ impl Store {
                 r.boots.push(boot);
             }
             let next = match &expect {
-                Some((s, b, n)) if *s == station && *b == boot => *n,
+                Some((s, b, n)) if s == station && *b == boot => *n,
                 _ => 0,
             };
             if seq > next {
                 r.gaps.push((boot, next, seq - 1));
             }
-            expect = Some((station, boot, seq + 1));
+            expect = Some((station.to_owned(), boot, seq + 1));
         }
         // Events lost at the end of a stream: no later seq reveals them, the heartbeats do.
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT d.station, d.boot, d.next_seq,
-                        (SELECT MAX(seq) FROM events e WHERE e.station = d.station AND e.boot = d.boot)
-                 FROM delivered d ORDER BY d.station, d.boot",
-            )
-            .map_err(|e| self.err(e))?;
-        let tails: Vec<(String, u64, u64, Option<i64>)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))?;
-        for (station, boot, next_seq, highest) in tails {
+        let tails = self.query(
+            "SELECT d.station, d.boot, d.next_seq,
+                    (SELECT MAX(seq) FROM events e WHERE e.station = d.station AND e.boot = d.boot)
+             FROM delivered d ORDER BY d.station, d.boot",
+            &[],
+        )?;
+        for row in tails {
+            let (Some(station), Some(boot), Some(next_seq)) = (
+                row.first().and_then(Val::text),
+                row.get(1).and_then(Val::int),
+                row.get(2).and_then(Val::int),
+            ) else {
+                continue;
+            };
+            let highest = row.get(3).and_then(Val::int);
+            let (boot, next_seq) = (boot as u64, next_seq as u64);
             let from = highest.map_or(0, |h| h as u64 + 1);
             if next_seq <= from {
                 continue;
@@ -329,19 +358,9 @@ impl Store {
             let at = match out.iter().position(|r| r.station == station) {
                 Some(i) => i,
                 None => {
-                    let pos = out.partition_point(|r| r.station < station);
-                    out.insert(
-                        pos,
-                        StationReport {
-                            station: station.clone(),
-                            events: 0,
-                            boots: Vec::new(),
-                            duplicates: self.counter(&station, "duplicates")?,
-                            late: self.counter(&station, "late")?,
-                            gaps: Vec::new(),
-                            invalid,
-                        },
-                    );
+                    let pos = out.partition_point(|r| r.station.as_str() < station);
+                    let r = self.station_report(station, invalid)?;
+                    out.insert(pos, r);
                     pos
                 }
             };
@@ -356,13 +375,12 @@ impl Store {
     ///
     /// # Errors
     /// [`CollectError`].
-    pub fn export_csv(&self, path: &Path) -> Result<u64, CollectError> {
+    pub fn export_csv(&mut self, path: &Path) -> Result<u64, CollectError> {
         let export = |reason: String| CollectError::Export {
             path: path.to_owned(),
             reason,
         };
-        let mut w = csv::Writer::from_path(path).map_err(|e| export(e.to_string()))?;
-        w.write_record([
+        let columns = [
             "id",
             "station",
             "boot",
@@ -371,35 +389,22 @@ impl Store {
             "code",
             "confidence",
             "historical",
-        ])
-        .map_err(|e| export(e.to_string()))?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, station, boot, seq, start, code, confidence, historical FROM events
-                 ORDER BY station, boot, seq",
-            )
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
-        let mut n = 0;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let get = |i: usize| -> Result<String, rusqlite::Error> {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Real(v) => format!("{v:.4}"),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    _ => String::new(),
-                })
-            };
-            let record: Vec<String> = (0..8)
-                .map(get)
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.err(e))?;
-            w.write_record(&record).map_err(|e| export(e.to_string()))?;
-            n += 1;
+        ];
+        let rows = self.query(
+            &format!(
+                "SELECT {} FROM events ORDER BY station, boot, seq",
+                columns.join(", ")
+            ),
+            &[],
+        )?;
+        let mut w = csv::Writer::from_path(path).map_err(|e| export(e.to_string()))?;
+        w.write_record(columns).map_err(|e| export(e.to_string()))?;
+        for row in &rows {
+            w.write_record(row.iter().map(Val::field))
+                .map_err(|e| export(e.to_string()))?;
         }
         w.flush().map_err(|e| export(e.to_string()))?;
-        Ok(n)
+        Ok(rows.len() as u64)
     }
 }
 
@@ -524,7 +529,7 @@ mod tests {
         );
         // Reopened, the store still knows everything.
         drop(store);
-        let store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
         assert_eq!(store.report().unwrap(), report);
         let csv = dir.path().join("events.csv");
         assert_eq!(store.export_csv(&csv).unwrap(), 11);

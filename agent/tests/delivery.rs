@@ -727,7 +727,7 @@ fn wait_complete(
 ) -> (BTreeSet<String>, u64) {
     let deadline = Instant::now() + limit;
     loop {
-        let store = warble_agent::collect::Store::open(db).unwrap();
+        let mut store = warble_agent::collect::Store::open(db).unwrap();
         let report = store.report().unwrap();
         let r = report.iter().find(|r| r.station == station);
         let held = stored_ids(db, station);
@@ -896,4 +896,81 @@ fn a_broker_killed_mid_stream_with_persistence_loses_nothing() {
 #[test]
 fn a_broker_killed_mid_stream_without_persistence_loses_nothing() {
     a_broker_crash_mid_stream_loses_nothing(false);
+}
+
+#[test]
+fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once() {
+    let pg = warble_tests::postgres::Postgres::start()
+        .expect("PostgreSQL (Debian package postgresql) is installed by scripts/install-deps");
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let url = pg.url();
+    let collectors: Vec<_> = ["collect-a", "collect-b"]
+        .iter()
+        .map(|id| {
+            collector_with(
+                broker.port(),
+                Path::new(&url),
+                12,
+                &["--share", "fleet", "--client-id", id],
+            )
+        })
+        .collect();
+    wait_for(&broker, "$share/fleet/warble/+/detections", 2);
+    let events = analyze(&station);
+    let (code, out, err) = agent(&[
+        "deliver",
+        "--config",
+        station.to_str().unwrap(),
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut stored_total = 0;
+    for c in collectors {
+        let done = c.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&done.stdout).into_owned();
+        assert!(
+            done.status.success(),
+            "{said}{}\n{}",
+            String::from_utf8_lossy(&done.stderr),
+            pg.log()
+        );
+        stored_total += said
+            .split("stored ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("a count in {said}"));
+    }
+    assert_eq!(
+        stored_total,
+        events.len(),
+        "the two stored each event once between them"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args(["report", "--db", &url])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.contains(&format!("marsh-3: {} event(s)", events.len()))
+            && report.contains("no gaps"),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong address is a clear error that names the store but not a password.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args([
+            "report",
+            "--db",
+            "postgres://warble:hunter2@127.0.0.1:1/none",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("postgres://warble@127.0.0.1:1/none"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }

@@ -17,7 +17,7 @@ const START_ATTEMPTS: usize = 5;
 /// How long a broker may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Problems starting a broker.
+/// Problems starting a service.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     /// No mosquitto binary.
@@ -25,6 +25,19 @@ pub enum HarnessError {
         "mosquitto not found in /usr/sbin or PATH: run scripts/test, which installs Debian's mosquitto"
     )]
     NotInstalled,
+    /// No PostgreSQL server binaries (or no `postgres` user to run them as root).
+    #[error(
+        "PostgreSQL not found under /usr/lib/postgresql: run scripts/test, which installs Debian's postgresql"
+    )]
+    PostgresNotInstalled,
+    /// PostgreSQL's initdb failed or its server never accepted connections.
+    #[error("PostgreSQL did not start on port {port}: {log}")]
+    PostgresNotReady {
+        /// The port it was given (0: initdb failed).
+        port: u16,
+        /// Its log.
+        log: String,
+    },
     /// File or process I/O failed.
     #[error("{context}: {source}")]
     Io {
@@ -43,7 +56,7 @@ pub enum HarnessError {
     },
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
     let context = context.into();
     move |source| HarnessError::Io { context, source }
 }
@@ -69,7 +82,7 @@ fn mosquitto_binary() -> Option<PathBuf> {
 }
 
 /// A port that was free a moment ago (bound to port 0, then released).
-fn free_port() -> Result<u16, HarnessError> {
+pub(crate) fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a free port"))?;
     Ok(listener
         .local_addr()

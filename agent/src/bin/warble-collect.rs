@@ -56,7 +56,8 @@ enum Command {
         /// Broker, `mqtt://host[:port]`.
         #[arg(long)]
         broker: String,
-        /// The store (SQLite; created if missing).
+        /// The store: an SQLite file (created if missing), or a PostgreSQL database shared
+        /// by a fleet's collectors, `postgres://user[:password]@host[:port]/database`.
         #[arg(long)]
         db: PathBuf,
         /// Topic filter.
@@ -142,7 +143,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 request_replays: request_replays.map(Duration::from_secs_f64),
             };
             let mut store = Store::open(&db)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // Multi-threaded (one worker) so that store calls can block in place: the
+            // PostgreSQL client is synchronous and drives a runtime of its own.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()?;
             let stored =
@@ -150,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("stored {stored} new event(s) in {}", db.display());
         }
         Command::Report { db } => {
-            let store = Store::open(&db)?;
+            let mut store = Store::open(&db)?;
             let report = store.report()?;
             if report.is_empty() {
                 println!("no events in {}", db.display());
@@ -213,7 +217,7 @@ fn heartbeat_station<'t>(prefix: Option<&str>, topic: &'t str) -> Option<&'t str
 }
 
 /// Publishes replay requests for the store's gaps (a bounded number per round).
-fn request_replays(store: &Store, client: &AsyncClient, prefix: &str) -> anyhow::Result<usize> {
+fn request_replays(store: &mut Store, client: &AsyncClient, prefix: &str) -> anyhow::Result<usize> {
     const PER_ROUND: usize = 64;
     let mut sent = 0;
     for station in store.report()? {
@@ -332,12 +336,12 @@ async fn collect(
             e = eventloop.poll() => e,
             // Nothing more arrived for a moment: commit what is waiting.
             _ = tokio::time::sleep(Duration::from_millis(2)), if !batch.is_empty() => {
-                stored += commit(store, &mut batch, &mut unacked, prefix)?;
+                stored += tokio::task::block_in_place(|| commit(store, &mut batch, &mut unacked, prefix))?;
                 continue;
             }
             _ = replays.tick(), if connected && link.request_replays.is_some() => {
                 if let Some(p) = prefix {
-                    request_replays(store, &client, p)?;
+                    tokio::task::block_in_place(|| request_replays(store, &client, p))?;
                 }
                 continue;
             }
@@ -361,12 +365,16 @@ async fn collect(
                 // none followed for 2 ms), then acknowledged: a failure leaves them all
                 // with the broker.
                 if batch.len() >= 16 {
-                    stored += commit(store, &mut batch, &mut unacked, prefix)?;
+                    stored += tokio::task::block_in_place(|| {
+                        commit(store, &mut batch, &mut unacked, prefix)
+                    })?;
                 }
             }
             Ok(_) => {
                 if !batch.is_empty() {
-                    stored += commit(store, &mut batch, &mut unacked, prefix)?;
+                    stored += tokio::task::block_in_place(|| {
+                        commit(store, &mut batch, &mut unacked, prefix)
+                    })?;
                 }
             }
             Err(e) => {
