@@ -101,6 +101,11 @@ CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot BIGINT NOT NUL
     next_seq BIGINT NOT NULL, PRIMARY KEY (station, boot));
 ";
 
+/// Whether `target` names a store several collectors can share (a PostgreSQL server).
+pub fn is_shared_store(target: impl AsRef<Path>) -> bool {
+    sql::is_postgres(&target.as_ref().to_string_lossy())
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user@host/db`, for messages.
 fn display_name(target: &str) -> String {
     if !sql::is_postgres(target) {

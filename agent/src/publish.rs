@@ -173,6 +173,24 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// Reads `username:password` from the first line of a credentials file (kept out of the
+/// station file so that the file can be shared and the secret stays 0600).
+///
+/// # Errors
+/// [`DeliveryError::Credentials`] naming the file.
+pub fn read_credentials(path: &std::path::Path) -> Result<(String, String), DeliveryError> {
+    let err = |reason: String| DeliveryError::Credentials {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    let (user, pass) = line
+        .split_once(':')
+        .ok_or_else(|| err("expected `username:password` on the first line".into()))?;
+    Ok((user.to_owned(), pass.to_owned()))
+}
+
 impl BrokerConfig {
     /// From a validated station file; reads the credentials file.
     ///
@@ -198,25 +216,11 @@ impl BrokerConfig {
         } else {
             None
         };
-        let credentials = match &m.credentials_file {
-            Some(file) => {
-                let path = base.join(file);
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| DeliveryError::Credentials {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let line = text.lines().next().unwrap_or_default().trim();
-                let (user, pass) =
-                    line.split_once(':')
-                        .ok_or_else(|| DeliveryError::Credentials {
-                            path: path.clone(),
-                            reason: "expected `username:password` on the first line".into(),
-                        })?;
-                Some((user.to_owned(), pass.to_owned()))
-            }
-            None => None,
-        };
+        let credentials = m
+            .credentials_file
+            .as_ref()
+            .map(|file| read_credentials(&base.join(file)))
+            .transpose()?;
         Ok(Self {
             host: m.host.clone(),
             port: m.port,

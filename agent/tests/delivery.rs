@@ -645,6 +645,36 @@ fn a_wrong_password_is_a_clear_error_retried_with_backoff_and_loses_nothing() {
         "{connections} attempts: {out}"
     );
 
+    // A collector over TLS with its own password receives what follows.
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", passwords.to_str().unwrap(), "collector", "c0llect"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    broker_reload(&broker);
+    let collector_credentials = dir.path().join("collector.credentials");
+    std::fs::write(&collector_credentials, "collector:c0llect\n").unwrap();
+    let db = dir.path().join("collected.sqlite");
+    let c = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        .args([
+            "run",
+            "--broker",
+            &format!("mqtts://localhost:{}", broker.port()),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--credentials-file",
+            collector_credentials.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--duration",
+            "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
+
     std::fs::write(&credentials, "marsh-3:s3cret\n").unwrap();
     let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
     assert_eq!(code, 0, "{out}{err}\n{}", broker.log());
@@ -652,6 +682,24 @@ fn a_wrong_password_is_a_clear_error_retried_with_backoff_and_loses_nothing() {
         out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
         "{out}"
     );
+    let done = c.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        said.contains(&format!("stored {} new event(s)", events.len())),
+        "{said}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// Makes mosquitto re-read its password file (SIGHUP) and waits a moment.
+fn broker_reload(broker: &Mosquitto) {
+    let pid = broker.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(broker, "Reloading config", 1);
 }
 
 /// Queues `n` events of `station`, boot `boot`, in the station's outbox (as if detected

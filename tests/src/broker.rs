@@ -244,6 +244,11 @@ impl Mosquitto {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The broker's process id (to signal it, e.g. SIGHUP to reload its files).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The broker's port.
     pub fn port(&self) -> u16 {
         self.port

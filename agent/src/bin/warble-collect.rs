@@ -50,6 +50,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     /// Subscribe and store detections until Ctrl-C (or --duration).
     Run {
@@ -69,13 +70,29 @@ enum Command {
         /// MQTT client id (keep it stable: the broker keeps the session by it).
         #[arg(long, default_value = "warble-collect")]
         client_id: String,
+        /// `username:password` on the first line of this file (the broker's collector user).
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// CA certificate(s) to trust for `mqtts://` (default: the system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Client certificate for mutual TLS (with --client-key).
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// Client private key for mutual TLS (with --client-cert).
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Allow `mqtt://` (plaintext) with credentials to a broker not on this machine.
+        #[arg(long)]
+        allow_plaintext: bool,
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
         /// Every this many seconds, ask stations to send the events this store is missing
-        /// again. Only for a store that sees all of a station's events (not with --share
-        /// and separate stores: each would ask for the others' events).
-        #[arg(long, conflicts_with = "share")]
+        /// again. Only for a store that sees all of a station's events: with --share, only
+        /// into a shared PostgreSQL store (separate stores would each ask for the others'
+        /// events).
+        #[arg(long)]
         request_replays: Option<f64>,
     },
     /// Per station: events, boots, late arrivals, duplicates and missing sequence numbers.
@@ -115,16 +132,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             client_id,
             duration,
             request_replays,
+            credentials_file,
+            ca_file,
+            client_cert,
+            client_key,
+            allow_plaintext,
         } => {
             let url =
                 warble_config::broker::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
-            if url.tls {
-                anyhow::bail!("TLS (mqtts://) is not built yet");
-            }
+            let credentials = credentials_file
+                .as_deref()
+                .map(warble_agent::publish::read_credentials)
+                .transpose()?;
+            anyhow::ensure!(
+                url.tls || url.is_loopback() || credentials.is_none() || allow_plaintext,
+                "plaintext MQTT to `{}` would send the collector's password unencrypted \
+                 (use mqtts://, or --allow-plaintext)",
+                url.host
+            );
+            let tls = if url.tls {
+                let identity = client_cert.as_deref().zip(client_key.as_deref());
+                Some(warble_agent::publish::tls_config(
+                    ca_file.as_deref(),
+                    identity,
+                )?)
+            } else {
+                anyhow::ensure!(
+                    ca_file.is_none() && client_cert.is_none(),
+                    "--ca-file and --client-cert are for mqtts:// brokers"
+                );
+                None
+            };
             if let Some(s) = request_replays {
                 anyhow::ensure!(
                     s.is_finite() && s >= 0.5,
                     "--request-replays {s}: at least 0.5 seconds"
+                );
+                anyhow::ensure!(
+                    share.is_none() || warble_agent::collect::is_shared_store(&db),
+                    "--request-replays with --share needs a store all the sharing collectors \
+                     write to (postgres://…): {} sees only this collector's part",
+                    db.display()
                 );
             }
             // `<prefix>/+/detections`: heartbeats and replay requests live beside them.
@@ -141,6 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 filter,
                 prefix,
                 request_replays: request_replays.map(Duration::from_secs_f64),
+                credentials,
+                tls,
             };
             let mut store = Store::open(&db)?;
             // Multi-threaded (one worker) so that store calls can block in place: the
@@ -205,6 +255,10 @@ struct Link {
     prefix: Option<String>,
     /// How often to ask for missing events.
     request_replays: Option<Duration>,
+    /// User name and password.
+    credentials: Option<(String, String)>,
+    /// TLS for `mqtts://`.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The station of a `<prefix>/<station>/heartbeat` topic.
@@ -295,6 +349,14 @@ async fn collect(
         .set_max_packet_size(Some(MAX_PACKET_BYTES))
         .set_keep_alive(Duration::from_secs(30))
         .set_manual_acks(true);
+    if let Some((user, pass)) = &link.credentials {
+        opts.set_credentials(user, pass);
+    }
+    if let Some(tls) = &link.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     // Acks wait here when the request queue is full; they go out as the loop polls.
     let mut unacked: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
