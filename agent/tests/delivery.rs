@@ -842,6 +842,43 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Garbage on the station's replay topic is ignored and counted; even a message too
+    // large to read only costs the presence connection a reconnect.
+    wait_for(&broker, "warble/marsh-9/replay (QoS 0)", 1);
+    let rejected = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log(dir.path(), "agent.log")
+            .matches("ignored an inbound message")
+            .count()
+            < want
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                log(dir.path(), "agent.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    publish_all(
+        broker.port(),
+        "prankster",
+        "warble/marsh-9/replay",
+        vec![
+            b"{not json".to_vec(),
+            br#"{"boot": 1000, "first": 5, "last": 1}"#.to_vec(),
+        ],
+    );
+    rejected(2);
+    // (Alone: what arrived in the same read as an unreadable packet goes down with the
+    // connection — QoS 0 requests are asked again by the collector.)
+    publish_all(
+        broker.port(),
+        "prankster",
+        "warble/marsh-9/replay",
+        vec![vec![b' '; 100 * 1024]],
+    );
+    rejected(3);
     // A collector with an empty store learns from the heartbeats what it lacks, asks, and
     // gets it all from the station's archive.
     let db = dir.path().join("collected.sqlite");
