@@ -145,7 +145,12 @@ impl Analyzer {
         })
     }
 
-    /// The bundle's labels.
+    /// Samples in one model window.
+    pub fn window_samples(&self) -> usize {
+        self.window_samples
+    }
+
+    /// The bundle's labels, one per model output.
     pub fn labels(&self) -> &LabelTable {
         &self.labels
     }
@@ -265,7 +270,7 @@ impl Analyzer {
 }
 
 /// What a finished stream amounted to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamSummary {
     /// Seconds of audio pushed.
     pub audio_seconds: f64,
@@ -273,6 +278,8 @@ pub struct StreamSummary {
     pub inference: Duration,
     /// Detector counters.
     pub stats: DetectorStats,
+    /// Privacy-class windows not yet taken with [`Stream::take_privacy_spans`].
+    pub privacy_spans: Vec<(u64, u64)>,
 }
 
 /// A continuous stream through an [`Analyzer`]: windows → batched inference → detector.
@@ -311,6 +318,12 @@ impl Stream<'_> {
         Ok(())
     }
 
+    /// Sample spans of the windows in which a privacy class was present, since the last
+    /// call (see [`crate::detect::DetectorConfig::privacy`]).
+    pub fn take_privacy_spans(&mut self) -> Vec<(u64, u64)> {
+        self.detector.take_privacy_spans()
+    }
+
     /// Windows classified so far.
     pub fn windows(&self) -> u64 {
         self.detector.stats().windows
@@ -344,6 +357,7 @@ impl Stream<'_> {
             audio_seconds: self.samples as f64 / f64::from(self.analyzer.rate.hz()),
             inference: self.inference,
             stats: self.detector.stats(),
+            privacy_spans: self.detector.take_privacy_spans(),
         })
     }
 }

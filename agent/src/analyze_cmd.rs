@@ -324,6 +324,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
             .map(|(k, t)| (k.clone(), t.get()))
             .collect();
         detector.include = s.include.iter().cloned().collect();
+        detector.privacy = s.privacy_classes.iter().cloned().collect();
         detector.exclude = s.exclude.iter().cloned().collect();
         detector.merge_gap_samples = samples(s.merge_gap);
         detector.confirm_count = s.confirm_count as usize;
@@ -440,6 +441,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 file: &name,
                 event: e,
                 rate_hz: rate,
+                clip: None,
             };
             match writer.write(&row, &labels, t0) {
                 Err(err) => {

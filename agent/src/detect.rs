@@ -29,6 +29,10 @@ pub struct DetectorConfig {
     pub confirm_count: usize,
     /// ... within this many samples before its events are reported (1 window = off).
     pub confirm_within_samples: u64,
+    /// Classes whose presence forbids keeping audio (e.g. human voice): every window in
+    /// which one reaches its threshold is noted (reported as a species or not), so clips
+    /// that overlap it are not saved.
+    pub privacy: BTreeSet<String>,
 }
 
 impl Default for DetectorConfig {
@@ -42,6 +46,7 @@ impl Default for DetectorConfig {
             merge_gap_samples: 0,
             confirm_count: 1,
             confirm_within_samples: 0,
+            privacy: BTreeSet::new(),
         }
     }
 }
@@ -102,6 +107,9 @@ pub struct Detector {
     open: Vec<Option<Open>>,
     hits: Vec<VecDeque<u64>>,
     stats: DetectorStats,
+    privacy: Vec<bool>,
+    /// Sample spans of windows in which a privacy class was present, not yet taken.
+    privacy_spans: Vec<(u64, u64)>,
 }
 
 impl Detector {
@@ -111,7 +119,9 @@ impl Detector {
         let mut effective = thresholds;
         effective.resize(n, 0.5);
         let mut reported = vec![true; n];
+        let mut privacy = vec![false; n];
         for (i, label) in labels.iter().enumerate() {
+            privacy[i] = cfg.privacy.contains(label.code.as_str());
             let code = label.code.as_str();
             if let Some(t) = cfg.min_confidence {
                 effective[i] = t;
@@ -129,7 +139,15 @@ impl Detector {
             open: vec![None; n],
             hits: vec![VecDeque::new(); n],
             stats: DetectorStats::default(),
+            privacy,
+            privacy_spans: Vec::new(),
         }
+    }
+
+    /// The windows, as sample spans, in which a privacy class reached its threshold since
+    /// the last call.
+    pub fn take_privacy_spans(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.privacy_spans)
     }
 
     /// The effective threshold of each class.
@@ -154,6 +172,14 @@ impl Detector {
         if probs.len() != self.thresholds.len() || probs.iter().any(|p| !p.is_finite()) {
             self.stats.non_finite_windows += 1;
             return;
+        }
+        if probs
+            .iter()
+            .zip(&self.privacy)
+            .zip(&self.thresholds)
+            .any(|((&p, &private), &t)| private && p >= t)
+        {
+            self.privacy_spans.push((start_sample, end_sample));
         }
         for (class, &p) in probs.iter().enumerate() {
             let hit = self.reported[class] && p >= self.thresholds[class];
@@ -260,6 +286,32 @@ mod tests {
         assert_eq!(ev[0].class, 0);
         let ev = run(DetectorConfig::default(), 100, &[[0.1, 0.1, 0.85]]);
         assert_eq!(ev.iter().map(|e| e.class).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn privacy_classes_mark_their_windows_even_when_not_reported() {
+        let cfg = DetectorConfig {
+            privacy: ["ccc".to_owned()].into(),
+            exclude: ["ccc".to_owned()].into(),
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(&labels(), vec![0.5, 0.5, 0.8], cfg);
+        let mut out = Vec::new();
+        // ccc's threshold is 0.8: the second window is below it, the third above.
+        for (i, p) in [[0.9, 0.0, 0.0], [0.0, 0.0, 0.7], [0.9, 0.0, 0.85]]
+            .iter()
+            .enumerate()
+        {
+            let start = i as u64 * 100;
+            d.push(start, start + 100, p, &mut out);
+        }
+        assert_eq!(d.take_privacy_spans(), [(200, 300)]);
+        assert!(d.take_privacy_spans().is_empty(), "taken once");
+        d.finish(&mut out);
+        assert!(
+            out.iter().all(|e| e.class != 2),
+            "an excluded class is not reported"
+        );
     }
 
     #[test]

@@ -15,10 +15,12 @@
 //! - [`station`]: the persisted boot counter behind unique event ids.
 //!
 //! - [`capture`]: live audio through cpal into a lock-free ring buffer.
+//! - [`clips`]: WAV clips of live detections, with privacy classes, quota and retention.
 #![deny(missing_docs)]
 
 pub mod analyze;
 pub mod capture;
+pub mod clips;
 pub mod collect;
 pub mod detect;
 pub mod features;

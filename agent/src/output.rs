@@ -31,6 +31,8 @@ pub struct Row<'a> {
     pub event: &'a SpeciesEvent,
     /// Sample rate of the offsets.
     pub rate_hz: u32,
+    /// The clip planned for it (a file name in the station's clip folder).
+    pub clip: Option<&'a str>,
 }
 
 /// Writes rows in one format; `header` once at the start.
@@ -127,7 +129,7 @@ impl<W: Write> Writer<W> {
                 confidence: e.confidence.clamp(0.0, 1.0),
                 model: self.model.clone(),
                 location: None,
-                clip: None,
+                clip: row.clip.map(str::to_owned),
                 historical: false,
             };
             self.seq += 1;
@@ -217,6 +219,7 @@ mod tests {
                 file: "a,b.flac",
                 event: &event,
                 rate_hz: 32_000,
+                clip: None,
             };
             w.write(&row, &labels(), t0).unwrap();
         }

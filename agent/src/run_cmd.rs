@@ -330,6 +330,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let labels = analyzer.labels().clone();
     let segment_start = std::cell::Cell::new(chrono::Utc::now());
+    // Clips of detections (the model-rate audio), planned as events close, written once
+    // settled; shared by the event callback and the capture loop.
+    let clips = match &st.clips {
+        Some(c) => {
+            let samples = |d: Duration| (d.as_secs_f64() * f64::from(model_rate.hz())) as u64;
+            let dir = st.data_dir.join("clips");
+            let settings = warble_agent::clips::ClipSettings {
+                dir: dir.clone(),
+                rate_hz: model_rate.hz(),
+                pre_roll: samples(c.pre_roll),
+                post_roll: samples(c.post_roll),
+                window: analyzer.window_samples() as u64,
+                quota_bytes: c.quota_bytes,
+                retention: c.retention,
+            };
+            Some(
+                warble_agent::clips::Clips::new(settings)
+                    .with_context(|| format!("creating the clip folder {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    let clips = std::cell::RefCell::new(clips);
     let started = Instant::now();
     let cpu_at_start = warble_agent::resources::cpu_seconds();
     let threads_at_start = warble_agent::resources::thread_cpu_seconds();
@@ -338,10 +361,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut problem: Option<anyhow::Error> = None;
     let mut events = 0usize;
     let mut on_event = |e: &SpeciesEvent| {
+        let clip = clips.borrow_mut().as_mut().map(|c| {
+            let at = segment_start.get()
+                + chrono::Duration::microseconds(
+                    (e.start_sample as f64 / f64::from(model_rate.hz()) * 1e6) as i64,
+                );
+            let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
+            let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
+            c.plan(e.start_sample, e.end_sample, &name)
+        });
         let row = Row {
             file: "live",
             event: e,
             rate_hz: model_rate.hz(),
+            clip: clip.as_deref(),
         };
         match writer.write(&row, &labels, segment_start.get()) {
             Ok(Some(event)) => {
@@ -401,6 +434,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stream.push(&tail, on_event)?;
         }
         let summary = stream.finish(on_event)?;
+        if let Some(c) = clips.borrow_mut().as_mut() {
+            c.note_privacy(&summary.privacy_spans);
+            c.finish();
+        }
         audio_seconds += summary.audio_seconds;
         windows += summary.stats.windows;
         Ok(())
@@ -461,6 +498,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let (took, windows_before) = (Instant::now(), active_stream.windows());
         active_stream.push(samples, &mut on_event)?;
+        if let Some(c) = clips.borrow_mut().as_mut() {
+            c.note_privacy(&active_stream.take_privacy_spans());
+            c.push(samples);
+        }
         let busy = took.elapsed();
         health
             .busy_us
@@ -531,6 +572,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if !by_thread.is_empty() {
         eprintln!("by thread: {}", by_thread.join(", "));
+    }
+    if let Some(c) = clips.borrow().as_ref() {
+        let c = c.stats();
+        eprintln!(
+            "clips: {} written, {} withheld for privacy, {} deleted for quota or retention, {} not written (too large or disk error)",
+            c.written, c.suppressed, c.evicted, c.failed
+        );
     }
     if !crashed.is_empty() {
         anyhow::bail!("the {} thread crashed", crashed.join(" and "));

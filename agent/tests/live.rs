@@ -340,3 +340,93 @@ fn a_killed_station_is_marked_offline_by_its_last_will() {
         "the broker publishes the will"
     );
 }
+
+/// Runs a station with clips on the first 10 s of the demo recording (unpaced file
+/// microphone); returns its detections and stderr.
+fn run_with_clips(dir: &std::path::Path, id: &str, privacy: &[&str]) -> (Vec<Detection>, String) {
+    let station = station(dir, id);
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "[storage]",
+        &format!(
+            "privacy_classes = {privacy:?}\n\n[output.clips]\npre_roll_s = 1.0\npost_roll_s = 1.0\nquota_mb = 50\n\n[storage]"
+        ),
+    );
+    std::fs::write(&station, text + "disk_quota_mb = 2000\n").unwrap();
+    let mut audio =
+        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
+    let mut pcm = Vec::new();
+    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 10 * 32_000 {}
+    pcm.truncate(10 * 32_000);
+    let mic_dir = dir.join(format!("mic-{id}"));
+    std::fs::create_dir_all(&mic_dir).unwrap();
+    let alsa = file_microphone(&mic_dir, &pcm);
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--max-samples",
+            &pcm.len().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Detection>(l).unwrap())
+        .collect();
+    (events, stderr)
+}
+
+#[test]
+fn detections_get_clips_with_their_rolls_and_privacy_classes_withhold_them() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (events, stderr) = run_with_clips(dir.path(), "clips", &[]);
+    assert!(!events.is_empty(), "{stderr}");
+    let clip_dir = dir.path().join("data-clips").join("clips");
+    for e in &events {
+        let name = e
+            .clip
+            .as_deref()
+            .unwrap_or_else(|| panic!("a clip for {e:?}"));
+        let wav = hound::WavReader::open(clip_dir.join(name)).unwrap();
+        assert_eq!(wav.spec().sample_rate, 32_000);
+        // The event with 1 s before and 1 s after, cut by the recording's ends.
+        let want = (e.end_sample + 32_000).min(10 * 32_000) - e.start_sample.saturating_sub(32_000);
+        assert_eq!(u64::from(wav.duration()), want, "{name}");
+    }
+    assert!(
+        stderr.contains(&format!("clips: {} written, 0 withheld", events.len())),
+        "{stderr}"
+    );
+
+    // The first species detected is now a privacy class (say, a human voice): no clip
+    // that overlaps any of its windows is kept, reported as a species or not.
+    let private = events[0].code.to_string();
+    let (again, stderr) = run_with_clips(dir.path(), "private", &[&private]);
+    assert_eq!(
+        again.len(),
+        events.len(),
+        "privacy withholds clips, not detections"
+    );
+    let clip_dir = dir.path().join("data-private").join("clips");
+    let withheld = again
+        .iter()
+        .filter(|e| !clip_dir.join(e.clip.as_deref().unwrap()).exists())
+        .count();
+    assert!(
+        again
+            .iter()
+            .filter(|e| e.code.as_str() == private)
+            .all(|e| !clip_dir.join(e.clip.as_deref().unwrap()).exists()),
+        "{stderr}"
+    );
+    assert!(withheld >= 1);
+    assert!(
+        stderr.contains(&format!("{withheld} withheld for privacy")),
+        "{stderr}"
+    );
+}
