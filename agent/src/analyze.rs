@@ -28,6 +28,9 @@ pub enum AnalyzeError {
     /// The bundle asks for something this agent does not do.
     #[error("unsupported bundle: {0}")]
     Unsupported(String),
+    /// Raw PCM input failed.
+    #[error(transparent)]
+    Pcm(#[from] crate::pcm::PcmError),
 }
 
 /// Analysis settings.
@@ -197,10 +200,23 @@ impl Analyzer {
     pub fn analyze_file(
         &mut self,
         path: &Path,
+        on_event: impl FnMut(&SpeciesEvent),
+    ) -> Result<FileResult, AnalyzeError> {
+        let mut audio = AudioStream::open(path, self.rate)?;
+        self.analyze_source(|chunk| Ok(audio.read_chunk(chunk)?), on_event)
+    }
+
+    /// Analyses a stream whose samples, at [`Self::sample_rate`], `read` appends to its
+    /// buffer (returning how many, 0 at the end): a decoded file, raw PCM from a pipe.
+    ///
+    /// # Errors
+    /// As [`Self::analyze_file`].
+    pub fn analyze_source(
+        &mut self,
+        mut read: impl FnMut(&mut Vec<f32>) -> Result<usize, AnalyzeError>,
         mut on_event: impl FnMut(&SpeciesEvent),
     ) -> Result<FileResult, AnalyzeError> {
         let started = Instant::now();
-        let mut audio = AudioStream::open(path, self.rate)?;
         let mut events = Vec::new();
         let mut forward = |e: &SpeciesEvent| {
             events.push(e.clone());
@@ -210,7 +226,7 @@ impl Analyzer {
         let mut chunk = Vec::new();
         loop {
             chunk.clear();
-            if audio.read_chunk(&mut chunk)? == 0 {
+            if read(&mut chunk)? == 0 {
                 break;
             }
             stream.push(&chunk, &mut forward)?;

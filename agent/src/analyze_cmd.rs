@@ -20,9 +20,18 @@ use warble_infer::{EngineChoice, EngineConfig};
 /// `warble-agent analyze` arguments.
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
-    /// Audio files or directories.
+    /// Audio files or directories; `-` reads raw PCM from standard input (see --pcm-rate).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Sample rate of the raw PCM on standard input, Hz (required with `-`).
+    #[arg(long)]
+    pub pcm_rate: Option<u32>,
+    /// Sample format of the raw PCM on standard input (little-endian).
+    #[arg(long, value_enum, default_value = "s16le")]
+    pub pcm_format: PcmFormatArg,
+    /// Channels of the raw PCM on standard input (interleaved; mixed to mono).
+    #[arg(long, default_value_t = 1)]
+    pub pcm_channels: u16,
     /// Station file (validated by warble-config): bundle, trusted keys, thresholds,
     /// species lists, detection rules, first output format, station id, data directory
     /// and runtime come from it; flags given as well win.
@@ -83,6 +92,9 @@ impl AnalyzeArgs {
     pub(crate) fn for_station(config: &Path, out: Option<PathBuf>, batch: usize) -> Self {
         Self {
             paths: Vec::new(),
+            pcm_rate: None,
+            pcm_format: PcmFormatArg::S16le,
+            pcm_channels: 1,
             config: Some(config.to_owned()),
             bundle: None,
             trusted: Vec::new(),
@@ -112,11 +124,22 @@ pub enum FormatArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PcmFormatArg {
+    /// Signed 16-bit integers.
+    S16le,
+    /// 32-bit floats.
+    F32le,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 pub enum EngineArg {
     Auto,
     Ort,
     Tract,
 }
+
+/// The path that means raw PCM on standard input.
+const STDIN: &str = "-";
 
 const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "oga", "mp3", "wave"];
 
@@ -191,6 +214,9 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
         return Ok(DateTime::parse_from_rfc3339(text)
             .with_context(|| format!("--recorded-at `{text}` is not RFC 3339"))?
             .to_utc());
+    }
+    if file == STDIN {
+        return Ok(Utc::now());
     }
     let modified = std::fs::metadata(file)
         .and_then(|m| m.modified())
@@ -398,6 +424,21 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let labels = analyzer.labels().clone();
     let rate = analyzer.sample_rate().hz();
     let files = collect(&args.paths)?;
+    let stdin_uses = files
+        .iter()
+        .filter(|f| f.as_path() == Path::new(STDIN))
+        .count();
+    if stdin_uses > 1 {
+        bail!("`-` (standard input) can be read once");
+    }
+    let pcm_rate = match (stdin_uses, args.pcm_rate) {
+        (1, None) => bail!("`-` reads raw PCM: give its sample rate with --pcm-rate"),
+        (1, Some(hz)) => Some(
+            warble_core::SampleRate::new(hz)
+                .with_context(|| format!("--pcm-rate {hz} is not a usable sample rate"))?,
+        ),
+        _ => None,
+    };
     if files.is_empty() {
         bail!(
             "no audio files ({}) found in {}",
@@ -499,7 +540,39 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 });
             }
         };
-        match analyzer.analyze_file(file, &mut on_event) {
+        let result = match pcm_rate {
+            Some(from) if file.as_path() == Path::new(STDIN) => {
+                let format = match args.pcm_format {
+                    PcmFormatArg::S16le => warble_agent::pcm::PcmFormat::S16Le,
+                    PcmFormatArg::F32le => warble_agent::pcm::PcmFormat::F32Le,
+                };
+                let to = analyzer.sample_rate();
+                match warble_agent::pcm::PcmReader::new(
+                    std::io::stdin().lock(),
+                    format,
+                    args.pcm_channels,
+                    from,
+                    to,
+                ) {
+                    Ok(mut pcm) => {
+                        let r = analyzer
+                            .analyze_source(|chunk| Ok(pcm.read_chunk(chunk)?), &mut on_event);
+                        if pcm.trailing_bytes > 0 {
+                            bar.suspend(|| {
+                                eprintln!(
+                                    "standard input: ignored {} trailing byte(s), not a whole frame",
+                                    pcm.trailing_bytes
+                                )
+                            });
+                        }
+                        r
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            _ => analyzer.analyze_file(file, &mut on_event),
+        };
+        match result {
             Ok(r) => {
                 audio_s += r.audio_seconds;
                 inference += r.inference;

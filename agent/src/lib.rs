@@ -3,6 +3,7 @@
 //! - [`analyze`]: recordings → streaming front end → batched inference → events, with a
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
+//! - [`pcm`]: raw PCM from a pipe, mixed down and resampled.
 //! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
@@ -26,6 +27,7 @@ pub mod detect;
 pub mod features;
 pub mod outbox;
 pub mod output;
+pub mod pcm;
 pub mod publish;
 pub mod replay;
 pub mod resources;

@@ -377,3 +377,105 @@ fn a_station_file_configures_analysis_and_a_broken_one_is_refused_with_every_pro
     );
     assert!(stderr.contains("did you mean `thresholds`?"), "{stderr}");
 }
+
+/// `analyze -` with raw PCM piped in; returns (exit code, stdout, stderr).
+fn analyze_stdin(pcm: Vec<u8>, extra: &[&str]) -> (i32, String, String) {
+    use std::io::Write;
+    let bundle = repo_file(BUNDLE);
+    let key = repo_file(KEY);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .args([
+            "analyze",
+            "-",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--trusted",
+            key.to_str().unwrap(),
+            "--recorded-at",
+            "2026-05-01T04:30:00Z",
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&pcm);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Detections without their ids and times: class, sample span, confidence.
+fn found(stdout: &str) -> Vec<(String, u64, u64, f32)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let e: warble_core::event::Detection = serde_json::from_str(l).unwrap();
+            (
+                e.code.to_string(),
+                e.start_sample,
+                e.end_sample,
+                e.confidence,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn raw_pcm_on_standard_input_gives_the_detections_of_the_same_audio_as_a_file() {
+    use warble_core::SampleRate;
+    use warble_core::audio::AudioStream;
+    let dir = tempfile::tempdir().unwrap();
+    let mut audio =
+        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
+    let mut pcm = Vec::new();
+    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 20 * 32_000 {}
+    pcm.truncate(20 * 32_000);
+    let ints: Vec<i16> = pcm
+        .iter()
+        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let wav = dir.path().join("excerpt.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 32_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    ints.iter().for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+    let (code, from_file, err) = analyze(&[wav.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let from_file = found(&from_file);
+    assert!(!from_file.is_empty());
+
+    let mono: Vec<u8> = ints.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let (code, out, err) = analyze_stdin(mono, &["--pcm-rate", "32000"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(found(&out), from_file, "mono s16le");
+
+    // Stereo with the same audio in both channels, plus half a frame at the end.
+    let mut stereo: Vec<u8> = ints
+        .iter()
+        .flat_map(|s| [s.to_le_bytes(), s.to_le_bytes()].concat())
+        .collect();
+    stereo.extend_from_slice(&[1, 2]);
+    let (code, out, err) = analyze_stdin(stereo, &["--pcm-rate", "32000", "--pcm-channels", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(found(&out), from_file, "stereo s16le");
+    assert!(err.contains("ignored 2 trailing byte(s)"), "{err}");
+
+    // Without its rate, raw PCM cannot be read: said before reading anything.
+    let (code, _, err) = analyze_stdin(Vec::new(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pcm-rate"), "{err}");
+}
