@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use ringbuf::traits::{Consumer, Producer, Split};
-use ringbuf::{HeapCons, HeapRb};
+use ringbuf::{HeapCons, HeapProd, HeapRb};
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,10 +99,50 @@ fn find_device(host: &cpal::Host, wanted: &str) -> Option<cpal::Device> {
     })
 }
 
+/// What the capture thread and the stream's callbacks share with the reader.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Samples dropped because the ring was full.
+    overruns: AtomicU64,
+    /// Times the device failed (error callback) or could not be reopened.
+    failures: AtomicU64,
+    /// Recoverable stream errors (xruns, reroutes).
+    glitches: AtomicU64,
+    /// Set by the stream's error callback: the stream is dead, reopen the device.
+    failed: std::sync::atomic::AtomicBool,
+    /// The last device error, for reports.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, reason: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long to wait before reopening a failed device: 1 s doubling to 60 s, so an
+/// unplugged microphone costs a wake-up a minute, not a busy loop.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+}
+
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
+
 /// A running capture.
 pub struct Capture {
     consumer: HeapCons<f32>,
-    overruns: Arc<AtomicU64>,
+    /// Rings of reopened streams, in order.
+    next: mpsc::Receiver<HeapCons<f32>>,
+    shared: Arc<Shared>,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -110,69 +151,150 @@ impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capture")
             .field("overruns", &self.overruns())
+            .field("device_failures", &self.device_failures())
             .finish_non_exhaustive()
     }
 }
 
 impl Capture {
-    /// Opens the device and starts capturing.
+    /// Opens the device and starts capturing. If the device fails later (unplugged, a
+    /// driver error), the capture thread reports it and reopens it with backoff; reading
+    /// goes on from the new stream.
     ///
     /// # Errors
-    /// [`CaptureError`] naming the device.
+    /// [`CaptureError`] naming the device, when it cannot be opened at the start.
     pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
-        let (producer, consumer) = HeapRb::<f32>::new(cfg.ring_samples.max(1024)).split();
-        let overruns = Arc::new(AtomicU64::new(0));
+        let thread_cfg = cfg.clone();
+        Self::supervised(cfg, BACKOFF, move |producer, shared| {
+            open_stream(&thread_cfg, producer, shared)
+        })
+    }
+
+    /// Runs `open` on a capture thread that keeps the stream alive and reopens it when
+    /// its error callback fires.
+    fn supervised<S: 'static>(
+        cfg: &CaptureConfig,
+        backoff: Backoff,
+        mut open: impl FnMut(HeapProd<f32>, Arc<Shared>) -> Result<S, CaptureError> + Send + 'static,
+    ) -> Result<Self, CaptureError> {
+        let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), CaptureError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread_cfg = cfg.clone();
-        let thread_overruns = overruns.clone();
+        let (rings_tx, rings_rx) = mpsc::channel::<HeapCons<f32>>();
+        let ring = cfg.ring_samples.max(1024);
+        let device = cfg.device.clone();
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("warble-capture".into())
             .spawn(move || {
-                let stream = match open_stream(&thread_cfg, producer, thread_overruns) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
+                let shared = thread_shared;
+                let mut ready = Some(ready_tx);
+                let mut wait = backoff.first;
+                loop {
+                    let (producer, consumer) = HeapRb::<f32>::new(ring).split();
+                    shared.failed.store(false, Ordering::Relaxed);
+                    match open(producer, shared.clone()) {
+                        Ok(stream) => {
+                            if rings_tx.send(consumer).is_err() {
+                                return;
+                            }
+                            match ready.take() {
+                                Some(tx) => {
+                                    let _ = tx.send(Ok(()));
+                                }
+                                None => eprintln!("audio device `{device}` reopened"),
+                            }
+                            wait = backoff.first;
+                            // Owns the stream until told to stop, or until it fails.
+                            loop {
+                                match stop_rx.recv_timeout(Duration::from_millis(200)) {
+                                    Err(mpsc::RecvTimeoutError::Timeout)
+                                        if !shared.failed.load(Ordering::Relaxed) => {}
+                                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                                    _ => return,
+                                }
+                            }
+                            drop(stream);
+                            let reason = shared
+                                .last_error
+                                .lock()
+                                .ok()
+                                .and_then(|l| l.clone())
+                                .unwrap_or_default();
+                            eprintln!("audio device `{device}` failed: {reason}");
+                        }
+                        Err(e) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                            shared.fail(e.to_string());
+                        }
                     }
-                };
-                let _ = ready_tx.send(Ok(()));
-                // Owns the stream until told to stop (or the owner is gone).
-                let _ = stop_rx.recv();
-                drop(stream);
+                    eprintln!(
+                        "audio device `{device}`: reopening in {:.0} s",
+                        wait.as_secs_f64()
+                    );
+                    match stop_rx.recv_timeout(wait) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    wait = (wait * 2).min(backoff.max);
+                }
             })
             .map_err(|e| CaptureError::Device {
                 device: cfg.device.clone(),
                 reason: format!("starting the capture thread: {e}"),
             })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                consumer,
-                overruns,
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            }),
+        let first = match ready_rx.recv() {
+            Ok(Ok(())) => rings_rx.recv().ok(),
             Ok(Err(e)) => {
                 let _ = thread.join();
-                Err(e)
+                return Err(e);
             }
-            Err(_) => Err(CaptureError::Device {
+            Err(_) => None,
+        };
+        let Some(consumer) = first else {
+            return Err(CaptureError::Device {
                 device: cfg.device.clone(),
                 reason: "the capture thread ended".into(),
-            }),
-        }
+            });
+        };
+        Ok(Self {
+            consumer,
+            next: rings_rx,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// Moves every captured sample into `out` (appended); returns how many.
     pub fn read(&mut self, out: &mut Vec<f32>) -> usize {
         let before = out.len();
         out.extend(self.consumer.pop_iter());
+        // A reopened stream writes into a new ring: finish the old one, then switch.
+        while let Ok(next) = self.next.try_recv() {
+            out.extend(self.consumer.pop_iter());
+            self.consumer = next;
+            out.extend(self.consumer.pop_iter());
+        }
         out.len() - before
     }
 
     /// Samples dropped because analysis fell behind and the ring was full.
     pub fn overruns(&self) -> u64 {
-        self.overruns.load(Ordering::Relaxed)
+        self.shared.overruns.load(Ordering::Relaxed)
+    }
+
+    /// Times the device failed or could not be reopened.
+    pub fn device_failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// The last device error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().ok().and_then(|l| l.clone())
     }
 }
 
@@ -192,8 +314,8 @@ const PERIODS_PER_SECOND: u32 = 40;
 
 fn open_stream(
     cfg: &CaptureConfig,
-    mut producer: ringbuf::HeapProd<f32>,
-    overruns: Arc<AtomicU64>,
+    mut producer: HeapProd<f32>,
+    shared: Arc<Shared>,
 ) -> Result<cpal::Stream, CaptureError> {
     let err = |reason: String| CaptureError::Device {
         device: cfg.device.clone(),
@@ -217,6 +339,7 @@ fn open_stream(
     };
     let channels = usize::from(config.channels);
     let gain = 10f32.powf(cfg.gain_db / 20.0);
+    let shared_data = shared.clone();
     let stream = device
         .build_input_stream::<f32, _, _>(
             config,
@@ -224,14 +347,120 @@ fn open_stream(
                 for frame in data.chunks_exact(channels) {
                     let mono = frame.iter().sum::<f32>() / channels as f32 * gain;
                     if producer.try_push(mono).is_err() {
-                        overruns.fetch_add(1, Ordering::Relaxed);
+                        shared_data.overruns.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             },
-            |_e| {},
+            // Not the real-time path: cpal calls this from its thread when the stream
+            // breaks (device gone, driver error); the capture thread then reopens it.
+            move |e| match e.kind() {
+                // Glitches and reroutes leave the stream running: counted, not reopened.
+                cpal::ErrorKind::Xrun
+                | cpal::ErrorKind::DeviceChanged
+                | cpal::ErrorKind::RealtimeDenied => {
+                    shared.glitches.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => shared.fail(e.to_string()),
+            },
             None,
         )
         .map_err(|e| err(e.to_string()))?;
     stream.play().map_err(|e| err(e.to_string()))?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// A device that works, is unplugged, is missing for two attempts, then works again.
+    #[test]
+    fn a_failed_device_is_reopened_with_backoff_and_reading_goes_on() {
+        #[derive(Default)]
+        struct Fake {
+            opens: usize,
+            producer: Option<HeapProd<f32>>,
+            shared: Option<Arc<Shared>>,
+        }
+        let fake = Arc::new(Mutex::new(Fake::default()));
+        let device = fake.clone();
+        let cfg = CaptureConfig {
+            device: "fake".into(),
+            sample_rate_hz: 32_000,
+            channels: 1,
+            gain_db: 0.0,
+            ring_samples: 4096,
+        };
+        let backoff = Backoff {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        };
+        let mut capture = Capture::supervised(&cfg, backoff, move |producer, shared| {
+            let mut d = device.lock().unwrap();
+            d.opens += 1;
+            if matches!(d.opens, 2 | 3) {
+                return Err(CaptureError::NoDevice("fake".into()));
+            }
+            d.producer = Some(producer);
+            d.shared = Some(shared);
+            Ok(())
+        })
+        .unwrap();
+        let push = |values: &[f32]| {
+            let mut d = fake.lock().unwrap();
+            for &v in values {
+                d.producer.as_mut().unwrap().try_push(v).unwrap();
+            }
+        };
+        push(&[1.0, 2.0, 3.0]);
+        let mut out = Vec::new();
+        assert_eq!(capture.read(&mut out), 3);
+
+        // Unplugged: the error callback fires; two reopening attempts fail, the third works.
+        push(&[4.0]);
+        let shared = fake.lock().unwrap().shared.clone().unwrap();
+        shared.fail("device gone".into());
+        let started = Instant::now();
+        while fake.lock().unwrap().opens < 4 {
+            assert!(started.elapsed() < Duration::from_secs(5), "never reopened");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Backoff, not a busy loop: 10 + 20 + 40 ms of waiting at least.
+        assert!(started.elapsed() >= Duration::from_millis(70));
+        push(&[5.0, 6.0]);
+        std::thread::sleep(Duration::from_millis(20));
+        capture.read(&mut out);
+        assert_eq!(
+            out,
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "nothing captured is lost"
+        );
+        assert_eq!(
+            capture.device_failures(),
+            3,
+            "the failure and two failed reopenings"
+        );
+        assert_eq!(
+            capture.last_error().as_deref(),
+            Some("no input device `fake` (see `warble-agent devices`)")
+        );
+    }
+
+    #[test]
+    fn a_device_missing_at_the_start_is_an_error_not_a_retry() {
+        let cfg = CaptureConfig {
+            device: "nowhere".into(),
+            sample_rate_hz: 32_000,
+            channels: 1,
+            gain_db: 0.0,
+            ring_samples: 4096,
+        };
+        let err = Capture::supervised(&cfg, BACKOFF, |_, _| -> Result<(), CaptureError> {
+            Err(CaptureError::NoDevice("nowhere".into()))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
 }

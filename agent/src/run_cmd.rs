@@ -91,6 +91,8 @@ struct Health {
     replayed: AtomicU64,
     /// Inbound messages ignored (malformed, oversized, bad range).
     inbound_rejected: AtomicU64,
+    /// Times the audio device failed or could not be reopened.
+    device_failures: AtomicU64,
 }
 
 /// Latency from taking the chunk that completes a window off the ring buffer to that
@@ -225,6 +227,7 @@ fn spawn_presence(
                     "replay_requests": health.replay_requests.load(Ordering::Relaxed),
                     "replayed": health.replayed.load(Ordering::Relaxed),
                     "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
+                    "device_failures": health.device_failures.load(Ordering::Relaxed),
                     "model": {"id": model.id, "version": model.version},
                     "boot": boot,
                 })
@@ -476,6 +479,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         captured += raw.len() as u64;
         health.captured_samples.store(captured, Ordering::Relaxed);
         health.overruns.store(capture.overruns(), Ordering::Relaxed);
+        health
+            .device_failures
+            .store(capture.device_failures(), Ordering::Relaxed);
         let power = raw.iter().map(|x| x * x).sum::<f32>() / raw.len().max(1) as f32;
         let level = 10.0 * power.max(1e-12).log10();
         health.level_dbfs.store(level.to_bits(), Ordering::Relaxed);
@@ -529,6 +535,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(e).context("writing detections");
     }
     let overruns = capture.overruns();
+    let device_failures = capture.device_failures();
     // Before the capture threads end (their time would vanish from the per-thread view).
     let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
@@ -545,6 +552,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
     );
+    if device_failures > 0 {
+        eprintln!("the audio device failed {device_failures} time(s) (reopened with backoff)");
+    }
     let wall = started.elapsed().as_secs_f64();
     // Since capture started: the steady state, not loading and self-testing the model.
     let cpu = match (cpu_at_start, warble_agent::resources::cpu_seconds()) {
