@@ -331,6 +331,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         model_rate.hz(),
         st.id.as_str()
     );
+    // Under systemd (Type=notify): ready once capture runs; a watchdog ping from this loop
+    // at half the unit's WatchdogSec, so a hung pipeline is restarted. Elsewhere: no-ops.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("capturing from {}", st.device)),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut last_ping = Instant::now();
     let labels = analyzer.labels().clone();
     let segment_start = std::cell::Cell::new(chrono::Utc::now());
     // Clips of detections (the model-rate audio), planned as events close, written once
@@ -454,6 +462,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if done {
             break;
         }
+        if let Some(period) = watchdog
+            && last_ping.elapsed() >= period
+        {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            last_ping = Instant::now();
+        }
         if last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_check = Some(Instant::now());
             let active = listening_now();
@@ -540,6 +554,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
     writer.finish().context("writing detections")?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     // A crashed helper thread is a bug, not a shutdown detail: say so and fail the run
     // (what it had not delivered stays in the outbox).

@@ -430,3 +430,54 @@ fn detections_get_clips_with_their_rolls_and_privacy_classes_withhold_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn under_systemd_the_station_says_ready_pings_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let station = station(dir.path(), "unit");
+    let (alsa, _writer) = common::paced_microphone(dir.path(), Vec::new(), 10.0);
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .env("NOTIFY_SOCKET", &socket_path)
+        // WatchdogSec=0.4 s: a ping every 0.2 s.
+        .env("WATCHDOG_USEC", "400000")
+        .args([
+            "run",
+            "--config",
+            station.to_str().unwrap(),
+            "--duration",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        messages.first().is_some_and(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(
+        (5..=15).contains(&pings),
+        "{pings} pings in 2 s: {messages:?}"
+    );
+    assert!(
+        messages.last().is_some_and(|m| m.contains("STOPPING=1")),
+        "{messages:?}"
+    );
+}

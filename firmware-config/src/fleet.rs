@@ -254,7 +254,10 @@ pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String 
          StartLimitBurst=10\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         # Ready once capturing; restarted if its loop stops pinging the watchdog.\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         WatchdogSec=60\n\
          User={user}\n\
          Group={user}\n\
          SupplementaryGroups=audio\n\
