@@ -431,28 +431,9 @@ fn found(stdout: &str) -> Vec<(String, u64, u64, f32)> {
 
 #[test]
 fn raw_pcm_on_standard_input_gives_the_detections_of_the_same_audio_as_a_file() {
-    use warble_core::SampleRate;
-    use warble_core::audio::AudioStream;
     let dir = tempfile::tempdir().unwrap();
-    let mut audio =
-        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
-    let mut pcm = Vec::new();
-    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 20 * 32_000 {}
-    pcm.truncate(20 * 32_000);
-    let ints: Vec<i16> = pcm
-        .iter()
-        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
-        .collect();
     let wav = dir.path().join("excerpt.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 32_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
-    ints.iter().for_each(|&s| w.write_sample(s).unwrap());
-    w.finalize().unwrap();
+    let ints = common::write_wav_i16(&wav, &common::demo_excerpt(20));
     let (code, from_file, err) = analyze(&[wav.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let from_file = found(&from_file);

@@ -42,6 +42,13 @@ fn exercise(target: &str, csv: &std::path::Path) {
         store.ingest_many(batch.iter().map(Vec::as_slice)).unwrap(),
         [Ingest::Stored, Ingest::Stored, Ingest::Stored]
     );
+    assert_eq!(
+        store
+            .ingest_many([event("b", 7, 10, false).as_slice()])
+            .unwrap(),
+        [Ingest::Duplicate],
+        "a batch is de-duplicated too"
+    );
     assert!(
         store
             .note_heartbeat("b", br#"{"delivered": [{"boot": 7, "next_seq": 15}]}"#)
@@ -51,6 +58,7 @@ fn exercise(target: &str, csv: &std::path::Path) {
     assert_eq!(report.len(), 2);
     let (a, b) = (&report[0], &report[1]);
     assert_eq!((a.events, a.duplicates, a.late, a.invalid), (7, 1, 1, 1));
+    assert_eq!(b.duplicates, 1);
     assert_eq!(a.boots, [1, 2]);
     assert_eq!(a.gaps, [(1, 3, 4), (1, 7, 8)]);
     assert_eq!(

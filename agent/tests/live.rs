@@ -8,12 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
-use common::{deliver_to, file_microphone, repo_file, station};
+use common::{deliver_to, file_microphone, station};
 
 use std::process::Command;
 
-use warble_core::SampleRate;
-use warble_core::audio::AudioStream;
 use warble_core::event::Detection;
 
 const SECONDS: usize = 30;
@@ -54,27 +52,8 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
     let dir = tempfile::tempdir().unwrap();
     // The first 30 s of the demo recording at the model's rate, as 16-bit samples: a WAV
     // for `analyze`, the same samples raw for the ALSA file "microphone".
-    let mut audio =
-        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
-    let mut pcm = Vec::new();
-    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < SECONDS * 32_000 {}
-    pcm.truncate(SECONDS * 32_000);
-    let ints: Vec<i16> = pcm
-        .iter()
-        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
-        .collect();
     let wav = dir.path().join("excerpt.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 32_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
-    for &s in &ints {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
+    let ints = common::write_wav_i16(&wav, &common::demo_excerpt(SECONDS));
     let floats: Vec<f32> = ints.iter().map(|&s| f32::from(s) / 32768.0).collect();
     // At real-time pace, as a sound card delivers it.
     let (alsa, _writer) = common::paced_microphone(dir.path(), floats, SECONDS as f64 + 10.0);
@@ -203,12 +182,7 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let messages = common::subscribe(broker.port(), "watcher", "warble/marsh-5/#");
     let discovery = common::subscribe(broker.port(), "home-assistant", "homeassistant/#");
     // 10 s of the demo recording as the microphone.
-    let mut audio =
-        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
-    let mut pcm = Vec::new();
-    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 10 * 32_000 {}
-    pcm.truncate(10 * 32_000);
-    let alsa = file_microphone(dir.path(), &pcm);
+    let alsa = file_microphone(dir.path(), &common::demo_excerpt(10));
     // Long enough to connect and beat; --max-samples ends capture, the run then flushes.
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", &alsa)
@@ -352,11 +326,7 @@ fn run_with_clips(dir: &std::path::Path, id: &str, privacy: &[&str]) -> (Vec<Det
         ),
     );
     std::fs::write(&station, text + "disk_quota_mb = 2000\n").unwrap();
-    let mut audio =
-        AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000).unwrap();
-    let mut pcm = Vec::new();
-    while audio.read_chunk(&mut pcm).unwrap() > 0 && pcm.len() < 10 * 32_000 {}
-    pcm.truncate(10 * 32_000);
+    let pcm = common::demo_excerpt(10);
     let mic_dir = dir.join(format!("mic-{id}"));
     std::fs::create_dir_all(&mic_dir).unwrap();
     let alsa = file_microphone(&mic_dir, &pcm);

@@ -197,3 +197,41 @@ pub fn paced_microphone(
     });
     (alsa, writer)
 }
+
+/// The first `seconds` of the demo recording, mono at 32 kHz.
+pub fn demo_excerpt(seconds: usize) -> Vec<f32> {
+    use warble_core::SampleRate;
+    use warble_core::audio::AudioStream;
+    let mut audio = AudioStream::open(repo_file("demo/soundscape.flac"), SampleRate::HZ_32000)
+        .expect("the demo recording decodes");
+    let mut pcm = Vec::new();
+    while audio
+        .read_chunk(&mut pcm)
+        .expect("the demo recording decodes")
+        > 0
+        && pcm.len() < seconds * 32_000
+    {}
+    pcm.truncate(seconds * 32_000);
+    pcm
+}
+
+/// `samples` rounded to 16 bits, written as a 16-bit mono 32-kHz WAV at `path`; returns
+/// the integers (for raw PCM of exactly the same audio).
+pub fn write_wav_i16(path: &std::path::Path, samples: &[f32]) -> Vec<i16> {
+    let ints: Vec<i16> = samples
+        .iter()
+        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 32_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("creating the WAV");
+    for &s in &ints {
+        w.write_sample(s).expect("writing the WAV");
+    }
+    w.finalize().expect("writing the WAV");
+    ints
+}
