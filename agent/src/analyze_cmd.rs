@@ -390,7 +390,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         (Some(s), Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             Some(warble_agent::outbox::Outbox::open(
-                dir.join("outbox.sqlite"),
+                warble_agent::outbox::path_in(dir),
                 s.outbox_quota_bytes,
             )?)
         }

@@ -33,7 +33,7 @@ pub fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
     })?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let broker = BrokerConfig::from_station(&st, base)?;
-    let path = st.data_dir.join("outbox.sqlite");
+    let path = warble_agent::outbox::path_in(&st.data_dir);
     let mut outbox = Outbox::open(&path, st.outbox_quota_bytes)?;
     let before = outbox.stats();
     eprintln!(

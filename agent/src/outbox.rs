@@ -20,6 +20,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use warble_core::event::Detection;
 
+/// The outbox's file in a station's data folder (the detection path, delivery, presence
+/// and `warble-agent deliver` each open it there).
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox.sqlite")
+}
+
 /// How long acknowledged events stay available for [`Outbox::replay`]: a week.
 pub const SENT_RETENTION_S: i64 = 7 * 24 * 3600;
 

@@ -44,6 +44,13 @@ pub enum PcmError {
     NoChannels,
 }
 
+fn resample_error(from: u32) -> impl Fn(warble_core::audio::AudioErrorKind) -> PcmError {
+    move |e| PcmError::Resample {
+        from,
+        reason: format!("{e:?}"),
+    }
+}
+
 /// Reads raw PCM frames, yields mono samples at the model's rate.
 #[derive(Debug)]
 pub struct PcmReader<R> {
@@ -79,10 +86,7 @@ impl<R: Read> PcmReader<R> {
         if channels == 0 {
             return Err(PcmError::NoChannels);
         }
-        let resampler = StreamResampler::new(rate, to).map_err(|e| PcmError::Resample {
-            from: rate.hz(),
-            reason: format!("{e:?}"),
-        })?;
+        let resampler = StreamResampler::new(rate, to).map_err(resample_error(rate.hz()))?;
         Ok(Self {
             input,
             format,
@@ -132,19 +136,14 @@ impl<R: Read> PcmReader<R> {
             }
             self.bytes.copy_within(whole..filled, 0);
             self.carry = filled - whole;
-            let resample_err = |e| PcmError::Resample {
-                from: self.from,
-                reason: format!("{e:?}"),
-            };
             self.resampler
                 .process(&self.mono, out)
-                .map_err(resample_err)?;
+                .map_err(resample_error(self.from))?;
             if self.done {
                 self.trailing_bytes = self.carry;
-                self.resampler.finish(out).map_err(|e| PcmError::Resample {
-                    from: self.from,
-                    reason: format!("{e:?}"),
-                })?;
+                self.resampler
+                    .finish(out)
+                    .map_err(resample_error(self.from))?;
             }
         }
         Ok(out.len() - before)

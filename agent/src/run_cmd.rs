@@ -147,7 +147,10 @@ fn spawn_presence(
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
     let rate = f64::from(st.sample_rate_hz);
     let data_dir = st.data_dir.clone();
-    let (outbox_path, quota) = (st.data_dir.join("outbox.sqlite"), st.outbox_quota_bytes);
+    let (outbox_path, quota) = (
+        warble_agent::outbox::path_in(&st.data_dir),
+        st.outbox_quota_bytes,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -255,7 +258,7 @@ fn spawn_delivery(
         return Ok(None);
     }
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
-    let path = st.data_dir.join("outbox.sqlite");
+    let path = warble_agent::outbox::path_in(&st.data_dir);
     let quota = st.outbox_quota_bytes;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

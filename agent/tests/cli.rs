@@ -413,22 +413,6 @@ fn analyze_stdin(pcm: Vec<u8>, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Detections without their ids and times: class, sample span, confidence.
-fn found(stdout: &str) -> Vec<(String, u64, u64, f32)> {
-    stdout
-        .lines()
-        .map(|l| {
-            let e: warble_core::event::Detection = serde_json::from_str(l).unwrap();
-            (
-                e.code.to_string(),
-                e.start_sample,
-                e.end_sample,
-                e.confidence,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn raw_pcm_on_standard_input_gives_the_detections_of_the_same_audio_as_a_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -436,13 +420,13 @@ fn raw_pcm_on_standard_input_gives_the_detections_of_the_same_audio_as_a_file() 
     let ints = common::write_wav_i16(&wav, &common::demo_excerpt(20));
     let (code, from_file, err) = analyze(&[wav.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let from_file = found(&from_file);
+    let from_file = common::detection_spans(&from_file);
     assert!(!from_file.is_empty());
 
     let mono: Vec<u8> = ints.iter().flat_map(|s| s.to_le_bytes()).collect();
     let (code, out, err) = analyze_stdin(mono, &["--pcm-rate", "32000"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(found(&out), from_file, "mono s16le");
+    assert_eq!(common::detection_spans(&out), from_file, "mono s16le");
 
     // Stereo with the same audio in both channels, plus half a frame at the end.
     let mut stereo: Vec<u8> = ints
@@ -452,7 +436,7 @@ fn raw_pcm_on_standard_input_gives_the_detections_of_the_same_audio_as_a_file() 
     stereo.extend_from_slice(&[1, 2]);
     let (code, out, err) = analyze_stdin(stereo, &["--pcm-rate", "32000", "--pcm-channels", "2"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(found(&out), from_file, "stereo s16le");
+    assert_eq!(common::detection_spans(&out), from_file, "stereo s16le");
     assert!(err.contains("ignored 2 trailing byte(s)"), "{err}");
 
     // Without its rate, raw PCM cannot be read: said before reading anything.

@@ -367,26 +367,28 @@ fn delivery_over_mutual_tls_needs_the_right_ca_and_a_client_certificate() {
     );
 }
 
-#[test]
-fn collectors_sharing_a_subscription_split_the_events_between_them() {
-    let broker = Mosquitto::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let station = station_file(dir.path(), broker.port());
-    let (db_a, db_b) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
-    let a = collector_with(
-        broker.port(),
-        &db_a,
-        12,
-        &["--share", "fleet", "--client-id", "collect-a"],
-    );
-    let b = collector_with(
-        broker.port(),
-        &db_b,
-        12,
-        &["--share", "fleet", "--client-id", "collect-b"],
-    );
-    wait_for(&broker, "$share/fleet/warble/+/detections", 2);
-    let events = analyze(&station);
+/// Two collectors sharing one subscription (`--share fleet`), storing into `dbs`; the
+/// station's analysed events are delivered to them. Returns the events and what the
+/// collectors printed when their 12 s were up.
+fn deliver_to_shared_collectors(
+    broker: &Mosquitto,
+    station: &Path,
+    dbs: [&Path; 2],
+) -> (Vec<Detection>, Vec<std::process::Output>) {
+    let collectors: Vec<_> = dbs
+        .iter()
+        .zip(["collect-a", "collect-b"])
+        .map(|(db, id)| {
+            collector_with(
+                broker.port(),
+                db,
+                12,
+                &["--share", "fleet", "--client-id", id],
+            )
+        })
+        .collect();
+    wait_for(broker, "$share/fleet/warble/+/detections", 2);
+    let events = analyze(station);
     let (code, out, err) = agent(&[
         "deliver",
         "--config",
@@ -395,8 +397,22 @@ fn collectors_sharing_a_subscription_split_the_events_between_them() {
         "20",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    for c in [a, b] {
-        assert!(c.wait_with_output().unwrap().status.success());
+    let done = collectors
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    (events, done)
+}
+
+#[test]
+fn collectors_sharing_a_subscription_split_the_events_between_them() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let (db_a, db_b) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
+    let (events, done) = deliver_to_shared_collectors(&broker, &station, [&db_a, &db_b]);
+    for d in done {
+        assert!(d.status.success());
     }
     let stored = |db: &Path| -> BTreeSet<String> {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
@@ -991,30 +1007,10 @@ fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once(
     let dir = tempfile::tempdir().unwrap();
     let station = station_file(dir.path(), broker.port());
     let url = pg.url();
-    let collectors: Vec<_> = ["collect-a", "collect-b"]
-        .iter()
-        .map(|id| {
-            collector_with(
-                broker.port(),
-                Path::new(&url),
-                12,
-                &["--share", "fleet", "--client-id", id],
-            )
-        })
-        .collect();
-    wait_for(&broker, "$share/fleet/warble/+/detections", 2);
-    let events = analyze(&station);
-    let (code, out, err) = agent(&[
-        "deliver",
-        "--config",
-        station.to_str().unwrap(),
-        "--timeout",
-        "20",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (events, outputs) =
+        deliver_to_shared_collectors(&broker, &station, [Path::new(&url), Path::new(&url)]);
     let mut stored_total = 0;
-    for c in collectors {
-        let done = c.wait_with_output().unwrap();
+    for done in outputs {
         let said = String::from_utf8_lossy(&done.stdout).into_owned();
         assert!(
             done.status.success(),

@@ -10,6 +10,7 @@
 mod common;
 use common::{deliver_to, file_microphone, station};
 
+use std::path::Path;
 use std::process::Command;
 
 use warble_core::event::Detection;
@@ -31,19 +32,14 @@ fn detection_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-fn detections(stdout: &[u8]) -> Vec<(String, u64, u64, f32)> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            let e: Detection = serde_json::from_str(l).unwrap();
-            (
-                e.code.to_string(),
-                e.start_sample,
-                e.end_sample,
-                e.confidence,
-            )
-        })
-        .collect()
+/// `warble-agent run --config STATION ARGS…` with `alsa` as the ALSA configuration.
+fn run_station(alsa: &Path, station: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", alsa)
+        .args(["run", "--config", station.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -75,21 +71,15 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let from_file = detections(&out.stdout);
+    let from_file = common::detection_spans(&String::from_utf8_lossy(&out.stdout));
     assert!(from_file.len() >= 3, "{from_file:?}");
 
     let live_station = station(dir.path(), "live");
-    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-        .env("ALSA_CONFIG_PATH", &alsa)
-        .args([
-            "run",
-            "--config",
-            live_station.to_str().unwrap(),
-            "--max-samples",
-            &ints.len().to_string(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_station(
+        &alsa,
+        &live_station,
+        &["--max-samples", &ints.len().to_string()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -97,7 +87,7 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
         "{stderr}"
     );
     assert!(stderr.contains("0 samples lost to overruns"), "{stderr}");
-    let live = detections(&out.stdout);
+    let live = common::detection_spans(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(live, from_file, "live capture and file analysis agree");
     // Live detections are committed to the station's outbox for delivery.
     assert!(dir.path().join("data-live/outbox.sqlite").is_file());
@@ -148,17 +138,7 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         .replace("[model]", &window);
     std::fs::write(&station, text).unwrap();
     let alsa = file_microphone(dir.path(), &vec![0.0; 32_000 * 3]);
-    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-        .env("ALSA_CONFIG_PATH", &alsa)
-        .args([
-            "run",
-            "--config",
-            station.to_str().unwrap(),
-            "--duration",
-            "2",
-        ])
-        .output()
-        .unwrap();
+    let out = run_station(&alsa, &station, &["--duration", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("listening (station schedule)"), "{stderr}");
@@ -184,23 +164,13 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     // 10 s of the demo recording as the microphone.
     let alsa = file_microphone(dir.path(), &common::demo_excerpt(10));
     // Long enough to connect and beat; --max-samples ends capture, the run then flushes.
-    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-        .env("ALSA_CONFIG_PATH", &alsa)
-        .args([
-            "run",
-            "--config",
-            station.to_str().unwrap(),
-            "--duration",
-            "3",
-        ])
-        .output()
-        .unwrap();
+    let out = run_station(&alsa, &station, &["--duration", "3"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let written = detections(&out.stdout);
+    let written = common::detection_spans(&String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("of one core), peak RSS") && stderr.contains("window latency p50"),
@@ -317,7 +287,7 @@ fn a_killed_station_is_marked_offline_by_its_last_will() {
 
 /// Runs a station with clips on the first 10 s of the demo recording (unpaced file
 /// microphone); returns its detections and stderr.
-fn run_with_clips(dir: &std::path::Path, id: &str, privacy: &[&str]) -> (Vec<Detection>, String) {
+fn run_with_clips(dir: &Path, id: &str, privacy: &[&str]) -> (Vec<Detection>, String) {
     let station = station(dir, id);
     let text = std::fs::read_to_string(&station).unwrap().replace(
         "[storage]",
@@ -330,17 +300,7 @@ fn run_with_clips(dir: &std::path::Path, id: &str, privacy: &[&str]) -> (Vec<Det
     let mic_dir = dir.join(format!("mic-{id}"));
     std::fs::create_dir_all(&mic_dir).unwrap();
     let alsa = file_microphone(&mic_dir, &pcm);
-    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-        .env("ALSA_CONFIG_PATH", &alsa)
-        .args([
-            "run",
-            "--config",
-            station.to_str().unwrap(),
-            "--max-samples",
-            &pcm.len().to_string(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_station(&alsa, &station, &["--max-samples", &pcm.len().to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     let events = String::from_utf8_lossy(&out.stdout)

@@ -235,3 +235,21 @@ pub fn write_wav_i16(path: &std::path::Path, samples: &[f32]) -> Vec<i16> {
     w.finalize().expect("writing the WAV");
     ints
 }
+
+/// The detections in `warble-agent`'s JSON Lines output without their ids and times:
+/// class, sample span, confidence (what two runs on the same audio must agree on).
+pub fn detection_spans(stdout: &str) -> Vec<(String, u64, u64, f32)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let e: warble_core::event::Detection =
+                serde_json::from_str(l).expect("a detection event per line");
+            (
+                e.code.to_string(),
+                e.start_sample,
+                e.end_sample,
+                e.confidence,
+            )
+        })
+        .collect()
+}
