@@ -12,6 +12,16 @@ use crate::labels::SpeciesCode;
 /// Schema string carried in every event.
 pub const DETECTION_SCHEMA: &str = "warble.detection/1";
 
+/// The longest event id: a [`crate::wire::MAX_STATION_ID`]-character station and two
+/// 19-digit numbers fit.
+pub const MAX_ID_BYTES: usize = 80;
+
+/// The longest text field (names, model id and version, clip path), in bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// The largest `boot` or `seq`: stores keep them as signed 64-bit integers.
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
 /// The model that produced a detection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRef {
@@ -81,7 +91,10 @@ impl Detection {
         format!("{station}:{boot}:{seq}")
     }
 
-    /// Checks the invariants a subscriber relies on.
+    /// Checks the invariants a subscriber relies on: the schema, a valid station id, the
+    /// id made of station, boot and seq, counters a database holds, times and samples in
+    /// order, a confidence in `[0, 1]`, and text fields of bounded length without control
+    /// characters (a NUL is not storable in PostgreSQL, and a newline breaks CSV readers).
     ///
     /// # Errors
     /// A message naming the first field that breaks them.
@@ -89,11 +102,44 @@ impl Detection {
         if self.schema != DETECTION_SCHEMA {
             return Err(format!(
                 "schema `{}` is not `{DETECTION_SCHEMA}`",
-                self.schema
+                self.schema.escape_debug()
             ));
         }
-        if self.id != Self::make_id(&self.station, self.boot, self.seq) {
-            return Err(format!("id `{}` does not match station:boot:seq", self.id));
+        crate::wire::StationId::new(&self.station).map_err(|e| format!("station: {e}"))?;
+        if self.boot > MAX_COUNTER || self.seq > MAX_COUNTER {
+            return Err(format!(
+                "boot {} / seq {} beyond {MAX_COUNTER}",
+                self.boot, self.seq
+            ));
+        }
+        if self.id.len() > MAX_ID_BYTES
+            || self.id != Self::make_id(&self.station, self.boot, self.seq)
+        {
+            return Err(format!(
+                "id `{}` does not match station:boot:seq",
+                truncated(&self.id)
+            ));
+        }
+        let texts = [
+            ("scientific", self.scientific.as_str()),
+            ("common", self.common.as_str()),
+            ("model.id", self.model.id.as_str()),
+            ("model.version", self.model.version.as_str()),
+            ("clip", self.clip.as_deref().unwrap_or_default()),
+        ];
+        for (field, text) in texts {
+            if text.len() > MAX_TEXT_BYTES {
+                return Err(format!(
+                    "{field} of {} bytes, longer than {MAX_TEXT_BYTES}",
+                    text.len()
+                ));
+            }
+            if text.chars().any(char::is_control) {
+                return Err(format!(
+                    "{field} `{}` holds a control character",
+                    truncated(text)
+                ));
+            }
         }
         if self.end < self.start || self.end_sample < self.start_sample {
             return Err("end precedes start".to_owned());
@@ -103,6 +149,15 @@ impl Detection {
         }
         Ok(())
     }
+}
+
+/// At most 40 characters of `text`, escaped, for messages about hostile input.
+fn truncated(text: &str) -> String {
+    let mut out: String = text.chars().take(40).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
 }
 
 fn rfc3339_ms<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -166,5 +221,46 @@ mod tests {
         let mut d = sample();
         d.schema = "warble.detection/2".into();
         assert!(d.validate().unwrap_err().contains("schema"));
+    }
+
+    #[test]
+    fn validation_refuses_what_stores_cannot_hold() {
+        let check = |change: &dyn Fn(&mut Detection), expect: &str| {
+            let mut d = sample();
+            change(&mut d);
+            let err = d.validate().unwrap_err();
+            assert!(err.contains(expect), "{expect}: {err}");
+        };
+        check(
+            &|d| {
+                d.station = "Other/Station".into();
+                d.id = Detection::make_id(&d.station, d.boot, d.seq);
+            },
+            "station",
+        );
+        check(
+            &|d| {
+                d.seq = u64::MAX;
+                d.id = Detection::make_id(&d.station, d.boot, d.seq);
+            },
+            "beyond",
+        );
+        check(
+            &|d| d.id = format!("{}x", "y".repeat(3000)),
+            "does not match",
+        );
+        check(&|d| d.common = "Robin\0".into(), "control character");
+        check(&|d| d.scientific = "a\nb".into(), "control character");
+        check(
+            &|d| d.model.id = "m".repeat(MAX_TEXT_BYTES + 1),
+            "longer than",
+        );
+        check(&|d| d.clip = Some("c\u{7}.wav".into()), "control character");
+        check(&|d| d.confidence = f32::NAN, "confidence");
+        let mut d = sample();
+        d.seq = MAX_COUNTER;
+        d.id = Detection::make_id(&d.station, d.boot, d.seq);
+        assert!(d.id.len() <= MAX_ID_BYTES);
+        d.validate().unwrap();
     }
 }

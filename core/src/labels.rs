@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A species code (e.g. eBird's `eurrob1`): non-empty, no whitespace, and none of
-/// `,` `;` `"` so it can sit in CSV cells and `;`-separated label lists unquoted.
+/// The longest species code, in bytes.
+pub const MAX_CODE_BYTES: usize = 64;
+
+/// A species code (e.g. eBird's `eurrob1`): 1–64 bytes, no whitespace or control
+/// characters, and none of `,` `;` `"` `/` `\` so it can sit in CSV cells,
+/// `;`-separated label lists and file names unquoted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SpeciesCode(String);
@@ -26,11 +30,21 @@ impl SpeciesCode {
         if code.is_empty() {
             return Err("species code is empty".to_owned());
         }
-        if let Some(c) = code
-            .chars()
-            .find(|c| c.is_whitespace() || matches!(c, ',' | ';' | '"'))
-        {
-            return Err(format!("species code `{code}` contains {c:?}"));
+        if code.len() > MAX_CODE_BYTES {
+            return Err(format!(
+                "species code of {} bytes, longer than {MAX_CODE_BYTES}",
+                code.len()
+            ));
+        }
+        // Codes name clip files and travel in CSV rows: no separators, quotes, path
+        // separators or control characters.
+        if let Some(c) = code.chars().find(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '"' | '/' | '\\')
+        }) {
+            return Err(format!(
+                "species code `{}` contains {c:?}",
+                code.escape_debug()
+            ));
         }
         Ok(Self(code))
     }
@@ -307,5 +321,9 @@ mod tests {
         assert!(SpeciesCode::new("a;b").is_err());
         assert!(SpeciesCode::new("").is_err());
         assert!(SpeciesCode::new("greti1").is_ok());
+        for bad in ["../x", "a/b", "a\\b", "a\0b", "a\u{1b}b", &"c".repeat(65)] {
+            assert!(SpeciesCode::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(SpeciesCode::new("c".repeat(64)).is_ok());
     }
 }

@@ -11,6 +11,7 @@
 //! - [`event`]: the detection event published by recorders (`warble.detection/1`).
 //! - [`bundle`]: model bundles (`warble.bundle/1`): manifest, ed25519 keys, signed tar
 //!   writing and verification, self-test vectors.
+//! - [`wire`]: what stations, collectors and the broker's ACL agree on (station ids).
 #![deny(missing_docs)]
 
 pub mod audio;
@@ -18,6 +19,7 @@ pub mod bundle;
 pub mod event;
 pub mod frontend;
 pub mod labels;
+pub mod wire;
 
 pub use audio::{AudioError, SampleRate};
 pub use frontend::{ClipFrontEnd, FrontEndConfig, FrontEndError, Preset, StreamingFrontEnd};

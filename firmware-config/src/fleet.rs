@@ -327,7 +327,7 @@ pub fn render(
         )])
     })?;
     let base = fleet_file.parent().unwrap_or(Path::new("."));
-    let mut problems = Vec::new();
+    let mut problems = names_problems(fleet_file, &fleet, inventory);
     let mut seen = BTreeMap::new();
     let mut plans = Vec::new();
     for entry in inventory {
@@ -476,6 +476,52 @@ pub fn render(
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(Rendered { stations: rendered })
+}
+
+/// Names that become topic levels, broker users and ACL lines: group names, the operator
+/// and collector users (valid, distinct, and no station's id — a station sharing a user
+/// name would share its ACL section and rights).
+fn names_problems(fleet_file: &Path, fleet: &Fleet, inventory: &[StationEntry]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for group in fleet.groups.keys() {
+        if let Err(e) = warble_core::wire::check_group(group) {
+            problems.push(problem(fleet_file, None, "groups", e));
+        }
+    }
+    let info = &fleet.fleet;
+    for (key, user) in [
+        ("fleet.operator_user", &info.operator_user),
+        ("fleet.collector_user", &info.collector_user),
+    ] {
+        if let Err(e) = warble_core::wire::check_user_name(user) {
+            problems.push(problem(fleet_file, None, key, e));
+        }
+    }
+    if info.operator_user == info.collector_user {
+        problems.push(problem(
+            fleet_file,
+            None,
+            "fleet.collector_user",
+            format!(
+                "`{}` is the operator's user too: the roles need users of their own",
+                info.collector_user
+            ),
+        ));
+    }
+    for entry in inventory {
+        if entry.id == info.operator_user || entry.id == info.collector_user {
+            problems.push(problem(
+                fleet_file,
+                None,
+                "",
+                format!(
+                    "station `{}` has the broker user name of the fleet's operator or collectors: rename the station",
+                    entry.id
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// The mosquitto ACL (`acl_file`): each station (broker user = station id) may publish

@@ -10,32 +10,7 @@ use std::time::Duration;
 use crate::raw::RawStationConfig;
 use crate::schedule::{Schedule, TimeSpec, Window};
 
-/// A checked station id (`a-z`, `0-9`, `-`; 1–32 characters; no leading `-`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct StationId(String);
-
-impl StationId {
-    /// Checks `id`.
-    ///
-    /// # Errors
-    /// What is wrong with it.
-    pub fn new(id: &str) -> Result<Self, String> {
-        let ok_chars = id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if id.is_empty() || id.len() > 32 || !ok_chars || id.starts_with('-') {
-            return Err(format!(
-                "`{id}` is not a station id (1–32 characters of a-z, 0-9 and -, not starting with -)"
-            ));
-        }
-        Ok(Self(id.to_owned()))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use warble_core::wire::StationId;
 
 /// A probability threshold in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -497,16 +472,8 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
 
     let mqtt = raw.mqtt.as_ref().and_then(|q| {
         let broker = crate::broker::BrokerUrl::parse(&q.broker).map_err(|e| f.add("mqtt.broker", e)).ok();
-        let prefix_ok = !q.topic_prefix.is_empty()
-            && !q.topic_prefix.contains(['#', '+'])
-            && !q.topic_prefix.starts_with('/')
-            && !q.topic_prefix.ends_with('/')
-            && !q.topic_prefix.contains("//");
-        if !prefix_ok {
-            f.add(
-                "mqtt.topic_prefix",
-                format!("`{}` is not a topic prefix (no wildcards # +, no empty levels, no leading or trailing /)", q.topic_prefix),
-            );
+        if let Err(e) = warble_core::wire::check_topic_prefix(&q.topic_prefix) {
+            f.add("mqtt.topic_prefix", e);
         }
         f.range("mqtt.heartbeat_s", q.heartbeat_s as f64, 5.0, 3600.0, " s");
         for (key, file) in [("credentials_file", &q.credentials_file), ("ca_file", &q.ca_file), ("client_cert", &q.client_cert), ("client_key", &q.client_key)] {

@@ -220,6 +220,50 @@ fn a_bad_fleet_renders_nothing_and_says_why() {
     );
 }
 
+/// Names become broker users, topic levels and ACL lines: a station named like the
+/// operator would share its ACL section (and could push bundles); a group name with a
+/// newline would write ACL lines of its own.
+#[test]
+fn names_that_would_reach_beyond_their_place_in_the_acl_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string("examples/fleet/fleet.toml")
+        .unwrap()
+        .replace(
+            "../../../models",
+            &format!("{}/../models", std::env::current_dir().unwrap().display()),
+        )
+        .replace(
+            "[groups.dawn.schedule]",
+            "[groups.\"x\\ntopic readwrite #\"]\nschedule = { mode = \"always\" }\n\n[groups.dawn.schedule]",
+        )
+        .replace(
+            "name = \"berlin-forests\"",
+            "name = \"berlin-forests\"\ncollector_user = \"col lector\"",
+        );
+    std::fs::write(&fleet, text).unwrap();
+    let stations = dir.path().join("stations.csv");
+    std::fs::write(
+        &stations,
+        "id,group,latitude,longitude\noperator,dawn,52.4,13.2\nok-1,dawn,52.4,13.2\n",
+    )
+    .unwrap();
+    let inventory = warble_config::fleet::read_inventory(&stations).unwrap();
+    let out = dir.path().join("out");
+    let text = warble_config::fleet::render(&fleet, &inventory, &out)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "`x\\ntopic readwrite #` is not a group name",
+        "`col lector` is not a broker user name",
+        "station `operator` has the broker user name of the fleet's operator",
+        "`operator` is reserved",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    assert!(std::fs::read_dir(&out).map_or(0, |d| d.count()) == 0);
+}
+
 #[test]
 fn station_files_round_trip_through_their_raw_form() {
     for file in files("examples") {
