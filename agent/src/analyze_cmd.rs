@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_agent::analyze::{AnalyzeConfig, Analyzer};
 use warble_agent::detect::{DetectorConfig, SpeciesEvent};
-use warble_agent::output::{Format, Row, Writer};
+use warble_agent::events::EventSink;
+use warble_agent::output::{Format, Minter, Row, Writer};
 use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
 use warble_core::bundle::{Bundle, InputSpec, Limits, TrustedKeys};
 use warble_core::event::ModelRef;
@@ -241,11 +242,10 @@ pub(crate) fn station_settings(path: &Path) -> anyhow::Result<warble_config::Sta
 }
 
 /// What a run of the analysis needs, prepared from the arguments and station file: the
-/// verified, self-tested model, the detection writer and the outbox.
+/// verified, self-tested model and where detections go (the outbox, then the output).
 pub(crate) struct Session {
     pub analyzer: Analyzer,
-    pub writer: Writer<Box<dyn Write>>,
-    pub outbox: Option<warble_agent::outbox::Outbox>,
+    pub sink: EventSink<Box<dyn Write>>,
     pub to_stdout: bool,
     pub station: Option<warble_config::StationConfig>,
     /// The model's id and version.
@@ -383,7 +383,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         Some(dir) => warble_agent::station::next_boot(dir)?,
         None => 0,
     };
-    let writer = Writer::new(sink, format, &station_id, boot, model.clone())?;
+    let writer = Writer::new(sink, format)?;
     // With a station file, every detection also waits in the station's outbox for
     // `warble-agent deliver` (or the live agent) to send it.
     let outbox = match (st, &data_dir) {
@@ -396,10 +396,14 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         }
         _ => None,
     };
+    let sink = EventSink::new(
+        Minter::new(&station_id, boot, model.clone()),
+        outbox,
+        writer,
+    );
     Ok(Session {
         analyzer,
-        writer,
-        outbox,
+        sink,
         to_stdout,
         station,
         model,
@@ -410,8 +414,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let Session {
         mut analyzer,
-        mut writer,
-        mut outbox,
+        mut sink,
         to_stdout,
         ..
     } = prepare(&args)?;
@@ -484,19 +487,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 rate_hz: rate,
                 clip: None,
             };
-            match writer.write(&row, &labels, t0) {
-                Err(err) => {
-                    write_err.get_or_insert(anyhow::Error::from(err));
-                }
-                // Committed to the outbox before anyone may publish it.
-                Ok(Some(event)) => {
-                    if let Some(outbox) = outbox.as_mut()
-                        && let Err(err) = outbox.push(std::slice::from_ref(&event))
-                    {
-                        write_err.get_or_insert(err.into());
-                    }
-                }
-                Ok(None) => {}
+            // Committed to the outbox (if any) before the output sees it.
+            if let Err(err) = sink.emit(&row, &labels, t0) {
+                write_err.get_or_insert(err);
             }
             let (start_s, end_s) = (
                 e.start_sample as f64 / f64::from(rate),
@@ -591,7 +584,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    writer.finish().context("writing detections")?;
+    // Reported after the summary: the detections are counted (and in the outbox) anyway.
+    let finished = sink.finish();
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
     let mut summary = format!(
@@ -624,6 +618,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             rows.len()
         );
     }
+    finished?;
     if failed > 0 {
         bail!(
             "{failed} of {} file(s) could not be analysed (see above)",

@@ -12,7 +12,7 @@ mod sql;
 
 use std::path::{Path, PathBuf};
 
-use warble_core::event::Detection;
+use warble_core::event::{Detection, MAX_COUNTER};
 
 pub use sql::DbError;
 use sql::{Db, Val};
@@ -42,14 +42,23 @@ pub enum CollectError {
 /// 1 kB; anything this large is not one, and is ignored (and counted) without parsing.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
+/// The most boots one heartbeat may report.
+pub const MAX_HEARTBEAT_BOOTS: usize = 1024;
+
+/// Attempts at a batch that deadlocked with another collector's.
+const BATCH_ATTEMPTS: usize = 6;
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingest {
     /// A new event, stored.
     Stored,
-    /// An event already stored (same id).
+    /// An event already stored (same id, same content but for `historical`).
     Duplicate,
-    /// Not a `warble.detection/1` event; the reason.
+    /// An event whose id is stored with different content: counted, and kept in the
+    /// `conflicts` table for inspection; the stored event stays.
+    Conflict,
+    /// Not a valid `warble.detection/1` event of the topic's station; the reason.
     Invalid(String),
 }
 
@@ -69,14 +78,29 @@ pub struct StationReport {
     /// Missing sequence ranges `(boot, first, last)`: below each boot's highest stored
     /// seq, and up to what the station's heartbeats say its broker acknowledged.
     pub gaps: Vec<(u64, u64, u64)>,
+    /// Messages that repeated a stored event's id with different content.
+    pub conflicts: u64,
     /// Messages that were not events (all stations).
     pub invalid: u64,
+}
+
+/// What the store holds of one boot of a station.
+#[derive(Debug, Default)]
+struct BootSummary {
+    boot: u64,
+    events: u64,
+    /// Lowest and highest seq stored.
+    held: Option<(u64, u64)>,
+    /// One past the highest seq the station's broker acknowledged (0: not known).
+    acknowledged: u64,
 }
 
 /// The store.
 #[derive(Debug)]
 pub struct Store {
     db: Db,
+    /// Counter increments of the batch being stored.
+    tally: std::collections::BTreeMap<(String, String), i64>,
     /// How errors name it: the file, or the server without credentials.
     name: String,
 }
@@ -99,6 +123,9 @@ CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL,
     value BIGINT NOT NULL, PRIMARY KEY (station, name));
 CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot BIGINT NOT NULL,
     next_seq BIGINT NOT NULL, PRIMARY KEY (station, boot));
+CREATE TABLE IF NOT EXISTS conflicts (id TEXT NOT NULL, station TEXT NOT NULL,
+    received_at TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS conflicts_id ON conflicts (id);
 ";
 
 /// Whether `target` names a store several collectors can share (a PostgreSQL server).
@@ -121,6 +148,26 @@ fn display_name(target: &str) -> String {
     }
 }
 
+/// A message on `topic_station`'s detections topic as an event, or why it is none.
+fn parse_event(topic_station: &str, payload: &[u8]) -> Result<Detection, String> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(format!(
+            "{} bytes, larger than an event may be ({MAX_EVENT_BYTES})",
+            payload.len()
+        ));
+    }
+    let event: Detection = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    event.validate()?;
+    if event.station != topic_station {
+        return Err(format!(
+            "an event of station `{}` on the topic of station `{}`",
+            event.station,
+            topic_station.escape_debug()
+        ));
+    }
+    Ok(event)
+}
+
 impl Store {
     /// Opens (or creates) the store: an SQLite file, or a PostgreSQL database given as
     /// `postgres://user[:password]@host[:port]/database`.
@@ -134,7 +181,11 @@ impl Store {
             store: name.clone(),
             source,
         })?;
-        Ok(Self { db, name })
+        Ok(Self {
+            db,
+            name,
+            tally: Default::default(),
+        })
     }
 
     fn err(&self, source: DbError) -> CollectError {
@@ -152,63 +203,122 @@ impl Store {
         self.db.query(sql, args).map_err(|e| self.err(e))
     }
 
-    fn count(&mut self, station: &str, name: &str) -> Result<(), CollectError> {
-        self.execute(
-            "INSERT INTO counters (station, name, value) VALUES ($1, $2, 1)
-             ON CONFLICT (station, name) DO UPDATE SET value = counters.value + 1",
-            &[Val::Text(station.into()), Val::Text(name.into())],
-        )?;
+    /// Counts one message under `name` for `station`; written with the batch, in a fixed
+    /// order (collectors updating the same counters in different orders deadlocked).
+    fn count(&mut self, station: &str, name: &str) {
+        *self
+            .tally
+            .entry((station.to_owned(), name.to_owned()))
+            .or_default() += 1;
+    }
+
+    fn write_tally(&mut self) -> Result<(), CollectError> {
+        for ((station, name), n) in std::mem::take(&mut self.tally) {
+            self.execute(
+                "INSERT INTO counters (station, name, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (station, name) DO UPDATE SET value = counters.value + $3",
+                &[Val::Text(station), Val::Text(name), Val::Int(n)],
+            )?;
+        }
         Ok(())
     }
 
     /// Stores several messages in one transaction (one sync): all are committed when this
-    /// returns, or none is.
+    /// returns, or none is. A message the database refuses (a value it cannot hold) is
+    /// rolled back alone and counted invalid, never failing the batch: it would be sent
+    /// again and again to every collector. A deadlock or serialization failure between
+    /// collectors sharing a PostgreSQL store retries the batch.
     ///
     /// # Errors
     /// [`CollectError::Db`]: then none may be acknowledged.
     pub fn ingest_many<'p>(
         &mut self,
-        payloads: impl IntoIterator<Item = &'p [u8]>,
+        messages: impl IntoIterator<Item = (&'p str, &'p [u8])>,
     ) -> Result<Vec<Ingest>, CollectError> {
-        self.db.begin().map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for p in payloads {
-            match self.ingest(p) {
-                Ok(i) => out.push(i),
-                Err(e) => {
-                    let _ = self.db.batch("ROLLBACK");
-                    return Err(e);
+        let messages: Vec<(&str, &[u8])> = messages.into_iter().collect();
+        let mut wait = std::time::Duration::from_millis(10);
+        for _ in 0..BATCH_ATTEMPTS - 1 {
+            match self.try_batch(&messages) {
+                Err(CollectError::Db { source, .. }) if source.is_transient() => {
+                    std::thread::sleep(wait.mul_f64(rand::random_range(0.5..=1.5)));
+                    wait *= 2;
                 }
+                other => return other,
             }
         }
-        self.db.batch("COMMIT").map_err(|e| self.err(e))?;
+        self.try_batch(&messages)
+    }
+
+    fn try_batch(&mut self, messages: &[(&str, &[u8])]) -> Result<Vec<Ingest>, CollectError> {
+        self.tally.clear();
+        self.db.begin().map_err(|e| self.err(e))?;
+        let result = self.batch_in_transaction(messages);
+        match result {
+            Ok(out) => {
+                self.db.batch("COMMIT").map_err(|e| self.err(e))?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = self.db.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn batch_in_transaction(
+        &mut self,
+        messages: &[(&str, &[u8])],
+    ) -> Result<Vec<Ingest>, CollectError> {
+        let mut out = Vec::with_capacity(messages.len());
+        for &(station, payload) in messages {
+            self.db
+                .batch("SAVEPOINT message")
+                .map_err(|e| self.err(e))?;
+            let tally = self.tally.clone();
+            match self.ingest_one(station, payload) {
+                Ok(i) => {
+                    self.db
+                        .batch("RELEASE SAVEPOINT message")
+                        .map_err(|e| self.err(e))?;
+                    out.push(i);
+                }
+                Err(CollectError::Db { source, .. }) if source.is_refused_value() => {
+                    self.db
+                        .batch("ROLLBACK TO SAVEPOINT message; RELEASE SAVEPOINT message")
+                        .map_err(|e| self.err(e))?;
+                    self.tally = tally;
+                    self.count("", "invalid");
+                    out.push(Ingest::Invalid(format!(
+                        "refused by the database: {source}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_tally()?;
         Ok(out)
     }
 
-    /// Stores one message's payload (committed when this returns, unless inside
-    /// [`Store::ingest_many`]'s transaction).
+    /// Stores one message's payload, received on the detections topic of station
+    /// `topic_station`, committed when this returns. The broker's ACL binds a topic to
+    /// its station's credentials, so the topic says who sent the message: an event
+    /// claiming another station is refused.
     ///
     /// # Errors
     /// [`CollectError::Db`] (disk full…): the message must then not be acknowledged.
-    pub fn ingest(&mut self, payload: &[u8]) -> Result<Ingest, CollectError> {
-        if payload.len() > MAX_EVENT_BYTES {
-            self.count("", "invalid")?;
-            return Ok(Ingest::Invalid(format!(
-                "{} bytes, larger than an event may be ({MAX_EVENT_BYTES})",
-                payload.len()
-            )));
-        }
-        let event: Detection = match serde_json::from_slice(payload) {
+    pub fn ingest(&mut self, topic_station: &str, payload: &[u8]) -> Result<Ingest, CollectError> {
+        let mut out = self.ingest_many([(topic_station, payload)])?;
+        Ok(out.pop().unwrap_or(Ingest::Duplicate))
+    }
+
+    fn ingest_one(&mut self, topic_station: &str, payload: &[u8]) -> Result<Ingest, CollectError> {
+        let event = match parse_event(topic_station, payload) {
             Ok(e) => e,
-            Err(e) => {
-                self.count("", "invalid")?;
-                return Ok(Ingest::Invalid(e.to_string()));
+            Err(reason) => {
+                self.count("", "invalid");
+                return Ok(Ingest::Invalid(reason));
             }
         };
-        if event.schema != warble_core::event::DETECTION_SCHEMA {
-            self.count("", "invalid")?;
-            return Ok(Ingest::Invalid(format!("schema `{}`", event.schema)));
-        }
         let inserted = self.execute(
             "INSERT INTO events (id, station, boot, seq, start, code, confidence, historical, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
@@ -224,14 +334,44 @@ impl Store {
                 Val::Text(String::from_utf8_lossy(payload).into_owned()),
             ],
         )?;
-        if inserted == 0 {
-            self.count(&event.station, "duplicates")?;
+        if inserted == 1 {
+            if event.historical {
+                self.count(&event.station, "late");
+            }
+            return Ok(Ingest::Stored);
+        }
+        let stored = self.query(
+            "SELECT payload FROM events WHERE id = $1",
+            &[Val::Text(event.id.clone())],
+        )?;
+        let same = stored
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Val::text)
+            .and_then(|p| serde_json::from_str::<Detection>(p).ok())
+            .is_some_and(|mut s| {
+                // A re-sent event is marked historical; otherwise it is the same.
+                s.historical = event.historical;
+                s == event
+            });
+        if same {
+            self.count(&event.station, "duplicates");
             return Ok(Ingest::Duplicate);
         }
-        if event.historical {
-            self.count(&event.station, "late")?;
-        }
-        Ok(Ingest::Stored)
+        self.count(&event.station, "conflicts");
+        let text = String::from_utf8_lossy(payload).into_owned();
+        self.execute(
+            "INSERT INTO conflicts (id, station, received_at, payload)
+             SELECT $1, $2, $3, $4
+             WHERE NOT EXISTS (SELECT 1 FROM conflicts WHERE id = $1 AND payload = $4)",
+            &[
+                Val::Text(event.id.clone()),
+                Val::Text(event.station.clone()),
+                Val::Text(chrono::Utc::now().to_rfc3339()),
+                Val::Text(text),
+            ],
+        )?;
+        Ok(Ingest::Conflict)
     }
 
     /// Notes what a station's heartbeat says the broker acknowledged: per boot, every
@@ -250,12 +390,21 @@ impl Store {
         struct Beat {
             delivered: Vec<Through>,
         }
-        if payload.len() > MAX_EVENT_BYTES {
+        if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
             return Ok(false);
         }
         let Ok(beat) = serde_json::from_slice::<Beat>(payload) else {
             return Ok(false);
         };
+        // Counters a database holds; a few boots (the archive keeps a week).
+        if beat.delivered.len() > MAX_HEARTBEAT_BOOTS
+            || beat
+                .delivered
+                .iter()
+                .any(|t| t.boot > MAX_COUNTER || t.next_seq > MAX_COUNTER)
+        {
+            return Ok(false);
+        }
         for t in beat.delivered {
             self.execute(
                 "INSERT INTO delivered (station, boot, next_seq) VALUES ($1, $2, $3)
@@ -272,6 +421,24 @@ impl Store {
         Ok(true)
     }
 
+    /// The conflicting messages kept: `(id, station, received_at, payload)`, oldest first.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn conflicts(&mut self) -> Result<Vec<(String, String, String, String)>, CollectError> {
+        let rows = self.query(
+            "SELECT id, station, received_at, payload FROM conflicts ORDER BY received_at, id",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let text = |i: usize| r.get(i).and_then(Val::text).unwrap_or_default().to_owned();
+                (text(0), text(1), text(2), text(3))
+            })
+            .collect())
+    }
+
     fn counter(&mut self, station: &str, name: &str) -> Result<u64, CollectError> {
         let rows = self.query(
             "SELECT value FROM counters WHERE station = $1 AND name = $2",
@@ -284,20 +451,119 @@ impl Store {
             .unwrap_or(0) as u64)
     }
 
-    fn station_report(
+    /// Every station the store knows of (by its events or its heartbeats), sorted.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn stations(&mut self) -> Result<Vec<String>, CollectError> {
+        let rows = self.query(
+            "SELECT station FROM events GROUP BY station
+             UNION SELECT station FROM delivered ORDER BY station",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.first().and_then(Val::text).map(str::to_owned))
+            .collect())
+    }
+
+    /// Per boot of `station`: events stored, lowest and highest seq stored, and one past
+    /// what its heartbeats say the broker acknowledged.
+    fn boots(&mut self, station: &str) -> Result<Vec<BootSummary>, CollectError> {
+        let mut boots: std::collections::BTreeMap<u64, BootSummary> = Default::default();
+        let arg = [Val::Text(station.into())];
+        let held = self.query(
+            "SELECT boot, COUNT(*), MIN(seq), MAX(seq) FROM events WHERE station = $1
+             GROUP BY boot",
+            &arg,
+        )?;
+        for r in held {
+            let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+            if let (Some(boot), Some(events), Some(lowest), Some(highest)) =
+                (int(0), int(1), int(2), int(3))
+            {
+                let b = boots.entry(boot).or_default();
+                (b.boot, b.events, b.held) = (boot, events, Some((lowest, highest)));
+            }
+        }
+        for r in self.query(
+            "SELECT boot, next_seq FROM delivered WHERE station = $1",
+            &arg,
+        )? {
+            let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+            if let (Some(boot), Some(next_seq)) = (int(0), int(1)) {
+                let b = boots.entry(boot).or_default();
+                (b.boot, b.acknowledged) = (boot, next_seq);
+            }
+        }
+        Ok(boots.into_values().collect())
+    }
+
+    /// Up to `limit` missing ranges `(boot, first, last)` of `station` that end at or after
+    /// `from` (a boot and a seq; a range that starts before it is cut there), in order:
+    /// before each boot's lowest stored seq, between stored seqs, and after the highest up
+    /// to what the heartbeats say was acknowledged. The database finds the gaps between
+    /// stored seqs (a window query), so the work is bounded by what is returned, not by
+    /// the number of events held.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn gaps(
         &mut self,
         station: &str,
-        invalid: u64,
-    ) -> Result<StationReport, CollectError> {
-        Ok(StationReport {
-            station: station.to_owned(),
-            events: 0,
-            boots: Vec::new(),
-            duplicates: self.counter(station, "duplicates")?,
-            late: self.counter(station, "late")?,
-            gaps: Vec::new(),
-            invalid,
-        })
+        from: (u64, u64),
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, u64)>, CollectError> {
+        let mut out = Vec::new();
+        for b in self.boots(station)? {
+            if b.boot < from.0 {
+                continue;
+            }
+            let after = if b.boot == from.0 { from.1 } else { 0 };
+            let push = |first: u64, last: u64, out: &mut Vec<_>| {
+                if last >= after && out.len() < limit {
+                    out.push((b.boot, first.max(after), last));
+                }
+            };
+            match b.held {
+                None if b.acknowledged > 0 => push(0, b.acknowledged - 1, &mut out),
+                None => {}
+                Some((lowest, highest)) => {
+                    if lowest > 0 {
+                        push(0, lowest - 1, &mut out);
+                    }
+                    let room = limit.saturating_sub(out.len());
+                    if room > 0 && highest > lowest {
+                        let inside = self.query(
+                            "SELECT seq + 1, nxt - 1 FROM (
+                                 SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt
+                                 FROM events WHERE station = $1 AND boot = $2
+                             ) AS s
+                             WHERE nxt > seq + 1 AND nxt - 1 >= $3 ORDER BY seq LIMIT $4",
+                            &[
+                                Val::Text(station.into()),
+                                Val::Int(b.boot as i64),
+                                Val::Int(after.min(MAX_COUNTER) as i64),
+                                Val::Int(room.min(i64::MAX as usize) as i64),
+                            ],
+                        )?;
+                        for r in inside {
+                            let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v as u64);
+                            if let (Some(first), Some(last)) = (int(0), int(1)) {
+                                push(first, last, &mut out);
+                            }
+                        }
+                    }
+                    if b.acknowledged > highest.saturating_add(1) {
+                        push(highest + 1, b.acknowledged - 1, &mut out);
+                    }
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Per-station counts, boots and gaps, by station id.
@@ -305,72 +571,24 @@ impl Store {
     /// # Errors
     /// [`CollectError::Db`].
     pub fn report(&mut self) -> Result<Vec<StationReport>, CollectError> {
-        let rows = self.query(
-            "SELECT station, boot, seq FROM events ORDER BY station, boot, seq",
-            &[],
-        )?;
         let invalid = self.counter("", "invalid")?;
-        let mut out: Vec<StationReport> = Vec::new();
-        let mut expect: Option<(String, u64, u64)> = None; // station, boot, next seq
-        for row in rows {
-            let (Some(station), Some(boot), Some(seq)) = (
-                row.first().and_then(Val::text),
-                row.get(1).and_then(Val::int),
-                row.get(2).and_then(Val::int),
-            ) else {
-                continue;
-            };
-            let (boot, seq) = (boot as u64, seq as u64);
-            if out.last().is_none_or(|r| r.station != station) {
-                let r = self.station_report(station, invalid)?;
-                out.push(r);
-            }
-            let Some(r) = out.last_mut() else { continue };
-            r.events += 1;
-            if r.boots.last() != Some(&boot) {
-                r.boots.push(boot);
-            }
-            let next = match &expect {
-                Some((s, b, n)) if s == station && *b == boot => *n,
-                _ => 0,
-            };
-            if seq > next {
-                r.gaps.push((boot, next, seq - 1));
-            }
-            expect = Some((station.to_owned(), boot, seq + 1));
-        }
-        // Events lost at the end of a stream: no later seq reveals them, the heartbeats do.
-        let tails = self.query(
-            "SELECT d.station, d.boot, d.next_seq,
-                    (SELECT MAX(seq) FROM events e WHERE e.station = d.station AND e.boot = d.boot)
-             FROM delivered d ORDER BY d.station, d.boot",
-            &[],
-        )?;
-        for row in tails {
-            let (Some(station), Some(boot), Some(next_seq)) = (
-                row.first().and_then(Val::text),
-                row.get(1).and_then(Val::int),
-                row.get(2).and_then(Val::int),
-            ) else {
-                continue;
-            };
-            let highest = row.get(3).and_then(Val::int);
-            let (boot, next_seq) = (boot as u64, next_seq as u64);
-            let from = highest.map_or(0, |h| h as u64 + 1);
-            if next_seq <= from {
-                continue;
-            }
-            let at = match out.iter().position(|r| r.station == station) {
-                Some(i) => i,
-                None => {
-                    let pos = out.partition_point(|r| r.station.as_str() < station);
-                    let r = self.station_report(station, invalid)?;
-                    out.insert(pos, r);
-                    pos
-                }
-            };
-            out[at].gaps.push((boot, from, next_seq - 1));
-            out[at].gaps.sort_unstable();
+        let mut out = Vec::new();
+        for station in self.stations()? {
+            let boots = self.boots(&station)?;
+            out.push(StationReport {
+                events: boots.iter().map(|b| b.events).sum(),
+                boots: boots
+                    .iter()
+                    .filter(|b| b.held.is_some())
+                    .map(|b| b.boot)
+                    .collect(),
+                duplicates: self.counter(&station, "duplicates")?,
+                conflicts: self.counter(&station, "conflicts")?,
+                late: self.counter(&station, "late")?,
+                gaps: self.gaps(&station, (0, 0), usize::MAX)?,
+                invalid,
+                station,
+            });
         }
         Ok(out)
     }
@@ -413,6 +631,77 @@ impl Store {
     }
 }
 
+/// Decides which replay requests a collector sends each round: at most
+/// [`ReplayPlanner::PER_ROUND`] in all and [`ReplayPlanner::PER_STATION`] per station,
+/// stations in turn, and within a station each round continuing after the ranges asked
+/// last time (starting over at the end). Gaps that can never be filled (events the
+/// station no longer archives, a hostile heartbeat's claim) thus cannot starve the others.
+#[derive(Debug, Default)]
+pub struct ReplayPlanner {
+    /// Per station: where the next round continues (boot, seq).
+    cursors: std::collections::HashMap<String, (u64, u64)>,
+    /// Which station goes first next round.
+    turn: usize,
+}
+
+impl ReplayPlanner {
+    /// Requests per round, all stations together.
+    pub const PER_ROUND: usize = 64;
+    /// Requests per round for one station.
+    pub const PER_STATION: usize = 16;
+
+    /// This round's requests, as (station, request).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn plan(
+        &mut self,
+        store: &mut Store,
+    ) -> Result<Vec<(String, crate::replay::ReplayRequest)>, CollectError> {
+        let stations = store.stations()?;
+        let mut out = Vec::new();
+        let n = stations.len();
+        for k in 0..n {
+            let room = Self::PER_STATION.min(Self::PER_ROUND - out.len());
+            if room == 0 {
+                break;
+            }
+            let station = &stations[(self.turn + k) % n];
+            let cursor = self.cursors.get(station).copied().unwrap_or((0, 0));
+            let mut reqs = Self::requests(store, station, cursor, room)?;
+            if reqs.is_empty() && cursor != (0, 0) {
+                reqs = Self::requests(store, station, (0, 0), room)?;
+            }
+            if let Some(last) = reqs.last() {
+                let next = match last.last.checked_add(1) {
+                    Some(seq) => (last.boot, seq),
+                    None => (last.boot.saturating_add(1), 0),
+                };
+                self.cursors.insert(station.clone(), next);
+            }
+            out.extend(reqs.into_iter().map(|r| (station.clone(), r)));
+        }
+        self.turn = (self.turn + 1) % n.max(1);
+        Ok(out)
+    }
+
+    fn requests(
+        store: &mut Store,
+        station: &str,
+        from: (u64, u64),
+        room: usize,
+    ) -> Result<Vec<crate::replay::ReplayRequest>, CollectError> {
+        Ok(store
+            .gaps(station, from, room)?
+            .into_iter()
+            .flat_map(|(boot, first, last)| {
+                crate::replay::ReplayRequest::covering(boot, first, last)
+            })
+            .take(room)
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,7 +741,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
         for seq in [0, 1, 3] {
-            store.ingest(&event("a", 1, seq, false)).unwrap();
+            store.ingest("a", &event("a", 1, seq, false)).unwrap();
         }
         // Station a's broker acknowledged boot 1 up to seq 5 and boot 2 up to seq 1;
         // station c delivered boot 4 entirely to someone else's store.
@@ -478,8 +767,62 @@ mod tests {
         );
         // Once they arrive, the gaps close.
         for (boot, seq) in [(1, 2), (1, 4), (1, 5), (2, 0), (2, 1)] {
-            store.ingest(&event("a", boot, seq, true)).unwrap();
+            store.ingest("a", &event("a", boot, seq, true)).unwrap();
         }
         assert!(store.report().unwrap()[0].gaps.is_empty());
+    }
+
+    #[test]
+    fn a_hostile_heartbeat_costs_one_bounded_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        store.ingest("a", &event("a", 1, 0, false)).unwrap();
+        let bomb = br#"{"delivered": [{"boot": 1, "next_seq": 9223372036854775807}]}"#;
+        assert!(store.note_heartbeat("a", bomb).unwrap());
+        // Beyond what a database column holds, or not a station: refused.
+        let beyond = br#"{"delivered": [{"boot": 1, "next_seq": 18446744073709551615}]}"#;
+        assert!(!store.note_heartbeat("a", beyond).unwrap());
+        assert!(!store.note_heartbeat("a/b", bomb).unwrap());
+        let started = std::time::Instant::now();
+        let round = ReplayPlanner::default().plan(&mut store).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(round.len(), ReplayPlanner::PER_STATION);
+        assert_eq!(round[0].1.first, 1);
+        assert_eq!(
+            store.report().unwrap()[0].gaps,
+            [(1, 1, 9_223_372_036_854_775_806)]
+        );
+    }
+
+    #[test]
+    fn gaps_that_cannot_be_filled_do_not_starve_other_stations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        // Station a: 100 one-seq gaps (its archive expired); b: one gap, behind them in
+        // station order.
+        for seq in (0..=200).step_by(2) {
+            store.ingest("a", &event("a", 1, seq, false)).unwrap();
+        }
+        for seq in [0, 2] {
+            store.ingest("b", &event("b", 1, seq, false)).unwrap();
+        }
+        let mut planner = ReplayPlanner::default();
+        let mut asked_a = std::collections::BTreeSet::new();
+        let mut b_asked = false;
+        for _ in 0..7 {
+            for (station, req) in planner.plan(&mut store).unwrap() {
+                if station == "b" {
+                    assert_eq!((req.boot, req.first, req.last), (1, 1, 1));
+                    b_asked = true;
+                } else {
+                    asked_a.insert(req.first);
+                }
+            }
+        }
+        assert!(b_asked);
+        // Every one of a's gaps was asked for in 7 rounds of 16, none skipped.
+        assert_eq!(asked_a.len(), 100);
+        assert_eq!(asked_a.first(), Some(&1));
+        assert_eq!(asked_a.last(), Some(&199));
     }
 }

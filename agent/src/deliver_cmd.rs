@@ -35,7 +35,7 @@ pub fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
     let broker = BrokerConfig::from_station(&st, base)?;
     let path = warble_agent::outbox::path_in(&st.data_dir);
     let mut outbox = Outbox::open(&path, st.outbox_quota_bytes)?;
-    let before = outbox.stats();
+    let before = outbox.stats()?;
     eprintln!(
         "{} event(s) waiting in {}; delivering to {}:{} as {}",
         before.depth,

@@ -4,7 +4,9 @@
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`pcm`]: raw PCM from a pipe, mixed down and resampled.
-//! - [`output`]: JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
+//! - [`output`]: event ids, JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
+//! - [`events`]: where a closed detection goes: minted, committed to the outbox, then
+//!   written to the output.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
 //!   the station's presence (status, heartbeats, replay requests).
@@ -24,6 +26,7 @@ pub mod capture;
 pub mod clips;
 pub mod collect;
 pub mod detect;
+pub mod events;
 pub mod features;
 pub mod outbox;
 pub mod output;

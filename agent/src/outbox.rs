@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use warble_core::event::Detection;
 
 /// The outbox's file in a station's data folder (the detection path, delivery, presence
@@ -70,26 +70,32 @@ pub struct Pending {
     pub event: Detection,
 }
 
-/// Counters for heartbeats.
+/// Counters for heartbeats, read from the database: every connection sees the same.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
     /// Events waiting.
     pub depth: u64,
     /// Bytes of the events waiting.
     pub bytes: u64,
+    /// Bytes of the archive of acknowledged events.
+    pub archived_bytes: u64,
     /// Events dropped by the quota policy since the outbox was created.
     pub dropped_total: u64,
 }
 
-/// The outbox.
+/// The outbox. Several handles may share one file (the detection path pushes while
+/// delivery acknowledges): every decision is taken from the database inside the
+/// transaction that acts on it, never from counters cached by one handle.
 #[derive(Debug)]
 pub struct Outbox {
     conn: Connection,
     path: PathBuf,
     quota_bytes: u64,
-    stats: OutboxStats,
 }
 
+/// The `meta` counters are kept by triggers, so no code path (nor another connection)
+/// can let them drift from the tables; [`Outbox::open`] recounts them once, which also
+/// heals a file written before the triggers existed.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -99,7 +105,8 @@ CREATE TABLE IF NOT EXISTS events (
     historical INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES
+    ('dropped_total', 0), ('sent_bytes', 0), ('pending_bytes', 0), ('pending_depth', 0);
 CREATE TABLE IF NOT EXISTS sent (
     id TEXT PRIMARY KEY,
     boot INTEGER NOT NULL,
@@ -110,20 +117,40 @@ CREATE TABLE IF NOT EXISTS sent (
 );
 CREATE INDEX IF NOT EXISTS sent_by_seq ON sent (boot, seq);
 CREATE INDEX IF NOT EXISTS sent_by_time ON sent (sent_at);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('sent_bytes', 0);
+CREATE TRIGGER IF NOT EXISTS events_added AFTER INSERT ON events BEGIN
+    UPDATE meta SET value = value + NEW.bytes WHERE key = 'pending_bytes';
+    UPDATE meta SET value = value + 1 WHERE key = 'pending_depth';
+END;
+CREATE TRIGGER IF NOT EXISTS events_removed AFTER DELETE ON events BEGIN
+    UPDATE meta SET value = value - OLD.bytes WHERE key = 'pending_bytes';
+    UPDATE meta SET value = value - 1 WHERE key = 'pending_depth';
+END;
+CREATE TRIGGER IF NOT EXISTS sent_added AFTER INSERT ON sent BEGIN
+    UPDATE meta SET value = value + NEW.bytes WHERE key = 'sent_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS sent_removed AFTER DELETE ON sent BEGIN
+    UPDATE meta SET value = value - OLD.bytes WHERE key = 'sent_bytes';
+END;
 ";
 
 /// Opens (or creates) an SQLite database that survives SIGKILL and power loss: WAL journal,
 /// `synchronous = FULL` (every commit synced), a 5-s wait for a writer holding the lock
 /// (another process or thread on the same file); then runs `schema`.
+///
+/// Writers must open their transactions with [`TransactionBehavior::Immediate`]: a
+/// deferred transaction that reads first and then writes is refused at once with
+/// `SQLITE_BUSY` when another connection writes, whatever the busy timeout.
 pub(crate) fn open_durable(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(schema)?;
     Ok(conn)
 }
+
+/// How long a writer waits for another connection's write lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, bounded by `quota_bytes` of event payload.
@@ -137,44 +164,34 @@ impl Outbox {
             path: path.clone(),
             source,
         };
-        let conn = open_durable(&path, SCHEMA).map_err(err)?;
-        conn.execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
+        let mut conn = open_durable(&path, SCHEMA).map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let (depth, bytes): (i64, i64) = conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(err)?;
-        let dropped: i64 = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'dropped_total'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
+        tx.execute_batch(
+            "UPDATE events SET historical = 1 WHERE historical = 0;
+             UPDATE meta SET value = (SELECT COALESCE(SUM(bytes), 0) FROM events)
+                 WHERE key = 'pending_bytes';
+             UPDATE meta SET value = (SELECT COUNT(*) FROM events) WHERE key = 'pending_depth';
+             UPDATE meta SET value = (SELECT COALESCE(SUM(bytes), 0) FROM sent)
+                 WHERE key = 'sent_bytes';",
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
         Ok(Self {
             conn,
             path,
             quota_bytes,
-            stats: OutboxStats {
-                depth: depth as u64,
-                bytes: bytes as u64,
-                dropped_total: dropped as u64,
-            },
         })
     }
 
     fn err(&self, source: rusqlite::Error) -> OutboxError {
-        OutboxError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        self_err(&self.path, source)
     }
 
     /// Commits events durably, in one transaction; returns how many old events the quota
     /// dropped to make room. An event whose id is already stored is not stored twice.
+    /// Waits up to 5 s for another connection's write.
     ///
     /// # Errors
     /// [`OutboxError`]; on error nothing of the batch is stored.
@@ -195,68 +212,48 @@ impl Outbox {
             }
             encoded.push((e.id.as_str(), json, size));
         }
-        let tx = self.conn.transaction().map_err(|e| OutboxError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        let mut stats = self.stats;
+        let path = &self.path;
+        let e = |source| self_err(path, source);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        // The true state, read under the write lock (the triggers keep it).
+        let mut pending_bytes = meta(&tx, "pending_bytes").map_err(e)?;
+        let mut sent_bytes = meta(&tx, "sent_bytes").map_err(e)?;
         let mut dropped = 0u64;
-        // The archive yields first: it was delivered once already.
-        let mut sent_bytes: u64 = tx
-            .query_row("SELECT value FROM meta WHERE key = 'sent_bytes'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| self_err(&self.path, e))? as u64;
-        let sent_before = sent_bytes;
         {
             let mut oldest_sent = tx
                 .prepare_cached(
                     "DELETE FROM sent WHERE id = (SELECT id FROM sent ORDER BY sent_at, boot, seq LIMIT 1) RETURNING bytes",
                 )
-                .map_err(|e| self_err(&self.path, e))?;
+                .map_err(e)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO events (id, payload, bytes) VALUES (?1, ?2, ?3)",
                 )
-                .map_err(|e| self_err(&self.path, e))?;
+                .map_err(e)?;
             let mut oldest = tx
-                .prepare_cached("SELECT rowid, bytes FROM events ORDER BY rowid LIMIT 1")
-                .map_err(|e| self_err(&self.path, e))?;
-            let mut delete = tx
-                .prepare_cached("DELETE FROM events WHERE rowid = ?1")
-                .map_err(|e| self_err(&self.path, e))?;
+                .prepare_cached("DELETE FROM events WHERE rowid = (SELECT MIN(rowid) FROM events) RETURNING bytes")
+                .map_err(e)?;
             for (id, json, size) in &encoded {
-                while stats.bytes + sent_bytes + size > self.quota_bytes && sent_bytes > 0 {
+                // The archive yields first: it was delivered once already.
+                while pending_bytes + sent_bytes + size > self.quota_bytes && sent_bytes > 0 {
                     let freed: Option<i64> = oldest_sent
                         .query_row([], |r| r.get(0))
                         .optional()
-                        .map_err(|e| self_err(&self.path, e))?;
-                    match freed {
-                        Some(b) => sent_bytes = sent_bytes.saturating_sub(b as u64),
-                        None => sent_bytes = 0,
-                    }
+                        .map_err(e)?;
+                    sent_bytes = freed.map_or(0, |b| sent_bytes.saturating_sub(b as u64));
                 }
-                while stats.bytes + size > self.quota_bytes {
-                    let Some((rowid, bytes)) = oldest
-                        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                        .optional()
-                        .map_err(|e| self_err(&self.path, e))?
-                    else {
-                        break;
-                    };
-                    delete
-                        .execute([rowid])
-                        .map_err(|e| self_err(&self.path, e))?;
-                    stats.bytes -= bytes as u64;
-                    stats.depth -= 1;
+                while pending_bytes + size > self.quota_bytes {
+                    let freed: Option<i64> =
+                        oldest.query_row([], |r| r.get(0)).optional().map_err(e)?;
+                    let Some(b) = freed else { break };
+                    pending_bytes = pending_bytes.saturating_sub(b as u64);
                     dropped += 1;
                 }
-                let inserted = insert
-                    .execute(params![id, json, *size as i64])
-                    .map_err(|e| self_err(&self.path, e))?;
-                if inserted == 1 {
-                    stats.bytes += size;
-                    stats.depth += 1;
+                if insert.execute(params![id, json, *size as i64]).map_err(e)? == 1 {
+                    pending_bytes += size;
                 }
             }
             if dropped > 0 {
@@ -264,19 +261,10 @@ impl Outbox {
                     "UPDATE meta SET value = value + ?1 WHERE key = 'dropped_total'",
                     [dropped as i64],
                 )
-                .map_err(|e| self_err(&self.path, e))?;
-            }
-            if sent_bytes != sent_before {
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'sent_bytes'",
-                    [sent_bytes as i64],
-                )
-                .map_err(|e| self_err(&self.path, e))?;
+                .map_err(e)?;
             }
         }
-        tx.commit().map_err(|e| self_err(&self.path, e))?;
-        stats.dropped_total += dropped;
-        self.stats = stats;
+        tx.commit().map_err(e)?;
         Ok(dropped)
     }
 
@@ -321,11 +309,13 @@ impl Outbox {
     /// [`OutboxError`]; then none is removed, and they are sent again later.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
         let now = chrono::Utc::now().timestamp();
+        let path = &self.path;
+        let e = |source| self_err(path, source);
         let tx = self
             .conn
-            .transaction()
-            .map_err(|e| self_err(&self.path, e))?;
-        let (mut removed, mut freed, mut archived) = (0u64, 0u64, 0i64);
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let mut removed = 0u64;
         {
             let mut archive = tx
                 .prepare_cached(
@@ -334,44 +324,21 @@ impl Outbox {
                             payload, bytes, ?2
                      FROM events WHERE rowid = ?1",
                 )
-                .map_err(|e| self_err(&self.path, e))?;
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM events WHERE rowid = ?1 RETURNING bytes")
-                .map_err(|e| self_err(&self.path, e))?;
+                .map_err(e)?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM events WHERE rowid = ?1")
+                .map_err(e)?;
             for &rowid in rowids {
-                let moved = archive
-                    .execute(params![rowid, now])
-                    .map_err(|e| self_err(&self.path, e))?;
-                let bytes: Option<i64> = stmt
-                    .query_row([rowid], |r| r.get(0))
-                    .optional()
-                    .map_err(|e| self_err(&self.path, e))?;
-                if let Some(b) = bytes {
-                    removed += 1;
-                    freed += b as u64;
-                    if moved == 1 {
-                        archived += b;
-                    }
-                }
+                archive.execute(params![rowid, now]).map_err(e)?;
+                removed += delete.execute([rowid]).map_err(e)? as u64;
             }
-            let mut expire = tx
-                .prepare_cached("DELETE FROM sent WHERE sent_at < ?1 RETURNING bytes")
-                .map_err(|e| self_err(&self.path, e))?;
-            let expired: i64 = expire
-                .query_map([now - SENT_RETENTION_S], |r| r.get::<_, i64>(0))
-                .map_err(|e| self_err(&self.path, e))?
-                .sum::<Result<i64, _>>()
-                .map_err(|e| self_err(&self.path, e))?;
             tx.execute(
-                "UPDATE meta SET value = MAX(0, value + ?1) WHERE key = 'sent_bytes'",
-                [archived - expired],
+                "DELETE FROM sent WHERE sent_at < ?1",
+                [now - SENT_RETENTION_S],
             )
-            .map_err(|e| self_err(&self.path, e))?;
+            .map_err(e)?;
         }
-        tx.commit().map_err(|e| self_err(&self.path, e))?;
-        // The counters may lag events another connection added since the last refresh.
-        self.stats.depth = self.stats.depth.saturating_sub(removed);
-        self.stats.bytes = self.stats.bytes.saturating_sub(freed);
+        tx.commit().map_err(e)?;
         Ok(removed)
     }
 
@@ -391,10 +358,12 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`]; then nothing is queued.
     pub fn replay(&mut self, boot: u64, first: u64, last: u64) -> Result<u64, OutboxError> {
+        let path = &self.path;
+        let e = |source| self_err(path, source);
         let tx = self
             .conn
-            .transaction()
-            .map_err(|e| self_err(&self.path, e))?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
         let range = params![boot as i64, first as i64, last as i64];
         let queued = tx
             .execute(
@@ -403,18 +372,13 @@ impl Outbox {
                  WHERE boot = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
                 range,
             )
-            .map_err(|e| self_err(&self.path, e))?;
-        let freed: i64 = tx
-            .prepare("DELETE FROM sent WHERE boot = ?1 AND seq BETWEEN ?2 AND ?3 RETURNING bytes")
-            .and_then(|mut st| st.query_map(range, |r| r.get::<_, i64>(0))?.sum())
-            .map_err(|e| self_err(&self.path, e))?;
+            .map_err(e)?;
         tx.execute(
-            "UPDATE meta SET value = MAX(0, value - ?1) WHERE key = 'sent_bytes'",
-            [freed],
+            "DELETE FROM sent WHERE boot = ?1 AND seq BETWEEN ?2 AND ?3",
+            range,
         )
-        .map_err(|e| self_err(&self.path, e))?;
-        tx.commit().map_err(|e| self_err(&self.path, e))?;
-        self.refresh_stats()?;
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
         Ok(queued as u64)
     }
 
@@ -449,29 +413,26 @@ impl Outbox {
         Ok(())
     }
 
-    /// Re-reads the counters from the database (another connection — the detection path —
-    /// may have added events since this one last looked).
+    /// The counters as the database holds them now (whichever connection changed them).
     ///
     /// # Errors
     /// [`OutboxError`].
-    pub fn refresh_stats(&mut self) -> Result<OutboxStats, OutboxError> {
-        let (depth, bytes): (i64, i64) = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        self.stats.depth = depth as u64;
-        self.stats.bytes = bytes as u64;
-        Ok(self.stats)
+    pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let get = |key| meta(&self.conn, key).map_err(|e| self.err(e));
+        Ok(OutboxStats {
+            depth: get("pending_depth")?,
+            bytes: get("pending_bytes")?,
+            archived_bytes: get("sent_bytes")?,
+            dropped_total: get("dropped_total")?,
+        })
     }
+}
 
-    /// Current counters.
-    pub fn stats(&self) -> OutboxStats {
-        self.stats
-    }
+/// One of the `meta` counters.
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get::<_, i64>(0))
+        .map(|v| v.max(0) as u64)
 }
 
 fn self_err(path: &Path, source: rusqlite::Error) -> OutboxError {
@@ -526,18 +487,18 @@ mod tests {
         assert!(p.iter().all(|p| !p.event.historical));
         assert!(ob.ack(p[1].rowid).unwrap());
         assert!(!ob.ack(p[1].rowid).unwrap(), "a second ack is a no-op");
-        assert_eq!(ob.stats().depth, 2);
+        assert_eq!(ob.stats().unwrap().depth, 2);
         let p = ob.pending(1).unwrap();
         assert_eq!(p[0].event.seq, 0);
         // The same event id is stored once.
         ob.push(&[event(0)]).unwrap();
-        assert_eq!(ob.stats().depth, 2);
+        assert_eq!(ob.stats().unwrap().depth, 2);
         // Several acks in one transaction; unknown rows are ignored.
         let p = ob.pending(10).unwrap();
-        let bytes_before = ob.stats().bytes;
+        let bytes_before = ob.stats().unwrap().bytes;
         assert_eq!(ob.ack_many(&[p[0].rowid, 999_999, p[0].rowid]).unwrap(), 1);
-        assert_eq!(ob.stats().depth, 1);
-        assert!(ob.stats().bytes < bytes_before);
+        assert_eq!(ob.stats().unwrap().depth, 1);
+        assert!(ob.stats().unwrap().bytes < bytes_before);
         assert_eq!(ob.pending(10).unwrap()[0].event.seq, 2);
     }
 
@@ -552,7 +513,7 @@ mod tests {
             ob.ack(first).unwrap();
         }
         let mut ob = Outbox::open(&path, 1 << 20).unwrap();
-        assert_eq!(ob.stats().depth, 1);
+        assert_eq!(ob.stats().unwrap().depth, 1);
         let p = ob.pending(10).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].event.seq, 1);
@@ -581,12 +542,12 @@ mod tests {
                 .map(|p| p.event.seq)
                 .collect();
             assert_eq!(seqs, [2, 3, 4]);
-            assert_eq!(ob.stats().dropped_total, 2);
-            assert!(ob.stats().bytes <= 3 * size + size / 2);
+            assert_eq!(ob.stats().unwrap().dropped_total, 2);
+            assert!(ob.stats().unwrap().bytes <= 3 * size + size / 2);
         }
         let ob = Outbox::open(&path, 3 * size + size / 2).unwrap();
-        assert_eq!(ob.stats().dropped_total, 2);
-        assert_eq!(ob.stats().depth, 3);
+        assert_eq!(ob.stats().unwrap().dropped_total, 2);
+        assert_eq!(ob.stats().unwrap().depth, 3);
         let mut tiny = Outbox::open(dir.path().join("t.db"), 10).unwrap();
         assert!(matches!(
             tiny.push(&[event(0)]),
@@ -596,14 +557,18 @@ mod tests {
 
     #[test]
     fn acks_of_events_another_connection_added_keep_the_counters_sane() {
-        // The detection path pushes on its own connection; the delivery side's counters
-        // lag until it refreshes them, and acking those newer events must not underflow.
+        // The detection path pushes on its own connection; acking those events on the
+        // delivery side must not underflow anything.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
         let mut detect = Outbox::open(&path, 1 << 20).unwrap();
         let mut deliver = Outbox::open(&path, 1 << 20).unwrap();
         detect.push(&[event(0), event(1), event(2)]).unwrap();
-        assert_eq!(deliver.stats().depth, 0, "not refreshed yet");
+        assert_eq!(
+            deliver.stats().unwrap().depth,
+            3,
+            "every handle sees the database"
+        );
         let rows: Vec<i64> = deliver
             .pending(10)
             .unwrap()
@@ -613,9 +578,83 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(deliver.ack_many(&rows[..2]).unwrap(), 2);
         assert!(deliver.ack(rows[2]).unwrap());
-        assert_eq!(deliver.stats().depth, 0);
+        assert_eq!(deliver.stats().unwrap().depth, 0);
         detect.push(&[event(3)]).unwrap();
-        assert_eq!(deliver.refresh_stats().unwrap().depth, 1);
+        assert_eq!(deliver.stats().unwrap().depth, 1);
+        assert_eq!(detect.stats().unwrap(), deliver.stats().unwrap());
+    }
+
+    /// Delivery acknowledges on its own handle while the detection path pushes: the quota
+    /// must see what delivery freed (it once counted from the pusher's stale counters and
+    /// dropped undelivered events, then the whole archive, in normal operation).
+    #[test]
+    fn the_quota_sees_acks_made_on_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let size = serde_json::to_string(&event(0)).unwrap().len() as u64;
+        let quota = 10 * size + size / 2;
+        let mut detect = Outbox::open(&path, quota).unwrap();
+        let mut deliver = Outbox::open(&path, quota).unwrap();
+        // Many push + ack rounds, well past the quota in total.
+        let mut seq = 0;
+        for _ in 0..40 {
+            detect.push(&[event(seq)]).unwrap();
+            seq += 1;
+            let rows: Vec<i64> = deliver
+                .pending(10)
+                .unwrap()
+                .iter()
+                .map(|p| p.rowid)
+                .collect();
+            assert_eq!(rows.len(), 1, "nothing undelivered was dropped");
+            deliver.ack_many(&rows).unwrap();
+        }
+        // A broker outage: nothing is acknowledged.
+        for _ in 0..5 {
+            detect.push(&[event(seq)]).unwrap();
+            seq += 1;
+        }
+        let pending: Vec<u64> = deliver
+            .pending(100)
+            .unwrap()
+            .iter()
+            .map(|p| p.event.seq)
+            .collect();
+        assert_eq!(pending, [40, 41, 42, 43, 44]);
+        assert_eq!(deliver.stats().unwrap().dropped_total, 0);
+        // The archive keeps what the quota allows beside them: the newest 5 of 40.
+        assert_eq!(deliver.replay(1, 0, 39).unwrap(), 5);
+        let stats = detect.stats().unwrap();
+        assert!(stats.bytes + stats.archived_bytes <= quota, "{stats:?}");
+    }
+
+    /// A push while another connection holds the write lock waits for it (a deferred
+    /// transaction that reads first was refused at once with SQLITE_BUSY, whatever the
+    /// busy timeout, and the detection was lost).
+    #[test]
+    fn a_push_waits_for_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut detect = Outbox::open(&path, 1 << 20).unwrap();
+        let mut other = Outbox::open(&path, 1 << 20).unwrap();
+        other.push(&[event(0)]).unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("UPDATE events SET historical = 1", []).unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tx.commit().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let started = std::time::Instant::now();
+        detect.push(&[event(1)]).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        holder.join().unwrap();
+        assert_eq!(detect.stats().unwrap().depth, 2);
     }
 
     #[test]
@@ -625,7 +664,7 @@ mod tests {
         ob.push(&(0..6).map(event).collect::<Vec<_>>()).unwrap();
         let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
         ob.ack_many(&rows[..5]).unwrap();
-        assert_eq!(ob.stats().depth, 1);
+        assert_eq!(ob.stats().unwrap().depth, 1);
         // The broker acknowledged seq 0–4 of boot 1 (seq 5 is still pending).
         assert_eq!(ob.delivered_through().unwrap(), [(1, 5)]);
         // A subscriber misses 1–2 (and asks for 9, which never existed).
@@ -639,7 +678,7 @@ mod tests {
             .map(|p| (p.event.seq, p.event.historical))
             .collect();
         assert_eq!(again, [(5, false), (1, true), (2, true)]);
-        assert_eq!(ob.stats().depth, 3);
+        assert_eq!(ob.stats().unwrap().depth, 3);
         // Sent once more, they return to the archive.
         let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
         ob.ack_many(&rows).unwrap();
@@ -660,9 +699,9 @@ mod tests {
             ob.push(&[event(3), event(4), event(5), event(6)]).unwrap(),
             0
         );
-        assert_eq!(ob.stats().depth, 4);
+        assert_eq!(ob.stats().unwrap().depth, 4);
         assert_eq!(
-            ob.stats().dropped_total,
+            ob.stats().unwrap().dropped_total,
             0,
             "nothing undelivered was dropped"
         );

@@ -35,15 +35,69 @@ pub struct Row<'a> {
     pub clip: Option<&'a str>,
 }
 
+/// Mints `warble.detection/1` events: ids `station:boot:seq` with `seq` from 0, so a
+/// station's events never share an id within a boot.
+#[derive(Debug)]
+pub struct Minter {
+    station: String,
+    boot: u64,
+    seq: u64,
+    model: ModelRef,
+}
+
+impl Minter {
+    /// Events of `station` in `boot`, made by `model`.
+    pub fn new(station: &str, boot: u64, model: ModelRef) -> Self {
+        Self {
+            station: station.to_owned(),
+            boot,
+            seq: 0,
+            model,
+        }
+    }
+
+    /// The event of a row, with the next id; `recorded_at` is the wall-clock time of the
+    /// stream's first sample. `None` for a class without a label (nothing to report).
+    pub fn mint(
+        &mut self,
+        row: &Row<'_>,
+        labels: &LabelTable,
+        recorded_at: DateTime<Utc>,
+    ) -> Option<Detection> {
+        let e = row.event;
+        let rate = f64::from(row.rate_hz);
+        let label = labels.get(e.class)?;
+        let offset =
+            |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
+        let event = Detection {
+            schema: DETECTION_SCHEMA.into(),
+            id: Detection::make_id(&self.station, self.boot, self.seq),
+            station: self.station.clone(),
+            boot: self.boot,
+            seq: self.seq,
+            start: recorded_at + offset(e.start_sample),
+            end: recorded_at + offset(e.end_sample),
+            start_sample: e.start_sample,
+            end_sample: e.end_sample,
+            code: label.code.clone(),
+            scientific: label.scientific.clone(),
+            common: label.common.clone(),
+            confidence: e.confidence.clamp(0.0, 1.0),
+            model: self.model.clone(),
+            location: None,
+            clip: row.clip.map(str::to_owned),
+            historical: false,
+        };
+        self.seq += 1;
+        Some(event)
+    }
+}
+
 /// Writes rows in one format; `header` once at the start.
 #[derive(Debug)]
 pub struct Writer<W: Write> {
     out: W,
     format: Format,
-    station: String,
-    boot: u64,
-    seq: u64,
-    model: ModelRef,
     selection: u64,
 }
 
@@ -56,17 +110,11 @@ fn csv_field(s: &str) -> String {
 }
 
 impl<W: Write> Writer<W> {
-    /// A writer; events get ids `station:boot:seq` with `seq` from 0.
+    /// A writer of `format` rows.
     ///
     /// # Errors
     /// Writing the header.
-    pub fn new(
-        mut out: W,
-        format: Format,
-        station: &str,
-        boot: u64,
-        model: ModelRef,
-    ) -> io::Result<Self> {
+    pub fn new(mut out: W, format: Format) -> io::Result<Self> {
         match format {
             Format::Jsonl => {}
             Format::Csv => writeln!(out, "file,start_s,end_s,code,scientific,common,confidence")?,
@@ -83,17 +131,12 @@ impl<W: Write> Writer<W> {
         Ok(Self {
             out,
             format,
-            station: station.to_owned(),
-            boot,
-            seq: 0,
-            model,
             selection: 0,
         })
     }
 
-    /// Writes one event; `recorded_at` is the wall-clock time of the file's first sample.
-    /// Returns the `warble.detection/1` event (whatever the file format), with the next id
-    /// of this station and boot, for the outbox; `None` for a class without a label.
+    /// Writes one row; JSON Lines write `event` (the row's minted event, `None` for a
+    /// class without a label, which writes nothing), the tables the row itself.
     ///
     /// # Errors
     /// Writing.
@@ -101,8 +144,8 @@ impl<W: Write> Writer<W> {
         &mut self,
         row: &Row<'_>,
         labels: &LabelTable,
-        recorded_at: DateTime<Utc>,
-    ) -> io::Result<Option<Detection>> {
+        event: Option<&Detection>,
+    ) -> io::Result<()> {
         let e = row.event;
         let rate = f64::from(row.rate_hz);
         let (start_s, end_s) = (e.start_sample as f64 / rate, e.end_sample as f64 / rate);
@@ -110,34 +153,9 @@ impl<W: Write> Writer<W> {
             .get(e.class)
             .map(|l| (l.code.as_str(), l.scientific.as_str(), l.common.as_str()))
             .unwrap_or(("?", "?", "?"));
-        let event = labels.get(e.class).map(|label| {
-            let offset =
-                |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
-            let event = Detection {
-                schema: DETECTION_SCHEMA.into(),
-                id: Detection::make_id(&self.station, self.boot, self.seq),
-                station: self.station.clone(),
-                boot: self.boot,
-                seq: self.seq,
-                start: recorded_at + offset(e.start_sample),
-                end: recorded_at + offset(e.end_sample),
-                start_sample: e.start_sample,
-                end_sample: e.end_sample,
-                code: label.code.clone(),
-                scientific: label.scientific.clone(),
-                common: label.common.clone(),
-                confidence: e.confidence.clamp(0.0, 1.0),
-                model: self.model.clone(),
-                location: None,
-                clip: row.clip.map(str::to_owned),
-                historical: false,
-            };
-            self.seq += 1;
-            event
-        });
         match self.format {
             Format::Jsonl => {
-                if let Some(event) = &event {
+                if let Some(event) = event {
                     serde_json::to_writer(&mut self.out, event)?;
                     writeln!(self.out)?;
                 }
@@ -171,7 +189,7 @@ impl<W: Write> Writer<W> {
                 csv_field(row.file)
             )?,
         }
-        Ok(event)
+        Ok(())
     }
 
     /// Flushes and returns the sink.
@@ -210,7 +228,8 @@ mod tests {
             id: "demo".into(),
             version: "0.1.0".into(),
         };
-        let mut w = Writer::new(Vec::new(), format, "st-1", 3, model).unwrap();
+        let mut w = Writer::new(Vec::new(), format).unwrap();
+        let mut minter = Minter::new("st-1", 3, model);
         let t0 = DateTime::parse_from_rfc3339("2026-05-01T04:00:00Z")
             .unwrap()
             .to_utc();
@@ -221,7 +240,8 @@ mod tests {
                 rate_hz: 32_000,
                 clip: None,
             };
-            w.write(&row, &labels(), t0).unwrap();
+            let event = minter.mint(&row, &labels(), t0);
+            w.write(&row, &labels(), event.as_ref()).unwrap();
         }
         String::from_utf8(w.finish().unwrap()).unwrap()
     }

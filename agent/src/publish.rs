@@ -216,11 +216,27 @@ impl BrokerConfig {
         } else {
             None
         };
-        let credentials = m
-            .credentials_file
-            .as_ref()
-            .map(|file| read_credentials(&base.join(file)))
-            .transpose()?;
+        let credentials = match &m.credentials_file {
+            Some(file) => {
+                let path = base.join(file);
+                let (user, password) = read_credentials(&path)?;
+                // The fleet's ACL lets a station publish only under its own id; mosquitto
+                // acknowledges a denied publish all the same (MQTT 3.1.1 has no negative
+                // acknowledgement), so a mismatch would empty the outbox into the void.
+                if user != st.id.as_str() {
+                    return Err(DeliveryError::Credentials {
+                        path,
+                        reason: format!(
+                            "the user `{}` is not the station id `{}`: stations log in to the broker with their id (the broker's ACL lets nobody else publish the station's detections)",
+                            user.escape_debug(),
+                            st.id
+                        ),
+                    });
+                }
+                Some((user, password))
+            }
+            None => None,
+        };
         Ok(Self {
             host: m.host.clone(),
             port: m.port,
@@ -351,7 +367,7 @@ pub async fn drain(
 ) -> Result<DrainReport, DeliveryError> {
     let mut report = DrainReport::default();
     let mut backoff = Backoff::new();
-    while outbox.stats().depth > 0 && Instant::now() < deadline {
+    while outbox.stats()?.depth > 0 && Instant::now() < deadline {
         report.connections += 1;
         match session(outbox, cfg, deadline, &mut report, &mut backoff).await? {
             SessionEnd::Drained | SessionEnd::Deadline => break,
@@ -364,7 +380,7 @@ pub async fn drain(
             }
         }
     }
-    report.pending = outbox.stats().depth;
+    report.pending = outbox.stats()?.depth;
     Ok(report)
 }
 
@@ -439,8 +455,7 @@ async fn session(
                     sent.insert(p.rowid);
                 }
             }
-            // The detection path may have added events since the counters were read.
-            if sent.is_empty() && outbox.stats().depth == 0 && outbox.refresh_stats()?.depth == 0 {
+            if sent.is_empty() && outbox.stats()?.depth == 0 {
                 let _ = client.try_disconnect();
                 // Let the DISCONNECT go out (bounded: the broker closes the connection).
                 let flush = Instant::now() + Duration::from_secs(2);

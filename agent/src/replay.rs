@@ -71,23 +71,20 @@ impl ReplayRequest {
         Ok(req)
     }
 
-    /// Requests covering `first..=last` in ranges of at most [`MAX_RANGE`].
-    pub fn covering(boot: u64, first: u64, last: u64) -> Vec<Self> {
-        let mut out = Vec::new();
-        let mut from = first;
-        while from <= last {
-            let to = last.min(from.saturating_add(MAX_RANGE - 1));
-            out.push(Self {
+    /// Requests covering `first..=last` in ranges of at most [`MAX_RANGE`], made as they
+    /// are taken (a claimed gap of 2^63 sequence numbers must not be built in memory).
+    pub fn covering(boot: u64, first: u64, last: u64) -> impl Iterator<Item = Self> {
+        let mut from = Some(first).filter(|&f| f <= last);
+        std::iter::from_fn(move || {
+            let start = from?;
+            let end = last.min(start.saturating_add(MAX_RANGE - 1));
+            from = end.checked_add(1).filter(|&n| n <= last);
+            Some(Self {
                 boot,
-                first: from,
-                last: to,
-            });
-            if to == u64::MAX {
-                break;
-            }
-            from = to + 1;
-        }
-        out
+                first: start,
+                last: end,
+            })
+        })
     }
 }
 
@@ -137,7 +134,7 @@ mod tests {
 
     #[test]
     fn long_gaps_are_split_into_valid_requests() {
-        let reqs = ReplayRequest::covering(2, 5, 5 + 2 * MAX_RANGE);
+        let reqs: Vec<_> = ReplayRequest::covering(2, 5, 5 + 2 * MAX_RANGE).collect();
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[0].first, 5);
         assert_eq!(reqs[2].last, 5 + 2 * MAX_RANGE);
@@ -148,5 +145,11 @@ mod tests {
             let text = serde_json::to_vec(r).unwrap();
             assert_eq!(ReplayRequest::parse(&text).as_ref(), Ok(r));
         }
+        assert_eq!(ReplayRequest::covering(1, 4, 3).count(), 0);
+        let top: Vec<_> = ReplayRequest::covering(1, u64::MAX - 1, u64::MAX).collect();
+        assert_eq!((top.len(), top[0].last), (1, u64::MAX));
+        // A gap of 2^63 is never built: requests are made as they are taken.
+        let mut huge = ReplayRequest::covering(1, 0, u64::MAX / 2);
+        assert_eq!(huge.nth(63).map(|r| r.first), Some(63 * MAX_RANGE));
     }
 }

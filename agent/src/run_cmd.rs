@@ -93,6 +93,22 @@ struct Health {
     inbound_rejected: AtomicU64,
     /// Times the audio device failed or could not be reopened.
     device_failures: AtomicU64,
+    /// Outbox commits refused (retried; see [`warble_agent::events`]).
+    outbox_failures: AtomicU64,
+    /// Detections waiting in memory for the outbox.
+    held_events: AtomicU64,
+    /// Detection rows the output (file or standard output) failed to write.
+    output_failures: AtomicU64,
+}
+
+impl Health {
+    fn note_sink(&self, s: &warble_agent::events::SinkStats) {
+        self.outbox_failures
+            .store(s.outbox_failures, Ordering::Relaxed);
+        self.held_events.store(s.held, Ordering::Relaxed);
+        self.output_failures
+            .store(s.output_failures, Ordering::Relaxed);
+    }
 }
 
 /// Latency from taking the chunk that completes a window off the ring buffer to that
@@ -231,6 +247,9 @@ fn spawn_presence(
                     "replayed": health.replayed.load(Ordering::Relaxed),
                     "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
                     "device_failures": health.device_failures.load(Ordering::Relaxed),
+                    "outbox_failures": health.outbox_failures.load(Ordering::Relaxed),
+                    "held_events": health.held_events.load(Ordering::Relaxed),
+                    "output_failures": health.output_failures.load(Ordering::Relaxed),
                     "model": {"id": model.id, "version": model.version},
                     "boot": boot,
                 })
@@ -273,7 +292,6 @@ fn spawn_delivery(
             runtime.block_on(async {
                 loop {
                     let last = stop.load(Ordering::Relaxed);
-                    outbox.refresh_stats().ok();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
                         Ok(report) => health.outbox_depth.store(report.pending, Ordering::Relaxed),
@@ -294,8 +312,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
     let Session {
         mut analyzer,
-        mut writer,
-        mut outbox,
+        sink,
         station,
         model,
         boot,
@@ -372,8 +389,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let threads_at_start = warble_agent::resources::thread_cpu_seconds();
     let mut captured = 0u64;
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
-    let mut problem: Option<anyhow::Error> = None;
-    let mut events = 0usize;
+    // A fatal sink error (the outbox refusing commits for too long) ends the run.
+    let problem: std::cell::RefCell<Option<anyhow::Error>> = Default::default();
+    let sink = std::cell::RefCell::new(sink);
     let mut on_event = |e: &SpeciesEvent| {
         let clip = clips.borrow_mut().as_mut().map(|c| {
             let at = segment_start.get()
@@ -390,21 +408,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             rate_hz: model_rate.hz(),
             clip: clip.as_deref(),
         };
-        match writer.write(&row, &labels, segment_start.get()) {
-            Ok(Some(event)) => {
-                events += 1;
+        let mut sink = sink.borrow_mut();
+        match sink.emit(&row, &labels, segment_start.get()) {
+            Ok(Some(_)) => {
                 health.detections.fetch_add(1, Ordering::Relaxed);
-                if let Some(outbox) = outbox.as_mut()
-                    && let Err(err) = outbox.push(std::slice::from_ref(&event))
-                {
-                    problem.get_or_insert(err.into());
-                }
             }
             Ok(None) => {}
             Err(err) => {
-                problem.get_or_insert(err.into());
+                problem.borrow_mut().get_or_insert(err.into());
             }
         }
+        health.note_sink(&sink.stats());
     };
     let mut recording = match &args.record {
         Some(path) => Some(
@@ -461,7 +475,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             || args
                 .duration
                 .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
-            || args.max_samples.is_some_and(|m| captured >= m);
+            || args.max_samples.is_some_and(|m| captured >= m)
+            || problem.borrow().is_some();
         if done {
             break;
         }
@@ -473,6 +488,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_check = Some(Instant::now());
+            // Events held after a refused outbox commit must not wait for the next call.
+            if let Err(err) = sink.borrow_mut().retry() {
+                problem.borrow_mut().get_or_insert(err.into());
+            }
+            health.note_sink(&sink.borrow().stats());
             let active = listening_now();
             if active && stream.is_none() {
                 eprintln!("listening (station schedule)");
@@ -548,15 +568,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = recording {
         w.finalize().context("writing the recording")?;
     }
-    if let Some(e) = problem {
-        return Err(e).context("writing detections");
-    }
+    let sink = sink.into_inner();
+    let events = sink.stats().events;
+    let finished = sink.finish();
     let overruns = capture.overruns();
     let device_failures = capture.device_failures();
     // Before the capture threads end (their time would vanish from the per-thread view).
     let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
-    writer.finish().context("writing detections")?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     // A crashed helper thread is a bug, not a shutdown detail: say so and fail the run
@@ -608,6 +627,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             c.written, c.suppressed, c.evicted, c.failed
         );
     }
+    if let Some(e) = problem.into_inner() {
+        return Err(e).context("committing detections");
+    }
+    finished.context("finishing the detections")?;
     if !crashed.is_empty() {
         anyhow::bail!("the {} thread crashed", crashed.join(" and "));
     }

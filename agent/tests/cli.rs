@@ -265,12 +265,16 @@ fn a_waveform_bundle_runs_on_raw_audio_windows() {
 }
 
 #[test]
-fn each_run_with_a_data_dir_takes_the_next_boot_number() {
+fn each_run_with_a_data_dir_takes_a_new_boot_even_after_the_folder_is_wiped() {
     let dir = tempfile::tempdir().unwrap();
     let demo = repo_file("demo/soundscape.flac");
     let data = dir.path().join("data");
-    let mut first_ids = Vec::new();
-    for boot in 1..=2 {
+    let mut runs: Vec<Vec<warble_core::event::Detection>> = Vec::new();
+    for wipe in [false, false, true] {
+        if wipe {
+            // A replaced SD card: the boot file is gone.
+            std::fs::remove_dir_all(&data).unwrap();
+        }
         let (code, stdout, stderr) = analyze(&[
             demo.to_str().unwrap(),
             "--station",
@@ -279,12 +283,65 @@ fn each_run_with_a_data_dir_takes_the_next_boot_number() {
             data.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{stderr}");
-        let first: warble_core::event::Detection =
-            serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
-        assert_eq!(first.id, format!("marsh-7:{boot}:0"));
-        first_ids.push(first.id);
+        let events: Vec<warble_core::event::Detection> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!events.is_empty());
+        assert_eq!(events[0].id, format!("marsh-7:{}:0", events[0].boot));
+        if let Some(previous) = runs.last() {
+            assert!(events[0].boot > previous[0].boot, "boots increase");
+        }
+        runs.push(events);
     }
-    assert_ne!(first_ids[0], first_ids[1]);
+    // A collector stores every run's events: none is taken for an earlier one.
+    let mut store = warble_agent::collect::Store::open(dir.path().join("c.sqlite")).unwrap();
+    for event in runs.iter().flatten() {
+        let payload = serde_json::to_vec(event).unwrap();
+        assert_eq!(
+            store.ingest("marsh-7", &payload).unwrap(),
+            warble_agent::collect::Ingest::Stored
+        );
+    }
+}
+
+/// The fleet's ACL lets a station publish only under its own id, and the broker
+/// acknowledges a denied publish all the same: delivering as another user would empty the
+/// outbox into the void, so it is refused before anything is sent.
+#[test]
+fn credentials_of_another_user_are_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = common::station(dir.path(), "marsh-4");
+    let credentials = dir.path().join("mqtt.credentials");
+    std::fs::write(&credentials, "wrong-id:s3cret\n").unwrap();
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "[storage]",
+        &format!(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\ncredentials_file = \"{}\"\n\n[storage]",
+            credentials.display()
+        ),
+    );
+    std::fs::write(&station, text).unwrap();
+    let demo = repo_file("demo/soundscape.flac");
+    let config = station.to_str().unwrap();
+    let (code, _, stderr) = agent(&["analyze", "--config", config, demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let pending = || {
+        warble_agent::outbox::Outbox::open(dir.path().join("data-marsh-4/outbox.sqlite"), 1 << 30)
+            .unwrap()
+            .stats()
+            .unwrap()
+            .depth
+    };
+    let queued = pending();
+    assert!(queued > 0);
+    let (code, _, stderr) = agent(&["deliver", "--config", config, "--timeout", "2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("the user `wrong-id` is not the station id `marsh-4`"),
+        "{stderr}"
+    );
+    assert_eq!(pending(), queued, "nothing sent, nothing deleted");
 }
 
 #[test]
@@ -335,9 +392,9 @@ fn a_station_file_configures_analysis_and_a_broken_one_is_refused_with_every_pro
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(!events.is_empty());
-    // Station id and boot counter come from the file's station and data_dir.
-    assert_eq!(events[0].id, "marsh-9:1:0");
-    assert!(data.is_dir());
+    // Station id and boot come from the file's station and data_dir.
+    let boot = std::fs::read_to_string(data.join("boot")).unwrap();
+    assert_eq!(events[0].id, format!("marsh-9:{}:0", boot.trim()));
     // The file's species list applies: excluding the most frequent species removes it.
     let mut counts = std::collections::BTreeMap::new();
     for e in &events {

@@ -111,7 +111,7 @@ fn every_detection_reaches_the_subscriber_even_across_a_broker_outage() {
     // Outage: the broker is down while a second boot's detections are made.
     broker.stop().unwrap();
     let second = analyze(&station);
-    assert!(second.iter().all(|e| e.boot == first[0].boot + 1));
+    assert!(second.iter().all(|e| e.boot > first[0].boot));
     let started = Instant::now();
     let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "3"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -457,12 +457,14 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
 
     // 20,000 detections waiting in the station's outbox (a few seconds of delivery).
     let total = 20_000u64;
+    let template_boot;
     {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let mut outbox =
             warble_agent::outbox::Outbox::open(data.join("outbox.sqlite"), 1 << 30).unwrap();
         let template = analyze(&station).remove(0);
+        template_boot = template.boot;
         let events: Vec<Detection> = (0..total)
             .map(|seq| Detection {
                 id: Detection::make_id("marsh-3", 99, seq),
@@ -515,7 +517,10 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
         .map(str::to_owned)
         .collect();
     assert!(line.contains("no gaps"), "{line}\nbroker: {dropped:?}");
-    assert!(line.contains("boots [1, 99]"), "{line}");
+    assert!(
+        line.contains(&format!("boots [99, {}]", template_boot)),
+        "{line}"
+    );
     let stored: u64 = line
         .split(':')
         .nth(1)
@@ -848,6 +853,7 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
     while warble_agent::outbox::Outbox::open(&outbox, 1 << 30)
         .unwrap()
         .stats()
+        .unwrap()
         .depth
         > 0
     {

@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use warble_agent::collect::{Ingest, Store};
-use warble_agent::replay::ReplayRequest;
+use warble_agent::collect::{Ingest, ReplayPlanner, Store};
 
 /// The largest MQTT packet the broker may send the collector.
 const MAX_PACKET_BYTES: u32 = 1 << 20;
@@ -175,12 +175,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     db.display()
                 );
             }
-            // `<prefix>/+/detections`: heartbeats and replay requests live beside them.
-            let prefix = topic.strip_suffix("/+/detections").map(str::to_owned);
-            anyhow::ensure!(
-                request_replays.is_none() || prefix.is_some(),
-                "--request-replays needs a topic of the form <prefix>/+/detections"
-            );
+            // `<prefix>/+/detections`: the level `+` names the station that sent each
+            // event (the broker's ACL binds it to the station's credentials); heartbeats
+            // and replay requests live beside them.
+            let prefix = topic
+                .strip_suffix("/+/detections")
+                .filter(|p| !p.is_empty() && !p.contains(['+', '#']))
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!(
+                        "--topic `{topic}` must be <prefix>/+/detections: its station level says who sent each event"
+                    )
+                })?;
             let filter = match share {
                 Some(group) => format!("$share/{group}/{topic}"),
                 None => topic,
@@ -221,8 +227,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         }
                     })
                     .collect();
+                let conflicts = match r.conflicts {
+                    0 => String::new(),
+                    n => format!(", {n} conflict(s)"),
+                };
                 println!(
-                    "{}: {} event(s), boots {:?}, {} late, {} duplicate(s), {}",
+                    "{}: {} event(s), boots {:?}, {} late, {} duplicate(s){conflicts}, {}",
                     r.station,
                     r.events,
                     r.boots,
@@ -251,8 +261,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 struct Link {
     /// Detections (possibly `$share/…`).
     filter: String,
-    /// Topic prefix, when the filter is `<prefix>/+/detections`.
-    prefix: Option<String>,
+    /// Topic prefix: the filter is `<prefix>/+/detections`.
+    prefix: String,
     /// How often to ask for missing events.
     request_replays: Option<Duration>,
     /// User name and password.
@@ -261,40 +271,38 @@ struct Link {
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-/// The station of a `<prefix>/<station>/heartbeat` topic.
-fn heartbeat_station<'t>(prefix: Option<&str>, topic: &'t str) -> Option<&'t str> {
+/// The station of a `<prefix>/<station>/<leaf>` topic.
+fn topic_station<'t>(prefix: &str, topic: &'t str, leaf: &str) -> Option<&'t str> {
     topic
-        .strip_prefix(prefix?)?
+        .strip_prefix(prefix)?
         .strip_prefix('/')?
-        .strip_suffix("/heartbeat")
+        .strip_suffix(leaf)?
+        .strip_suffix('/')
         .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
-/// Publishes replay requests for the store's gaps (a bounded number per round).
-fn request_replays(store: &mut Store, client: &AsyncClient, prefix: &str) -> anyhow::Result<usize> {
-    const PER_ROUND: usize = 64;
+/// Publishes this round's replay requests for the store's gaps (see [`ReplayPlanner`]).
+fn request_replays(
+    store: &mut Store,
+    planner: &mut ReplayPlanner,
+    client: &AsyncClient,
+    prefix: &str,
+) -> anyhow::Result<usize> {
     let mut sent = 0;
-    for station in store.report()? {
-        for &(boot, first, last) in &station.gaps {
-            for req in ReplayRequest::covering(boot, first, last) {
-                if sent == PER_ROUND {
-                    return Ok(sent);
-                }
-                let topic = format!("{prefix}/{}/replay", station.station);
-                let payload = serde_json::to_vec(&req)?;
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                    .is_err()
-                {
-                    return Ok(sent); // the request queue is full: next round
-                }
-                eprintln!(
-                    "asked {} to send boot {} seq {}–{} again",
-                    station.station, req.boot, req.first, req.last
-                );
-                sent += 1;
-            }
+    for (station, req) in planner.plan(store)? {
+        let topic = format!("{prefix}/{station}/replay");
+        let payload = serde_json::to_vec(&req)?;
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .is_err()
+        {
+            break; // the request queue is full: next round
         }
+        eprintln!(
+            "asked {station} to send boot {} seq {}–{} again",
+            req.boot, req.first, req.last
+        );
+        sent += 1;
     }
     Ok(sent)
 }
@@ -304,32 +312,40 @@ fn commit(
     store: &mut Store,
     batch: &mut Vec<Publish>,
     unacked: &mut std::collections::VecDeque<Publish>,
-    prefix: Option<&str>,
+    prefix: &str,
 ) -> anyhow::Result<u64> {
     // Heartbeats (QoS 0) only update what the stations say they delivered.
     let mut events = Vec::with_capacity(batch.len());
     for p in batch.drain(..) {
-        let topic = String::from_utf8_lossy(&p.topic);
-        match heartbeat_station(prefix, &topic) {
-            Some(station) => {
-                store.note_heartbeat(station, &p.payload)?;
-            }
-            None => events.push(p),
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if let Some(station) = topic_station(prefix, &topic, "heartbeat") {
+            store.note_heartbeat(station, &p.payload)?;
+        } else {
+            // The subscription is `<prefix>/+/detections`: the topic names the sender.
+            let station = topic_station(prefix, &topic, "detections")
+                .unwrap_or_default()
+                .to_owned();
+            events.push((station, p));
         }
     }
-    *batch = events;
-    let results = store.ingest_many(batch.iter().map(|p| p.payload.as_ref()))?;
+    let results = store.ingest_many(
+        events
+            .iter()
+            .map(|(station, p)| (station.as_str(), p.payload.as_ref())),
+    )?;
     let mut stored = 0;
-    for (p, r) in batch.iter().zip(&results) {
+    for ((_, p), r) in events.iter().zip(&results) {
+        let topic = String::from_utf8_lossy(&p.topic);
         match r {
             Ingest::Stored => stored += 1,
             Ingest::Duplicate => {}
-            Ingest::Invalid(reason) => eprintln!(
-                "ignored a message on {}: {reason}",
-                String::from_utf8_lossy(&p.topic)
+            Ingest::Conflict => eprintln!(
+                "a message on {topic} reuses a stored event's id with other content: kept in the conflicts table, not stored"
             ),
+            Ingest::Invalid(reason) => eprintln!("ignored a message on {topic}: {reason}"),
         }
     }
+    batch.extend(events.into_iter().map(|(_, p)| p));
     unacked.extend(batch.drain(..));
     Ok(stored)
 }
@@ -342,7 +358,7 @@ async fn collect(
     store: &mut Store,
     duration: Option<f64>,
 ) -> anyhow::Result<u64> {
-    let prefix = link.prefix.as_deref();
+    let prefix = link.prefix.as_str();
     let mut opts = MqttOptions::new(client_id, &url.host, url.port);
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
@@ -377,6 +393,7 @@ async fn collect(
     replays.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     replays.tick().await; // the first tick is immediate: give stations a round first
     let mut connected = false;
+    let mut planner = ReplayPlanner::default();
     // Subscriptions still to request: the request queue may be full when a session needs
     // them again (after a broker that lost its state), and they must not be dropped.
     let mut subscriptions: Vec<(String, QoS)> = Vec::new();
@@ -402,9 +419,7 @@ async fn collect(
                 continue;
             }
             _ = replays.tick(), if connected && link.request_replays.is_some() => {
-                if let Some(p) = prefix {
-                    tokio::task::block_in_place(|| request_replays(store, &client, p))?;
-                }
+                tokio::task::block_in_place(|| request_replays(store, &mut planner, &client, prefix))?;
                 continue;
             }
         };
@@ -415,9 +430,7 @@ async fn collect(
                 if !ack.session_present {
                     // Queued behind acknowledgements of the last connection if need be.
                     subscriptions = vec![(link.filter.clone(), QoS::AtLeastOnce)];
-                    if let Some(p) = prefix {
-                        subscriptions.push((format!("{p}/+/heartbeat"), QoS::AtMostOnce));
-                    }
+                    subscriptions.push((format!("{prefix}/+/heartbeat"), QoS::AtMostOnce));
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {

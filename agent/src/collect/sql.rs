@@ -49,11 +49,65 @@ pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// From PostgreSQL.
-    #[error(transparent)]
+    #[error("{}", pg_message(.0))]
     Postgres(#[from] postgres::Error),
     /// A column of a type the collector never writes.
     #[error("unexpected column type {0}")]
     ColumnType(String),
+}
+
+/// PostgreSQL's own words (its `Display` says only "db error"): message, SQLSTATE, detail.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text += &format!(": {detail}");
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl DbError {
+    /// A conflict with another transaction that may succeed when tried again: a deadlock
+    /// or serialization failure between collectors sharing a PostgreSQL store, or SQLite's
+    /// lock held past the busy timeout.
+    pub fn is_transient(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            Self::Postgres(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            }),
+            Self::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::ColumnType(_) => false,
+        }
+    }
+
+    /// The database refused one value of a message (it cannot hold it, or it breaks a
+    /// constraint): the message, not the store, is at fault.
+    pub fn is_refused_value(&self) -> bool {
+        match self {
+            // Classes 22 (data exception), 23 (integrity constraint violation) and 54
+            // (program limit exceeded, such as an index row too large).
+            Self::Postgres(e) => e.code().is_some_and(|c| {
+                let code = c.code();
+                code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+            }),
+            Self::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TooBig)
+            ),
+            Self::ColumnType(_) => false,
+        }
+    }
 }
 
 /// An open store.

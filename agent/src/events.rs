@@ -1,0 +1,253 @@
+//! Where a detection goes once the detector closes it: it gets its id, is committed to the
+//! station's outbox, and only then reaches the detection file or standard output.
+//!
+//! The order is the promise: an event the outbox holds will reach the broker, so nothing
+//! a file sink does (a full disk, a closed pipe, a restarted journal) may keep it from
+//! the outbox. A sink failure is counted and reported at the end; it never stops the
+//! events. An outbox that refuses a commit (a writer holding the lock past the busy
+//! timeout, a full disk) keeps the events in memory and is retried with every new event
+//! and on [`EventSink::retry`]; only when [`MAX_HELD`] events wait does the sink give up,
+//! loudly, so the service restarts.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use warble_core::LabelTable;
+use warble_core::event::Detection;
+
+use crate::outbox::{Outbox, OutboxError};
+use crate::output::{Minter, Row, Writer};
+
+/// Events held in memory while the outbox refuses commits, before the run fails.
+pub const MAX_HELD: usize = 10_000;
+
+/// How long [`EventSink::finish`] keeps retrying held events.
+const FINAL_RETRY: Duration = Duration::from_secs(10);
+
+/// Why the sink failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventSinkError {
+    /// The outbox refused commits until too many events waited in memory, or until the
+    /// end of the run.
+    #[error("{held} detection(s) could not be committed to the outbox: {source}")]
+    Outbox {
+        /// Events not committed (they were still written to the detection output).
+        held: usize,
+        /// The outbox's last error.
+        source: OutboxError,
+    },
+    /// The detection output failed; `committed` says whether every event is safe in the
+    /// outbox anyway.
+    #[error(
+        "{failures} detection row(s) could not be written{}: {source}",
+        if *committed { " (every detection is in the outbox)" } else { "" }
+    )]
+    Output {
+        /// Rows not written.
+        failures: u64,
+        /// Whether an outbox holds every event.
+        committed: bool,
+        /// The first write error.
+        source: io::Error,
+    },
+}
+
+/// What the sink has done, for heartbeats and summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Events minted.
+    pub events: u64,
+    /// Commits the outbox refused (each retried).
+    pub outbox_failures: u64,
+    /// Events waiting in memory for the outbox now.
+    pub held: u64,
+    /// Rows the detection output failed to write.
+    pub output_failures: u64,
+}
+
+/// Mints, commits, then writes (see the module documentation).
+#[derive(Debug)]
+pub struct EventSink<W: Write> {
+    minter: Minter,
+    outbox: Option<Outbox>,
+    writer: Writer<W>,
+    held: Vec<Detection>,
+    last_outbox_error: Option<OutboxError>,
+    output_error: Option<io::Error>,
+    stats: SinkStats,
+}
+
+impl<W: Write> EventSink<W> {
+    /// A sink minting with `minter`, committing to `outbox` (if the run has one) and
+    /// writing rows with `writer`.
+    pub fn new(minter: Minter, outbox: Option<Outbox>, writer: Writer<W>) -> Self {
+        Self {
+            minter,
+            outbox,
+            writer,
+            held: Vec::new(),
+            last_outbox_error: None,
+            output_error: None,
+            stats: SinkStats::default(),
+        }
+    }
+
+    /// Takes one closed event; returns the minted event (`None` for a class without a
+    /// label). It is committed to the outbox before the output sees it.
+    ///
+    /// # Errors
+    /// [`EventSinkError::Outbox`] once [`MAX_HELD`] events wait for a refusing outbox.
+    /// Output failures are not errors here (see [`EventSink::finish`]).
+    pub fn emit(
+        &mut self,
+        row: &Row<'_>,
+        labels: &LabelTable,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Option<Detection>, EventSinkError> {
+        let event = self.minter.mint(row, labels, recorded_at);
+        if let Some(e) = &event {
+            self.stats.events += 1;
+            if self.outbox.is_some() {
+                self.held.push(e.clone());
+            }
+        }
+        let committed = self.commit_held();
+        if let Err(err) = self.writer.write(row, labels, event.as_ref()) {
+            self.output_failed(err);
+        }
+        committed.map(|()| event)
+    }
+
+    /// Commits events held after a refused commit (call now and then: a quiet station
+    /// emits nothing that would retry them).
+    ///
+    /// # Errors
+    /// As [`EventSink::emit`].
+    pub fn retry(&mut self) -> Result<(), EventSinkError> {
+        self.commit_held()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            held: self.held.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// The outbox (for the counters of a finished run).
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
+    }
+
+    /// Retries held events for a few seconds, flushes the output and returns the counters.
+    ///
+    /// # Errors
+    /// [`EventSinkError::Outbox`] if events are still held; else
+    /// [`EventSinkError::Output`] if any row failed to be written.
+    pub fn finish(mut self) -> Result<SinkStats, EventSinkError> {
+        let give_up = Instant::now() + FINAL_RETRY;
+        let mut wait = Duration::from_millis(50);
+        while !self.held.is_empty() && Instant::now() < give_up {
+            if self.commit_held().is_ok() && self.held.is_empty() {
+                break;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        if let Some(source) = self.last_outbox_error.take()
+            && !self.held.is_empty()
+        {
+            return Err(EventSinkError::Outbox {
+                held: self.held.len(),
+                source,
+            });
+        }
+        let stats = self.stats();
+        let committed = self.outbox.is_some();
+        let (mut failures, mut first_error) = (self.stats.output_failures, self.output_error);
+        if let Err(err) = self.writer.finish() {
+            failures += 1;
+            first_error.get_or_insert(err);
+        }
+        match first_error {
+            Some(source) => Err(EventSinkError::Output {
+                failures,
+                committed,
+                source,
+            }),
+            None => Ok(stats),
+        }
+    }
+
+    fn commit_held(&mut self) -> Result<(), EventSinkError> {
+        let Some(outbox) = self.outbox.as_mut() else {
+            return Ok(());
+        };
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        match outbox.push(&self.held) {
+            Ok(_) => {
+                if self.last_outbox_error.take().is_some() {
+                    eprintln!(
+                        "outbox: {} held detection(s) committed after all",
+                        self.held.len()
+                    );
+                }
+                self.held.clear();
+                Ok(())
+            }
+            // An event larger than the whole quota can never be stored: holding it would
+            // block every later one.
+            Err(OutboxError::TooLarge { quota, .. }) => {
+                self.stats.outbox_failures += 1;
+                self.held.retain(|e| {
+                    let size = serde_json::to_vec(e).map_or(u64::MAX, |j| j.len() as u64);
+                    if size > quota {
+                        eprintln!(
+                            "outbox: detection {} of {size} bytes exceeds the quota of {quota} bytes; not stored",
+                            e.id
+                        );
+                    }
+                    size <= quota
+                });
+                self.commit_held()
+            }
+            Err(err) => {
+                self.stats.outbox_failures += 1;
+                if self.last_outbox_error.is_none() {
+                    eprintln!(
+                        "outbox: {err}; holding {} detection(s) in memory and retrying",
+                        self.held.len()
+                    );
+                }
+                if self.held.len() >= MAX_HELD {
+                    return Err(EventSinkError::Outbox {
+                        held: self.held.len(),
+                        source: err,
+                    });
+                }
+                self.last_outbox_error = Some(err);
+                Ok(())
+            }
+        }
+    }
+
+    fn output_failed(&mut self, err: io::Error) {
+        self.stats.output_failures += 1;
+        if self.output_error.is_none() {
+            eprintln!(
+                "detection output: {err}{}",
+                if self.outbox.is_some() {
+                    " (detections still go to the outbox)"
+                } else {
+                    ""
+                }
+            );
+            self.output_error = Some(err);
+        }
+    }
+}
