@@ -350,6 +350,13 @@ impl Stream<'_> {
         self.inference
     }
 
+    /// Ends the stream after a failure: the events still open are closed and reported as
+    /// they stand, without classifying what is buffered (the engine may be what failed).
+    pub fn abandon(mut self, on_event: &mut dyn FnMut(&SpeciesEvent)) {
+        self.detector.finish(&mut self.closed);
+        self.closed.drain(..).for_each(|e| on_event(&e));
+    }
+
     /// Ends the stream: pads and classifies the last partial window, closes open events.
     ///
     /// # Errors

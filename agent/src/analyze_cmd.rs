@@ -306,6 +306,23 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
     let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &engine_config)
         .with_context(|| format!("{}: self-test", bundle_path.display()))?;
     let m = bundle.manifest();
+    // Every event must pass a collector's checks: names and ids of bounded length.
+    for (field, text) in [("model_id", &m.model_id), ("version", &m.version)] {
+        warble_core::event::check_text(field, text)
+            .map_err(|e| anyhow::anyhow!("{}: the manifest's {e}", bundle_path.display()))?;
+    }
+    for l in bundle.labels().iter() {
+        for (field, text) in [("scientific", &l.scientific), ("common", &l.common)] {
+            warble_core::event::check_text(field, text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: label {} ({}): {e}",
+                    bundle_path.display(),
+                    l.index,
+                    l.code
+                )
+            })?;
+        }
+    }
     eprintln!(
         "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
         m.model_id,
@@ -337,6 +354,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         None => None,
     };
     let mut detector = DetectorConfig {
+        max_event_samples: samples(Duration::from_secs_f64(warble_agent::detect::MAX_EVENT_S)),
         min_confidence: args
             .min_confidence
             .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),

@@ -170,6 +170,45 @@ impl Capture {
         })
     }
 
+    /// Opens the device, waiting for it while it cannot be opened (a USB microphone that
+    /// enumerates after boot, a hub glitch): retries after 1 s doubling to 60 s, calling
+    /// `waiting` with the error and the wait before each. Exiting instead would have the
+    /// service restarted until systemd gives up for good. `keep_waiting` is asked every
+    /// 100 ms (for a stop request, and to ping a watchdog); `None` when it said stop.
+    pub fn start_when_present(
+        cfg: &CaptureConfig,
+        keep_waiting: impl FnMut() -> bool,
+        waiting: impl FnMut(&CaptureError, Duration),
+    ) -> Option<Self> {
+        Self::retry_until_open(BACKOFF, keep_waiting, waiting, || Self::start(cfg))
+    }
+
+    fn retry_until_open<T>(
+        backoff: Backoff,
+        mut keep_waiting: impl FnMut() -> bool,
+        mut waiting: impl FnMut(&CaptureError, Duration),
+        mut open: impl FnMut() -> Result<T, CaptureError>,
+    ) -> Option<T> {
+        let mut wait = backoff.first;
+        loop {
+            if !keep_waiting() {
+                return None;
+            }
+            match open() {
+                Ok(opened) => return Some(opened),
+                Err(e) => waiting(&e, wait),
+            }
+            let until = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < until {
+                if !keep_waiting() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(100).min(wait));
+            }
+            wait = (wait * 2).min(backoff.max);
+        }
+    }
+
     /// Runs `open` on a capture thread that keeps the stream alive and reopens it when
     /// its error callback fires.
     fn supervised<S: 'static>(
@@ -372,6 +411,45 @@ fn open_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_missing_at_the_start_is_waited_for_with_backoff() {
+        let backoff = Backoff {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        };
+        let mut attempts = 0;
+        let mut waits = Vec::new();
+        let opened = Capture::retry_until_open(
+            backoff,
+            || true,
+            |e, wait| waits.push((e.to_string(), wait)),
+            || {
+                attempts += 1;
+                if attempts < 5 {
+                    Err(CaptureError::NoDevice("usb-mic".into()))
+                } else {
+                    Ok(attempts)
+                }
+            },
+        );
+        assert_eq!(opened, Some(5));
+        let ms: Vec<u128> = waits.iter().map(|(_, w)| w.as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 40], "doubling to its cap");
+        assert!(waits[0].0.contains("no input device `usb-mic`"));
+        // A stop request ends the wait.
+        let mut asked = 0;
+        let never = Capture::retry_until_open(
+            backoff,
+            || {
+                asked += 1;
+                asked < 3
+            },
+            |_, _| {},
+            || Err::<(), _>(CaptureError::NoDevice("usb-mic".into())),
+        );
+        assert_eq!(never, None);
+    }
     use std::sync::Mutex;
     use std::time::Instant;
 

@@ -25,6 +25,11 @@ pub struct DetectorConfig {
     pub merge: bool,
     /// Windows of the same species at most this many samples apart are merged.
     pub merge_gap_samples: u64,
+    /// The longest event: a merged event that would grow past it is emitted as it stands
+    /// and a continuation starts with the next window. An event lives only in memory until
+    /// it is emitted, so a chorus or a stuck output must not keep it there for hours (see
+    /// [`MAX_EVENT_S`]).
+    pub max_event_samples: u64,
     /// A species must be seen in this many windows ...
     pub confirm_count: usize,
     /// ... within this many samples before its events are reported (1 window = off).
@@ -44,12 +49,17 @@ impl Default for DetectorConfig {
             exclude: BTreeSet::new(),
             merge: true,
             merge_gap_samples: 0,
+            max_event_samples: u64::MAX,
             confirm_count: 1,
             confirm_within_samples: 0,
             privacy: BTreeSet::new(),
         }
     }
 }
+
+/// The longest event the agent emits, in seconds: a longer call becomes consecutive
+/// events (a power cut loses at most this much of an open event).
+pub const MAX_EVENT_S: f64 = 60.0;
 
 /// One species event: merged windows of one class above its threshold.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,8 +199,27 @@ impl Detector {
             let confirmed = hit && self.is_confirmed(class);
             let gap = self.cfg.merge_gap_samples;
             let merge = self.cfg.merge;
+            let longest = self.cfg.max_event_samples;
             let slot = &mut self.open[class];
             match slot {
+                Some(open)
+                    if merge
+                        && hit
+                        && start_sample <= open.event.end_sample + gap
+                        && end_sample.saturating_sub(open.event.start_sample) > longest =>
+                {
+                    let was_confirmed = open.confirmed;
+                    if let Some(done) = slot.take() {
+                        Self::close(done, &mut self.stats, out);
+                    }
+                    *slot = Some(Open::new(
+                        class,
+                        start_sample,
+                        end_sample,
+                        p,
+                        confirmed || was_confirmed,
+                    ));
+                }
                 Some(open) if merge && hit && start_sample <= open.event.end_sample + gap => {
                     open.event.end_sample = open.event.end_sample.max(end_sample);
                     open.event.confidence = open.event.confidence.max(p);
@@ -346,6 +375,33 @@ mod tests {
             ..DetectorConfig::default()
         };
         assert_eq!(run(bridged, 100, &w).len(), 1);
+    }
+
+    #[test]
+    fn a_call_longer_than_the_cap_is_emitted_in_parts_as_it_goes() {
+        let mut d = Detector::new(
+            &labels(),
+            vec![0.5; 3],
+            DetectorConfig {
+                max_event_samples: 10,
+                ..DetectorConfig::default()
+            },
+        );
+        let mut out = Vec::new();
+        // 3-sample windows back to back, class 0 always above its threshold.
+        for w in 0..9 {
+            d.push(3 * w, 3 * w + 3, &[0.9, 0.0, 0.0], &mut out);
+        }
+        // The first part was emitted while the call went on, not at its end.
+        let spans: Vec<(u64, u64)> = out.iter().map(|e| (e.start_sample, e.end_sample)).collect();
+        assert_eq!(spans, [(0, 9), (9, 18)]);
+        d.finish(&mut out);
+        let spans: Vec<(u64, u64)> = out.iter().map(|e| (e.start_sample, e.end_sample)).collect();
+        assert_eq!(
+            spans,
+            [(0, 9), (9, 18), (18, 27)],
+            "nothing lost between parts"
+        );
     }
 
     #[test]

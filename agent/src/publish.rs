@@ -121,8 +121,10 @@ pub fn tls_config(
         path: path.to_owned(),
         reason,
     };
-    let read =
-        |path: &std::path::Path| std::fs::read(path).map_err(|e| tls_err(path, e.to_string()));
+    let read = |path: &std::path::Path| {
+        warble_core::files::read_limited(path, warble_core::files::SMALL_FILE_LIMIT)
+            .map_err(|e| tls_err(path, e.to_string()))
+    };
     let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, DeliveryError> {
         let pem = read(path)?;
         let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
@@ -183,7 +185,7 @@ pub fn read_credentials(path: &std::path::Path) -> Result<(String, String), Deli
         path: path.to_owned(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = warble_core::files::read_small_text(path).map_err(|e| err(e.to_string()))?;
     let line = text.lines().next().unwrap_or_default().trim();
     let (user, pass) = line
         .split_once(':')
@@ -408,7 +410,11 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<SessionEnd, DeliveryError> {
     let mut opts = cfg.options(&cfg.client_id);
-    opts.set_clean_session(false).set_inflight(100);
+    // Events are far smaller (a collector takes at most MAX_EVENT_BYTES), but rumqttc's
+    // default 10-KiB limit would wedge delivery on one larger event forever.
+    opts.set_clean_session(false)
+        .set_inflight(100)
+        .set_max_packet_size(MAX_INBOUND_PACKET, crate::collect::MAX_EVENT_BYTES + 1024);
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
     eventloop.set_network_options(no_delay());
@@ -624,6 +630,12 @@ pub async fn presence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_as_credentials_file_is_refused() {
+        let err = read_credentials(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter_and_resets() {

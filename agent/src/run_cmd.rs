@@ -93,6 +93,8 @@ struct Health {
     inbound_rejected: AtomicU64,
     /// Times the audio device failed or could not be reopened.
     device_failures: AtomicU64,
+    /// The audio device could not be opened yet: waiting for it.
+    waiting_for_device: AtomicBool,
     /// Outbox commits refused (retried; see [`warble_agent::events`]).
     outbox_failures: AtomicU64,
     /// Detections waiting in memory for the outbox.
@@ -247,6 +249,11 @@ fn spawn_presence(
                     "replayed": health.replayed.load(Ordering::Relaxed),
                     "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
                     "device_failures": health.device_failures.load(Ordering::Relaxed),
+                    "audio_device": if health.waiting_for_device.load(Ordering::Relaxed) {
+                        "waiting"
+                    } else {
+                        "open"
+                    },
                     "outbox_failures": health.outbox_failures.load(Ordering::Relaxed),
                     "held_events": health.held_events.load(Ordering::Relaxed),
                     "output_failures": health.output_failures.load(Ordering::Relaxed),
@@ -337,13 +344,63 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let health = Arc::new(Health::default());
     let delivery = spawn_delivery(&st, base, stop.clone(), health.clone())?;
     let presence = spawn_presence(&st, base, stop.clone(), health.clone(), (model, boot))?;
-    let mut capture = Capture::start(&CaptureConfig {
+    // Under systemd (Type=notify): ready once loaded and self-tested, so that waiting for
+    // a microphone does not run into the start timeout; a watchdog ping at half the
+    // unit's WatchdogSec from the waiting and the capture loops, so a hung pipeline is
+    // restarted. Elsewhere: no-ops.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut last_ping = Instant::now();
+    let waiting_since = Instant::now();
+    let capture_config = CaptureConfig {
         device: st.device.clone(),
         sample_rate_hz: st.sample_rate_hz,
         channels: st.channels,
         gain_db: st.gain_db,
         ring_samples: (st.buffer.as_secs_f64() * f64::from(st.sample_rate_hz)) as usize,
-    })?;
+    };
+    let mut last_device_error = None;
+    let capture = Capture::start_when_present(
+        &capture_config,
+        || {
+            if let Some(period) = watchdog
+                && last_ping.elapsed() >= period
+            {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                last_ping = Instant::now();
+            }
+            !stop.load(Ordering::Relaxed)
+                && args
+                    .duration
+                    .is_none_or(|d| waiting_since.elapsed().as_secs_f64() < d)
+        },
+        |e, wait| {
+            eprintln!(
+                "waiting for the audio device: {e}; retrying in {:.0} s",
+                wait.as_secs_f64()
+            );
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                "waiting for the audio device: {e}"
+            ))]);
+            health.waiting_for_device.store(true, Ordering::Relaxed);
+            last_device_error = Some(e.to_string());
+        },
+    );
+    health.waiting_for_device.store(false, Ordering::Relaxed);
+    let Some(mut capture) = capture else {
+        stop.store(true, Ordering::Relaxed);
+        for handle in [delivery, presence].into_iter().flatten() {
+            let _ = handle.join();
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        anyhow::bail!(
+            "stopped after {:.1} s without capturing: {}",
+            waiting_since.elapsed().as_secs_f64(),
+            last_device_error
+                .as_deref()
+                .unwrap_or("the audio device never opened")
+        );
+    };
     eprintln!(
         "capturing from `{}` at {} Hz (model rate {} Hz), station {}",
         st.device,
@@ -351,14 +408,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         model_rate.hz(),
         st.id.as_str()
     );
-    // Under systemd (Type=notify): ready once capture runs; a watchdog ping from this loop
-    // at half the unit's WatchdogSec, so a hung pipeline is restarted. Elsewhere: no-ops.
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("capturing from {}", st.device)),
-    ]);
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-    let mut last_ping = Instant::now();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+        "capturing from {}",
+        st.device
+    ))]);
     let labels = analyzer.labels().clone();
     let segment_start = std::cell::Cell::new(chrono::Utc::now());
     // Clips of detections (the model-rate audio), planned as events close, written once
@@ -470,7 +523,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         windows += summary.stats.windows;
         Ok(())
     };
-    loop {
+    // The capture loop; an error in it still closes the open events (below), so none is
+    // lost to a failing model, resampler or recording.
+    let looped: anyhow::Result<()> = 'capture: loop {
         let done = stop.load(Ordering::Relaxed)
             || args
                 .duration
@@ -478,7 +533,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             || args.max_samples.is_some_and(|m| captured >= m)
             || problem.borrow().is_some();
         if done {
-            break;
+            break Ok(());
         }
         if let Some(period) = watchdog
             && last_ping.elapsed() >= period
@@ -497,12 +552,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if active && stream.is_none() {
                 eprintln!("listening (station schedule)");
                 segment_start.set(chrono::Utc::now());
-                resampler = new_resampler()?;
+                resampler = match new_resampler() {
+                    Ok(r) => r,
+                    Err(e) => break Err(e),
+                };
                 stream = Some(analyzer.stream());
                 stream_inference = Duration::ZERO;
             } else if !active && stream.is_some() {
                 eprintln!("outside the listening windows: paused");
-                end_segment(stream.take(), &mut resampler, &mut on_event)?;
+                if let Err(e) = end_segment(stream.take(), &mut resampler, &mut on_event) {
+                    break Err(e);
+                }
             }
         }
         raw.clear();
@@ -525,22 +585,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let Some(active_stream) = stream.as_mut() else {
             continue;
         };
-        if let Some(w) = recording.as_mut() {
-            for &x in &raw {
-                w.write_sample(x).context("writing the recording")?;
-            }
+        if let Some(w) = recording.as_mut()
+            && let Err(e) = raw.iter().try_for_each(|&x| w.write_sample(x))
+        {
+            break Err(anyhow::Error::from(e).context("writing the recording"));
         }
         let samples = match resampler.as_mut() {
             Some(r) => {
                 chunk.clear();
-                r.process(&raw, &mut chunk)
-                    .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
+                if let Err(e) = r.process(&raw, &mut chunk) {
+                    break 'capture Err(anyhow::anyhow!("resampling: {e:?}"));
+                }
                 &chunk
             }
             None => &raw,
         };
         let (took, windows_before) = (Instant::now(), active_stream.windows());
-        active_stream.push(samples, &mut on_event)?;
+        if let Err(e) = active_stream.push(samples, &mut on_event) {
+            break Err(e.into());
+        }
         if let Some(c) = clips.borrow_mut().as_mut() {
             c.note_privacy(&active_stream.take_privacy_spans());
             c.push(samples);
@@ -563,11 +626,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .latency_p99_us
                 .store(latency.0.value_at_quantile(0.99), Ordering::Relaxed);
         }
-    }
-    end_segment(stream.take(), &mut resampler, &mut on_event)?;
-    if let Some(w) = recording {
-        w.finalize().context("writing the recording")?;
-    }
+    };
+    let ended = match looped {
+        Ok(()) => end_segment(stream.take(), &mut resampler, &mut on_event),
+        Err(e) => {
+            if let Some(s) = stream.take() {
+                s.abandon(&mut on_event);
+            }
+            Err(e)
+        }
+    };
+    // Held events are committed before any later error returns.
+    let finalized = recording
+        .map(|w| w.finalize().context("writing the recording"))
+        .transpose();
     let sink = sink.into_inner();
     let events = sink.stats().events;
     let finished = sink.finish();
@@ -627,6 +699,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             c.written, c.suppressed, c.evicted, c.failed
         );
     }
+    ended?;
+    finalized?;
     if let Some(e) = problem.into_inner() {
         return Err(e).context("committing detections");
     }

@@ -344,6 +344,32 @@ fn credentials_of_another_user_are_refused_before_anything_is_sent() {
     assert_eq!(pending(), queued, "nothing sent, nothing deleted");
 }
 
+/// A bundle or key path naming a device or FIFO is refused at once, never read until
+/// memory runs out (or forever).
+#[test]
+fn devices_as_bundle_or_key_are_refused_clearly() {
+    let demo = repo_file("demo/soundscape.flac");
+    let (bundle, key) = (repo_file(BUNDLE), repo_file(KEY));
+    for (b, k) in [
+        (std::path::Path::new("/dev/zero"), key.as_path()),
+        (bundle.as_path(), std::path::Path::new("/dev/zero")),
+    ] {
+        let (code, _, stderr) = agent(&[
+            "analyze",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--trusted",
+            k.to_str().unwrap(),
+            demo.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("/dev/zero") && stderr.contains("not a regular file"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn bad_analyze_arguments_say_what_is_wrong() {
     let empty = tempfile::tempdir().unwrap();

@@ -112,12 +112,54 @@ fn a_missing_input_device_is_named() {
         ])
         .output()
         .unwrap();
+    // It waits for the device (for --duration here), saying why, then fails naming it.
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no input device `alsa:no-such-mic`"),
         "{stderr}"
     );
+    assert!(stderr.contains("waiting for the audio device"), "{stderr}");
+}
+
+/// A USB microphone that enumerates after boot: the station waits for it with backoff
+/// (saying so) instead of exiting until systemd gives up, and captures once it is there.
+#[test]
+fn a_microphone_that_appears_late_is_waited_for() {
+    use std::time::{Duration, Instant};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("mic.f32");
+    let alsa = common::alsa_file_device(dir.path(), &raw);
+    let station = station(dir.path(), "late");
+    let log = dir.path().join("agent.log");
+    let audio = common::demo_excerpt(SECONDS);
+    let mut child = common::Running::new(
+        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .env("ALSA_CONFIG_PATH", &alsa)
+            .args(["run", "--config", station.to_str().unwrap()])
+            .args(["--max-samples", &audio.len().to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(child.child().try_wait().unwrap().is_none(), "still running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("waiting for the audio device"), "{text}");
+    // The device appears.
+    let bytes: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let tmp = dir.path().join("mic.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &raw).unwrap();
+    let appeared = Instant::now();
+    let out = child.output();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(appeared.elapsed() < Duration::from_secs(20), "{text}");
+    assert!(text.contains(&format!("{SECONDS}.0 s of audio")), "{text}");
+    assert!(detection_ids(&out.stdout).len() >= 3, "{text}");
 }
 
 #[test]
@@ -373,6 +415,20 @@ fn under_systemd_the_station_says_ready_pings_the_watchdog_and_says_stopping() {
         .unwrap();
     let station = station(dir.path(), "unit");
     let (alsa, _writer) = common::paced_microphone(dir.path(), Vec::new(), 10.0);
+    // Read as they come, as systemd does: a datagram socket holds only a few unread
+    // messages, and then the sender blocks.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let listener = std::thread::spawn(move || {
+        let mut messages = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) if done_rx.try_recv().is_ok() => return messages,
+                Err(_) => {}
+            }
+        }
+    });
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", &alsa)
         .env("NOTIFY_SOCKET", &socket_path)
@@ -392,11 +448,8 @@ fn under_systemd_the_station_says_ready_pings_the_watchdog_and_says_stopping() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut messages = Vec::new();
-    let mut buf = [0u8; 1024];
-    while let Ok(n) = socket.recv(&mut buf) {
-        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    done_tx.send(()).unwrap();
+    let messages = listener.join().unwrap();
     assert!(
         messages.first().is_some_and(|m| m.contains("READY=1")),
         "{messages:?}"

@@ -118,3 +118,142 @@ fn a_station_whose_output_file_is_full_keeps_every_detection_in_the_outbox() {
         .collect();
     assert_eq!(seqs, (0..made as u64).collect::<Vec<_>>());
 }
+
+/// An error in the capture loop (here: the `--record` file failing mid-run) ends the run,
+/// and the events open at that moment are closed as they stand and committed, not thrown
+/// away with the loop.
+#[test]
+fn events_open_when_the_capture_loop_fails_reach_the_outbox() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // 8 s of the demo; its first call (syn22, 1–5 s) is open from 4 s (its first 3-s
+    // window complete) until the window after its last one, at 6 s.
+    let wav = dir.path().join("excerpt.wav");
+    let ints = common::write_wav_i16(&wav, &common::demo_excerpt(8));
+    let whole_station = station(dir.path(), "whole");
+    let reference = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .args(["analyze", "--config", whole_station.to_str().unwrap()])
+        .args(["--batch", "1", wav.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let whole = spans(&reference.stdout);
+    assert!(
+        whole.contains(&("syn22".to_owned(), 32_000, 160_000)),
+        "{whole:?}"
+    );
+    // At real-time pace (small capture periods), the recording to a FIFO whose reader
+    // leaves after 4.5 s of audio (32-bit float at 32 kHz): the next write fails with a
+    // broken pipe while syn22 is open.
+    let floats: Vec<f32> = ints.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    let (alsa, _writer) = common::paced_microphone(dir.path(), floats, 9.0);
+    let fifo = dir.path().join("record.fifo");
+    common::mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let mut buf = vec![0u8; 44 + 4 * 144_000];
+            f.read_exact(&mut buf).unwrap();
+        })
+    };
+    let st = station(dir.path(), "broken");
+    let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args(["run", "--config", st.to_str().unwrap()])
+        .args(["--max-samples", &ints.len().to_string()])
+        .args(["--record", fifo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    reader.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("writing the recording"), "{stderr}");
+    let held = outbox_spans(&dir.path().join("data-broken"));
+    // syn22 is committed, cut short at the last window classified before the failure.
+    assert_eq!(held, [("syn22".to_owned(), 32_000, 128_000)], "{stderr}");
+    // What the station printed is what it committed.
+    assert_eq!(spans(&out.stdout), held);
+}
+
+/// An event lives only in memory until it is emitted: a call that never ends (a chorus, a
+/// stuck model output) is emitted in parts of at most a minute as it goes, so a SIGKILL
+/// loses at most the last part.
+#[test]
+fn a_call_that_never_ends_is_committed_in_parts_before_a_sigkill() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // Every class above its threshold in every window: 25 calls that never end.
+    let st = station(dir.path(), "stuck");
+    let text = std::fs::read_to_string(&st)
+        .unwrap()
+        .replace("[model]\n", "[model]\nmin_confidence = 0.0\n");
+    std::fs::write(&st, text).unwrap();
+    // 75 s of audio at ten times real time (the ring buffer keeps up), then silence at
+    // real time, so the station is still running when it is killed.
+    let fifo = dir.path().join("mic.fifo");
+    common::mkfifo(&fifo);
+    let alsa = common::alsa_file_device(dir.path(), &fifo);
+    let feeder = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+                return;
+            };
+            let period = vec![0u8; 800 * 4];
+            let started = Instant::now();
+            for i in 0..(120 * 40) {
+                if out.write_all(&period).is_err() {
+                    return;
+                }
+                let speed = if i < 75 * 40 { 10.0 } else { 1.0 };
+                let due = if i < 75 * 40 {
+                    Duration::from_secs_f64(i as f64 * 0.025 / speed)
+                } else {
+                    Duration::from_secs_f64(7.5 + (i - 75 * 40) as f64 * 0.025)
+                };
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+    let child = common::Running::new(
+        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .env("ALSA_CONFIG_PATH", &alsa)
+            .args(["run", "--config", st.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let outbox_path = dir.path().join("data-stuck/outbox.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let n = Outbox::open(&outbox_path, 1 << 30)
+            .ok()
+            .and_then(|o| o.stats().ok())
+            .map_or(0, |s| s.depth);
+        if n >= 25 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no part committed while the calls go on"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(child); // SIGKILL
+    drop(feeder);
+    let parts = Outbox::open(&outbox_path, 1 << 30)
+        .unwrap()
+        .pending(1000)
+        .unwrap();
+    assert!(parts.len() as u64 >= committed);
+    for p in &parts {
+        let seconds = (p.event.end_sample - p.event.start_sample) as f64 / 32_000.0;
+        assert!(seconds <= 60.0, "{seconds} s: {:?}", p.event);
+        assert_eq!(p.event.start_sample, 0, "the first part of each call");
+    }
+}

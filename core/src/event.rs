@@ -128,18 +128,7 @@ impl Detection {
             ("clip", self.clip.as_deref().unwrap_or_default()),
         ];
         for (field, text) in texts {
-            if text.len() > MAX_TEXT_BYTES {
-                return Err(format!(
-                    "{field} of {} bytes, longer than {MAX_TEXT_BYTES}",
-                    text.len()
-                ));
-            }
-            if text.chars().any(char::is_control) {
-                return Err(format!(
-                    "{field} `{}` holds a control character",
-                    truncated(text)
-                ));
-            }
+            check_text(field, text)?;
         }
         if self.end < self.start || self.end_sample < self.start_sample {
             return Err("end precedes start".to_owned());
@@ -149,6 +138,26 @@ impl Detection {
         }
         Ok(())
     }
+}
+
+/// Checks one text field of an event: at most [`MAX_TEXT_BYTES`], no control characters.
+///
+/// # Errors
+/// A message naming `field`.
+pub fn check_text(field: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "{field} of {} bytes, longer than {MAX_TEXT_BYTES}",
+            text.len()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "{field} `{}` holds a control character",
+            truncated(text)
+        ));
+    }
+    Ok(())
 }
 
 /// At most 40 characters of `text`, escaped, for messages about hostile input.

@@ -11,12 +11,14 @@
 //! - [`event`]: the detection event published by recorders (`warble.detection/1`).
 //! - [`bundle`]: model bundles (`warble.bundle/1`): manifest, ed25519 keys, signed tar
 //!   writing and verification, self-test vectors.
+//! - [`files`]: bounded reads of the files a configuration names.
 //! - [`wire`]: what stations, collectors and the broker's ACL agree on (station ids).
 #![deny(missing_docs)]
 
 pub mod audio;
 pub mod bundle;
 pub mod event;
+pub mod files;
 pub mod frontend;
 pub mod labels;
 pub mod wire;

@@ -25,10 +25,7 @@ impl StationId {
     /// # Errors
     /// What is wrong with it.
     pub fn new(id: &str) -> Result<Self, String> {
-        let ok_chars = id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if id.is_empty() || id.len() > MAX_STATION_ID || !ok_chars || id.starts_with('-') {
+        if !is_level_name(id) {
             return Err(format!(
                 "`{}` is not a station id (1–{MAX_STATION_ID} characters of a-z, 0-9 and -, not starting with -)",
                 id.escape_debug()
@@ -55,16 +52,24 @@ impl fmt::Display for StationId {
     }
 }
 
+/// 1–[`MAX_STATION_ID`] characters of `a-z`, `0-9` and `-`, not starting with `-`: the
+/// names that become one topic level (station ids, group names).
+fn is_level_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STATION_ID
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Checks a fleet group name: it becomes the topic level of `<prefix>/fleet/<group>/…`,
 /// with the same rules as a station id (reserved names apart).
 ///
 /// # Errors
 /// What is wrong with it.
 pub fn check_group(group: &str) -> Result<(), String> {
-    let ok_chars = group
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if group.is_empty() || group.len() > MAX_STATION_ID || !ok_chars || group.starts_with('-') {
+    if !is_level_name(group) {
         return Err(format!(
             "`{}` is not a group name (1–{MAX_STATION_ID} characters of a-z, 0-9 and -, not starting with -)",
             group.escape_debug()

@@ -127,7 +127,7 @@ fn merge(into: &mut Table, from: &Table) {
 /// # Errors
 /// Every bad row, with its line.
 pub fn read_inventory(path: &Path) -> Result<Vec<StationEntry>, Problems> {
-    let text = fs::read_to_string(path).map_err(|e| {
+    let text = warble_core::files::read_small_text(path).map_err(|e| {
         Problems(vec![problem(
             path,
             None,
@@ -248,10 +248,12 @@ pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String 
          [Unit]\n\
          Description=Warble recorder agent (station {id})\n\
          Wants=network-online.target\n\
-         After=network-online.target sound.target\n\
-         # Give up after 10 failed starts in 10 minutes (then `systemctl reset-failed`).\n\
-         StartLimitIntervalSec=600\n\
-         StartLimitBurst=10\n\
+         # After the clock is set where a time-sync service provides the target (enable\n\
+         # systemd-time-wait-sync.service on a recorder without a real-time clock).\n\
+         After=network-online.target sound.target time-sync.target\n\
+         # Never give up restarting: an unattended station has nobody to reset it (the\n\
+         # agent itself waits for a microphone that appears late).\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
          # Ready once capturing; restarted if its loop stops pinging the watchdog.\n\
@@ -264,7 +266,11 @@ pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String 
          ExecStart={bin} run --config {config}\n\
          Restart=always\n\
          RestartSec=5\n\
+         TimeoutStartSec=300\n\
          TimeoutStopSec=30\n\
+         # A runaway must not take the recorder down with it.\n\
+         MemoryHigh=384M\n\
+         MemoryMax=512M\n\
          # Hardening: the agent writes only its data folder.\n\
          ProtectSystem=strict\n\
          ReadWritePaths={data}\n\
@@ -309,7 +315,7 @@ pub fn render(
     inventory: &[StationEntry],
     out: &Path,
 ) -> Result<Rendered, Problems> {
-    let text = fs::read_to_string(fleet_file).map_err(|e| {
+    let text = warble_core::files::read_small_text(fleet_file).map_err(|e| {
         Problems(vec![problem(
             fleet_file,
             None,
@@ -409,7 +415,7 @@ pub fn render(
         };
         let mut written: Vec<(String, Vec<u8>)> = Vec::new();
         for (src, name) in keys {
-            match fs::read(src) {
+            match warble_core::files::read_limited(src, warble_core::files::SMALL_FILE_LIMIT) {
                 Ok(bytes) => written.push((format!("keys/{name}"), bytes)),
                 Err(e) => problems.push(problem(
                     fleet_file,

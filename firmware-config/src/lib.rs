@@ -29,7 +29,7 @@ pub use station::StationConfig;
 /// # Errors
 /// Every problem in the file (an unreadable file is one problem).
 pub fn load(file: &Path) -> Result<StationConfig, Problems> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let text = warble_core::files::read_small_text(file).map_err(|e| {
         Problems(vec![problem::problem(
             file,
             None,

@@ -160,6 +160,10 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
             "Restart=always",
             "User=warble",
             "NoNewPrivileges=true",
+            // Unattended: never give up restarting, bounded memory, after the clock.
+            "StartLimitIntervalSec=0",
+            "MemoryMax=512M",
+            "After=network-online.target sound.target time-sync.target",
         ] {
             assert!(unit.contains(line), "{line}");
         }

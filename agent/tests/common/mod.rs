@@ -125,7 +125,7 @@ pub fn file_microphone(dir: &std::path::Path, samples: &[f32]) -> std::path::Pat
 }
 
 /// An ALSA configuration whose default capture device reads raw samples from `infile`.
-fn alsa_file_device(dir: &std::path::Path, infile: &std::path::Path) -> std::path::PathBuf {
+pub fn alsa_file_device(dir: &std::path::Path, infile: &std::path::Path) -> std::path::PathBuf {
     let alsa = dir.join("asound.conf");
     std::fs::write(
         &alsa,
@@ -162,11 +162,7 @@ pub fn paced_microphone(
     use std::io::Write;
     use std::time::{Duration, Instant};
     let fifo = dir.join("mic.fifo");
-    let status = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo (coreutils) runs");
-    assert!(status.success(), "mkfifo {}", fifo.display());
+    mkfifo(&fifo);
     let alsa = alsa_file_device(dir, &fifo);
     let writer = std::thread::spawn(move || {
         // Opening blocks until the agent's ALSA plugin opens the other end.
@@ -252,4 +248,49 @@ pub fn detection_spans(stdout: &str) -> Vec<(String, u64, u64, f32)> {
             )
         })
         .collect()
+}
+
+/// A child process killed however the test ends (a failed assertion must not leave a
+/// station running at full CPU behind it).
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// Watches `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0
+            .as_mut()
+            .expect("the process is watched until output() or drop")
+    }
+
+    /// Waits for it to end on its own; its output.
+    pub fn output(mut self) -> std::process::Output {
+        self.0
+            .take()
+            .expect("the process is watched until output() or drop")
+            .wait_with_output()
+            .expect("waiting for the process")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Makes a FIFO at `path` (coreutils' mkfifo).
+pub fn mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(status.success(), "mkfifo {}", path.display());
 }

@@ -83,12 +83,18 @@ impl AudioReader {
             .sample_rate
             .and_then(SampleRate::new)
             .ok_or_else(|| fail(AudioErrorKind::MissingParameter("sample rate")))?;
+        if !(super::MIN_FILE_RATE_HZ..=super::MAX_FILE_RATE_HZ).contains(&sample_rate.hz()) {
+            return Err(fail(AudioErrorKind::UnsupportedRate(sample_rate.hz())));
+        }
         let channels = params
             .channels
             .as_ref()
             .map(|c| c.count())
             .filter(|&c| c > 0)
             .ok_or_else(|| fail(AudioErrorKind::MissingParameter("channel count")))?;
+        if channels > super::MAX_CHANNELS {
+            return Err(fail(AudioErrorKind::TooManyChannels(channels)));
+        }
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| fail(classify(e, None)))?;

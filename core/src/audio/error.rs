@@ -66,6 +66,18 @@ pub enum AudioErrorKind {
     /// The file ends in the middle of the stream.
     #[error("truncated: the file ends unexpectedly {}", match .0 { Some(p) => format!("after {p}"), None => "in its header".to_owned() })]
     Truncated(Option<Position>),
+    /// A declared sample rate outside [`super::MIN_FILE_RATE_HZ`]..=[`super::MAX_FILE_RATE_HZ`]
+    /// (a header claiming 1 Hz would make a 40-kB file hours of audio and a resampler of
+    /// hundreds of megabytes).
+    #[error(
+        "sample rate {0} Hz is outside what Warble reads ({min}–{max} Hz)",
+        min = super::MIN_FILE_RATE_HZ,
+        max = super::MAX_FILE_RATE_HZ
+    )]
+    UnsupportedRate(u32),
+    /// More channels than [`super::MAX_CHANNELS`].
+    #[error("{0} channels, more than Warble mixes down ({max})", max = super::MAX_CHANNELS)]
+    TooManyChannels(usize),
     /// The resampler could not be built or failed.
     #[error("resampling failed: {0}")]
     Resample(String),

@@ -22,6 +22,13 @@ pub use resample::StreamResampler;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct SampleRate(u32);
 
+/// The lowest sample rate a file may declare.
+pub const MIN_FILE_RATE_HZ: u32 = 1_000;
+/// The highest sample rate a file may declare (ultrasonic recorders reach 384–500 kHz).
+pub const MAX_FILE_RATE_HZ: u32 = 768_000;
+/// The most channels a file may have.
+pub const MAX_CHANNELS: usize = 64;
+
 impl SampleRate {
     /// 32 kHz, the rate of every Warble front-end preset.
     pub const HZ_32000: SampleRate = SampleRate(32_000);

@@ -74,7 +74,7 @@ pub(super) fn parse_signature(hex_text: &str) -> Result<Signature, String> {
 }
 
 fn read_text(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|e| KeyError::Io {
+    crate::files::read_small_text(path).map_err(|e| KeyError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
     })

@@ -172,7 +172,7 @@ impl Bundle {
         };
         let size = std::fs::metadata(path).map_err(io)?.len();
         limits.check_bundle_size(size)?;
-        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes = crate::files::read_limited(path, limits.max_bundle_bytes).map_err(io)?;
         Self::from_bytes(&bytes, trusted, limits)
     }
 
