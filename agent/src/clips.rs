@@ -186,12 +186,28 @@ impl Clips {
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let mut w = hound::WavWriter::create(&path, spec).map_err(io::Error::other)?;
-        let skip = (from - self.history_start) as usize;
-        for &x in self.history.iter().skip(skip).take((to - from) as usize) {
-            w.write_sample(x).map_err(io::Error::other)?;
+        // Written beside its name, synced, then renamed: a power cut or a full disk leaves
+        // either the whole clip or none (an event names it), never a truncated WAV.
+        let tmp = self.s.dir.join(format!(".{}.partial", clip.name));
+        let written = (|| {
+            let mut w = hound::WavWriter::create(&tmp, spec).map_err(io::Error::other)?;
+            let skip = (from - self.history_start) as usize;
+            for &x in self.history.iter().skip(skip).take((to - from) as usize) {
+                w.write_sample(x).map_err(io::Error::other)?;
+            }
+            w.finalize().map_err(io::Error::other)?;
+            // (fsync of the inode, through a descriptor of our own: hound keeps its own.)
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&tmp)?
+                .sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.s.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        w.finalize().map_err(io::Error::other)?;
         self.stats.evicted += evict(&self.s.dir, self.s.quota_bytes, self.s.retention, &path)?;
         Ok(true)
     }
@@ -316,6 +332,18 @@ mod tests {
         clips.finish();
         let got = samples(dir.path(), "long.wav");
         assert_eq!(got.len() as u64, 100 + MAX_CLIP_S * 1000 + 200);
+        // Written to a temporary name and renamed: none is left behind.
+        let partial = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count();
+        assert_eq!(partial, 0);
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct OutboxStats {
     pub archived_bytes: u64,
     /// Events dropped by the quota policy since the outbox was created.
     pub dropped_total: u64,
+    /// Acknowledged events deleted without archiving them (the disk was full): they
+    /// cannot be replayed.
+    pub unarchived_total: u64,
 }
 
 /// The outbox. Several handles may share one file (the detection path pushes while
@@ -106,7 +109,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES
-    ('dropped_total', 0), ('sent_bytes', 0), ('pending_bytes', 0), ('pending_depth', 0);
+    ('dropped_total', 0), ('sent_bytes', 0), ('pending_bytes', 0), ('pending_depth', 0),
+    ('unarchived_total', 0);
 CREATE TABLE IF NOT EXISTS sent (
     id TEXT PRIMARY KEY,
     boot INTEGER NOT NULL,
@@ -303,11 +307,49 @@ impl Outbox {
 
     /// Moves acknowledged events to the archive in one transaction (one sync for all), and
     /// forgets archived events older than [`SENT_RETENTION_S`]; returns how many were still
-    /// pending.
+    /// pending. On a full disk (the archive cannot grow) they are deleted without being
+    /// archived, and counted: an acknowledged event must leave, or the same events would
+    /// be sent again and again while nothing new fits.
     ///
     /// # Errors
     /// [`OutboxError`]; then none is removed, and they are sent again later.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
+        match self.ack_archiving(rowids) {
+            Err(OutboxError::Sqlite { source, .. })
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                self.ack_without_archive(rowids)
+            }
+            other => other,
+        }
+    }
+
+    fn ack_without_archive(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
+        let path = &self.path;
+        let e = |source| self_err(path, source);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let mut removed = 0u64;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM events WHERE rowid = ?1")
+                .map_err(e)?;
+            for &rowid in rowids {
+                removed += delete.execute([rowid]).map_err(e)? as u64;
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = value + ?1 WHERE key = 'unarchived_total'",
+            [removed as i64],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(removed)
+    }
+
+    fn ack_archiving(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
         let now = chrono::Utc::now().timestamp();
         let path = &self.path;
         let e = |source| self_err(path, source);
@@ -424,6 +466,7 @@ impl Outbox {
             bytes: get("pending_bytes")?,
             archived_bytes: get("sent_bytes")?,
             dropped_total: get("dropped_total")?,
+            unarchived_total: get("unarchived_total")?,
         })
     }
 }
@@ -709,6 +752,37 @@ mod tests {
         // Then pending events are dropped, oldest first, and counted.
         assert_eq!(ob.push(&[event(7)]).unwrap(), 1);
         assert_eq!(ob.pending(1).unwrap()[0].event.seq, 4);
+    }
+
+    /// A full disk: the archive cannot grow, so acknowledgements that moved events there
+    /// failed, nothing left the outbox, and the same events were sent again forever.
+    #[test]
+    fn acknowledgements_drain_the_outbox_when_the_disk_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut ob = Outbox::open(&path, 1 << 30).unwrap();
+        ob.push(&(0..50).map(event).collect::<Vec<_>>()).unwrap();
+        // The file may not grow by a page (SQLite's page limit stands in for the disk).
+        let pages: i64 = ob
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        ob.conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let rows: Vec<i64> = ob.pending(100).unwrap().iter().map(|p| p.rowid).collect();
+        assert_eq!(ob.ack_many(&rows).unwrap(), 50);
+        let stats = ob.stats().unwrap();
+        assert_eq!((stats.depth, stats.unarchived_total), (0, 50), "{stats:?}");
+        assert_eq!(ob.replay(1, 0, 49).unwrap(), 0, "not archived, said so");
+        // Room again: acknowledged events are archived as before.
+        ob.conn
+            .pragma_update(None, "max_page_count", 1 << 30)
+            .unwrap();
+        ob.push(&[event(50)]).unwrap();
+        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        ob.ack_many(&rows).unwrap();
+        assert_eq!(ob.replay(1, 50, 50).unwrap(), 1);
     }
 
     #[test]

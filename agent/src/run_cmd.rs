@@ -229,6 +229,7 @@ fn spawn_presence(
                 let windows = health.windows.load(Ordering::Relaxed);
                 let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
                 let busy_s = health.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let outbox_stats = outbox.as_ref().and_then(|o| o.borrow().stats().ok());
                 serde_json::json!({
                     "uptime_s": started.elapsed().as_secs(),
                     "cpu_s": warble_agent::resources::cpu_seconds(),
@@ -245,6 +246,9 @@ fn spawn_presence(
                     // Audio seconds processed per second of processing: the headroom.
                     "realtime_factor": (busy_s > 0.0).then(|| audio_s / busy_s),
                     "delivered": delivered(),
+                    // Lost to the quota, or acknowledged but not archived (a full disk).
+                    "outbox_dropped": outbox_stats.map(|s| s.dropped_total),
+                    "outbox_unarchived": outbox_stats.map(|s| s.unarchived_total),
                     "replay_requests": health.replay_requests.load(Ordering::Relaxed),
                     "replayed": health.replayed.load(Ordering::Relaxed),
                     "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
