@@ -314,42 +314,19 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`]; then none is removed, and they are sent again later.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
-        match self.ack_archiving(rowids) {
+        match self.ack_rows(rowids, true) {
             Err(OutboxError::Sqlite { source, .. })
                 if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
             {
-                self.ack_without_archive(rowids)
+                self.ack_rows(rowids, false)
             }
             other => other,
         }
     }
 
-    fn ack_without_archive(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
-        let path = &self.path;
-        let e = |source| self_err(path, source);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let mut removed = 0u64;
-        {
-            let mut delete = tx
-                .prepare_cached("DELETE FROM events WHERE rowid = ?1")
-                .map_err(e)?;
-            for &rowid in rowids {
-                removed += delete.execute([rowid]).map_err(e)? as u64;
-            }
-        }
-        tx.execute(
-            "UPDATE meta SET value = value + ?1 WHERE key = 'unarchived_total'",
-            [removed as i64],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(removed)
-    }
-
-    fn ack_archiving(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
+    /// Deletes acknowledged events, archiving them unless `archive` is false (then they
+    /// are counted as unarchived).
+    fn ack_rows(&mut self, rowids: &[i64], archive: bool) -> Result<u64, OutboxError> {
         let now = chrono::Utc::now().timestamp();
         let path = &self.path;
         let e = |source| self_err(path, source);
@@ -359,7 +336,7 @@ impl Outbox {
             .map_err(e)?;
         let mut removed = 0u64;
         {
-            let mut archive = tx
+            let mut to_archive = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO sent (id, boot, seq, payload, bytes, sent_at)
                      SELECT id, json_extract(payload, '$.boot'), json_extract(payload, '$.seq'),
@@ -371,12 +348,22 @@ impl Outbox {
                 .prepare_cached("DELETE FROM events WHERE rowid = ?1")
                 .map_err(e)?;
             for &rowid in rowids {
-                archive.execute(params![rowid, now]).map_err(e)?;
+                if archive {
+                    to_archive.execute(params![rowid, now]).map_err(e)?;
+                }
                 removed += delete.execute([rowid]).map_err(e)? as u64;
             }
+        }
+        if archive {
             tx.execute(
                 "DELETE FROM sent WHERE sent_at < ?1",
                 [now - SENT_RETENTION_S],
+            )
+            .map_err(e)?;
+        } else {
+            tx.execute(
+                "UPDATE meta SET value = value + ?1 WHERE key = 'unarchived_total'",
+                [removed as i64],
             )
             .map_err(e)?;
         }
