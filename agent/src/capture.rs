@@ -526,8 +526,10 @@ mod tests {
         );
     }
 
+    /// `start` reports a first open that fails (the stream thread does not retry it);
+    /// `start_when_present` is what waits for the device.
     #[test]
-    fn a_device_missing_at_the_start_is_an_error_not_a_retry() {
+    fn a_first_open_that_fails_is_returned_to_the_caller() {
         let cfg = CaptureConfig {
             device: "nowhere".into(),
             sample_rate_hz: 32_000,

@@ -137,11 +137,6 @@ impl<W: Write> EventSink<W> {
         }
     }
 
-    /// The outbox (for the counters of a finished run).
-    pub fn outbox(&self) -> Option<&Outbox> {
-        self.outbox.as_ref()
-    }
-
     /// Retries held events for a few seconds, flushes the output and returns the counters.
     ///
     /// # Errors

@@ -478,6 +478,20 @@ mod tests {
     use warble_core::SpeciesCode;
     use warble_core::event::{DETECTION_SCHEMA, ModelRef};
 
+    /// The rows of the first `limit` pending events.
+    fn pending_rows(ob: &Outbox, limit: usize) -> Vec<i64> {
+        ob.pending(limit).unwrap().iter().map(|p| p.rowid).collect()
+    }
+
+    /// The sequence numbers of the first `limit` pending events.
+    fn pending_seqs(ob: &Outbox, limit: usize) -> Vec<u64> {
+        ob.pending(limit)
+            .unwrap()
+            .iter()
+            .map(|p| p.event.seq)
+            .collect()
+    }
+
     pub(crate) fn event(seq: u64) -> Detection {
         let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
             .unwrap()
@@ -565,12 +579,7 @@ mod tests {
             let mut ob = Outbox::open(&path, 3 * size + size / 2).unwrap();
             assert_eq!(ob.push(&[event(0), event(1), event(2)]).unwrap(), 0);
             assert_eq!(ob.push(&[event(3), event(4)]).unwrap(), 2);
-            let seqs: Vec<u64> = ob
-                .pending(10)
-                .unwrap()
-                .iter()
-                .map(|p| p.event.seq)
-                .collect();
+            let seqs = pending_seqs(&ob, 10);
             assert_eq!(seqs, [2, 3, 4]);
             assert_eq!(ob.stats().unwrap().dropped_total, 2);
             assert!(ob.stats().unwrap().bytes <= 3 * size + size / 2);
@@ -599,12 +608,7 @@ mod tests {
             3,
             "every handle sees the database"
         );
-        let rows: Vec<i64> = deliver
-            .pending(10)
-            .unwrap()
-            .iter()
-            .map(|p| p.rowid)
-            .collect();
+        let rows = pending_rows(&deliver, 10);
         assert_eq!(rows.len(), 3);
         assert_eq!(deliver.ack_many(&rows[..2]).unwrap(), 2);
         assert!(deliver.ack(rows[2]).unwrap());
@@ -630,12 +634,7 @@ mod tests {
         for _ in 0..40 {
             detect.push(&[event(seq)]).unwrap();
             seq += 1;
-            let rows: Vec<i64> = deliver
-                .pending(10)
-                .unwrap()
-                .iter()
-                .map(|p| p.rowid)
-                .collect();
+            let rows = pending_rows(&deliver, 10);
             assert_eq!(rows.len(), 1, "nothing undelivered was dropped");
             deliver.ack_many(&rows).unwrap();
         }
@@ -644,12 +643,7 @@ mod tests {
             detect.push(&[event(seq)]).unwrap();
             seq += 1;
         }
-        let pending: Vec<u64> = deliver
-            .pending(100)
-            .unwrap()
-            .iter()
-            .map(|p| p.event.seq)
-            .collect();
+        let pending = pending_seqs(&deliver, 100);
         assert_eq!(pending, [40, 41, 42, 43, 44]);
         assert_eq!(deliver.stats().unwrap().dropped_total, 0);
         // The archive keeps what the quota allows beside them: the newest 5 of 40.
@@ -692,7 +686,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
         ob.push(&(0..6).map(event).collect::<Vec<_>>()).unwrap();
-        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        let rows = pending_rows(&ob, 10);
         ob.ack_many(&rows[..5]).unwrap();
         assert_eq!(ob.stats().unwrap().depth, 1);
         // The broker acknowledged seq 0–4 of boot 1 (seq 5 is still pending).
@@ -710,7 +704,7 @@ mod tests {
         assert_eq!(again, [(5, false), (1, true), (2, true)]);
         assert_eq!(ob.stats().unwrap().depth, 3);
         // Sent once more, they return to the archive.
-        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        let rows = pending_rows(&ob, 10);
         ob.ack_many(&rows).unwrap();
         assert_eq!(ob.delivered_through().unwrap(), [(1, 6)]);
         assert_eq!(ob.replay(1, 0, 5).unwrap(), 6);
@@ -722,7 +716,7 @@ mod tests {
         let size = serde_json::to_string(&event(0)).unwrap().len() as u64;
         let mut ob = Outbox::open(dir.path().join("o.db"), 4 * size + size / 2).unwrap();
         ob.push(&[event(0), event(1), event(2)]).unwrap();
-        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        let rows = pending_rows(&ob, 10);
         ob.ack_many(&rows).unwrap();
         // Three archived; four new ones need room for four: the archive shrinks to none.
         assert_eq!(
@@ -757,7 +751,7 @@ mod tests {
         ob.conn
             .pragma_update(None, "max_page_count", pages)
             .unwrap();
-        let rows: Vec<i64> = ob.pending(100).unwrap().iter().map(|p| p.rowid).collect();
+        let rows = pending_rows(&ob, 100);
         assert_eq!(ob.ack_many(&rows).unwrap(), 50);
         let stats = ob.stats().unwrap();
         assert_eq!((stats.depth, stats.unarchived_total), (0, 50), "{stats:?}");
@@ -767,7 +761,7 @@ mod tests {
             .pragma_update(None, "max_page_count", 1 << 30)
             .unwrap();
         ob.push(&[event(50)]).unwrap();
-        let rows: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        let rows = pending_rows(&ob, 10);
         ob.ack_many(&rows).unwrap();
         assert_eq!(ob.replay(1, 50, 50).unwrap(), 1);
     }

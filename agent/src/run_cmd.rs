@@ -113,6 +113,31 @@ impl Health {
     }
 }
 
+/// systemd's watchdog (`WatchdogSec` in the unit): pinged at half its period by whichever
+/// loop is running (waiting for the device, capturing). A no-op outside systemd.
+struct Watchdog {
+    period: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    fn from_env() -> Self {
+        Self {
+            period: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last: Instant::now(),
+        }
+    }
+
+    fn ping_when_due(&mut self) {
+        if let Some(period) = self.period
+            && self.last.elapsed() >= period
+        {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            self.last = Instant::now();
+        }
+    }
+}
+
 /// Latency from taking the chunk that completes a window off the ring buffer to that
 /// window's detections: front end, model and detector. (Capture adds the sound card's
 /// period and the loop's ≤ 5 ms poll on top.) Percentiles in bounded memory: a recorder
@@ -353,8 +378,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // unit's WatchdogSec from the waiting and the capture loops, so a hung pipeline is
     // restarted. Elsewhere: no-ops.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-    let mut last_ping = Instant::now();
+    let mut watchdog = Watchdog::from_env();
     let waiting_since = Instant::now();
     let capture_config = CaptureConfig {
         device: st.device.clone(),
@@ -367,12 +391,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let capture = Capture::start_when_present(
         &capture_config,
         || {
-            if let Some(period) = watchdog
-                && last_ping.elapsed() >= period
-            {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                last_ping = Instant::now();
-            }
+            watchdog.ping_when_due();
             !stop.load(Ordering::Relaxed)
                 && args
                     .duration
@@ -529,7 +548,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The capture loop; an error in it still closes the open events (below), so none is
     // lost to a failing model, resampler or recording.
-    let looped: anyhow::Result<()> = 'capture: loop {
+    let looped: anyhow::Result<()> = loop {
         let done = stop.load(Ordering::Relaxed)
             || args
                 .duration
@@ -539,12 +558,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if done {
             break Ok(());
         }
-        if let Some(period) = watchdog
-            && last_ping.elapsed() >= period
-        {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            last_ping = Instant::now();
-        }
+        watchdog.ping_when_due();
         if last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_check = Some(Instant::now());
             // Events held after a refused outbox commit must not wait for the next call.
@@ -598,7 +612,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(r) => {
                 chunk.clear();
                 if let Err(e) = r.process(&raw, &mut chunk) {
-                    break 'capture Err(anyhow::anyhow!("resampling: {e:?}"));
+                    break Err(anyhow::anyhow!("resampling: {e:?}"));
                 }
                 &chunk
             }
