@@ -488,8 +488,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     for file in &files {
         bar.set_message(file.display().to_string());
         let name = file.display().to_string();
-        let t0 = match recorded_at(args.recorded_at.as_deref(), file) {
-            Ok(t) => t,
+        let timeline = match recorded_at(args.recorded_at.as_deref(), file) {
+            Ok(t) => warble_agent::timeline::Timeline::starting_at(t, rate),
             Err(e) => {
                 bar.suspend(|| eprintln!("skipped {name}: {e:#}"));
                 failed += 1;
@@ -506,7 +506,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 clip: None,
             };
             // Committed to the outbox (if any) before the output sees it.
-            if let Err(err) = sink.emit(&row, &labels, t0) {
+            if let Err(err) = sink.emit(&row, &labels, &timeline) {
                 write_err.get_or_insert(err);
             }
             let (start_s, end_s) = (

@@ -12,12 +12,12 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use warble_core::LabelTable;
 use warble_core::event::Detection;
 
 use crate::outbox::{Outbox, OutboxError};
 use crate::output::{Minter, Row, Writer};
+use crate::timeline::Timeline;
 
 /// Events held in memory while the outbox refuses commits, before the run fails.
 pub const MAX_HELD: usize = 10_000;
@@ -104,9 +104,9 @@ impl<W: Write> EventSink<W> {
         &mut self,
         row: &Row<'_>,
         labels: &LabelTable,
-        recorded_at: DateTime<Utc>,
+        timeline: &Timeline,
     ) -> Result<Option<Detection>, EventSinkError> {
-        let event = self.minter.mint(row, labels, recorded_at);
+        let event = self.minter.mint(row, labels, timeline);
         if let Some(e) = &event {
             self.stats.events += 1;
             if self.outbox.is_some() {

@@ -35,3 +35,4 @@ pub mod publish;
 pub mod replay;
 pub mod resources;
 pub mod station;
+pub mod timeline;

@@ -3,11 +3,11 @@
 
 use std::io::{self, Write};
 
-use chrono::{DateTime, Utc};
 use warble_core::LabelTable;
 use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
 
 use crate::detect::SpeciesEvent;
+use crate::timeline::Timeline;
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,27 +56,24 @@ impl Minter {
         }
     }
 
-    /// The event of a row, with the next id; `recorded_at` is the wall-clock time of the
-    /// stream's first sample. `None` for a class without a label (nothing to report).
+    /// The event of a row, with the next id; `timeline` gives the wall-clock times of the
+    /// stream's samples. `None` for a class without a label (nothing to report).
     pub fn mint(
         &mut self,
         row: &Row<'_>,
         labels: &LabelTable,
-        recorded_at: DateTime<Utc>,
+        timeline: &Timeline,
     ) -> Option<Detection> {
         let e = row.event;
-        let rate = f64::from(row.rate_hz);
         let label = labels.get(e.class)?;
-        let offset =
-            |s: u64| chrono::Duration::microseconds((s as f64 / rate * 1e6).round() as i64);
         let event = Detection {
             schema: DETECTION_SCHEMA.into(),
             id: Detection::make_id(&self.station, self.boot, self.seq),
             station: self.station.clone(),
             boot: self.boot,
             seq: self.seq,
-            start: recorded_at + offset(e.start_sample),
-            end: recorded_at + offset(e.end_sample),
+            start: timeline.time_at(e.start_sample as f64),
+            end: timeline.time_at(e.end_sample as f64),
             start_sample: e.start_sample,
             end_sample: e.end_sample,
             code: label.code.clone(),
@@ -230,9 +227,10 @@ mod tests {
         };
         let mut w = Writer::new(Vec::new(), format).unwrap();
         let mut minter = Minter::new("st-1", 3, model);
-        let t0 = DateTime::parse_from_rfc3339("2026-05-01T04:00:00Z")
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:00:00Z")
             .unwrap()
             .to_utc();
+        let t0 = Timeline::starting_at(t0, 32_000);
         for _ in 0..2 {
             let row = Row {
                 file: "a,b.flac",
@@ -240,7 +238,7 @@ mod tests {
                 rate_hz: 32_000,
                 clip: None,
             };
-            let event = minter.mint(&row, &labels(), t0);
+            let event = minter.mint(&row, &labels(), &t0);
             w.write(&row, &labels(), event.as_ref()).unwrap();
         }
         String::from_utf8(w.finish().unwrap()).unwrap()

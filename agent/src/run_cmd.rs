@@ -13,6 +13,7 @@ use anyhow::Context;
 use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::detect::SpeciesEvent;
 use warble_agent::output::Row;
+use warble_agent::timeline::Timeline;
 use warble_core::SampleRate;
 use warble_core::audio::StreamResampler;
 
@@ -95,6 +96,8 @@ struct Health {
     device_failures: AtomicU64,
     /// The audio device could not be opened yet: waiting for it.
     waiting_for_device: AtomicBool,
+    /// The clock reads before the agent's build time: waiting for it to be set.
+    waiting_for_clock: AtomicBool,
     /// Outbox commits refused (retried; see [`warble_agent::events`]).
     outbox_failures: AtomicU64,
     /// Detections waiting in memory for the outbox.
@@ -283,6 +286,11 @@ fn spawn_presence(
                     } else {
                         "open"
                     },
+                    "clock": if health.waiting_for_clock.load(Ordering::Relaxed) {
+                        "waiting"
+                    } else {
+                        "set"
+                    },
                     "outbox_failures": health.outbox_failures.load(Ordering::Relaxed),
                     "held_events": health.held_events.load(Ordering::Relaxed),
                     "output_failures": health.output_failures.load(Ordering::Relaxed),
@@ -380,6 +388,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut watchdog = Watchdog::from_env();
     let waiting_since = Instant::now();
+    let keep_waiting = |watchdog: &mut Watchdog| {
+        watchdog.ping_when_due();
+        !stop.load(Ordering::Relaxed)
+            && args
+                .duration
+                .is_none_or(|d| waiting_since.elapsed().as_secs_f64() < d)
+    };
+    // No detection is stamped with a clock that has not been set (see `not_before`).
+    let not_before = warble_agent::timeline::not_before();
+    let clock_set = warble_agent::timeline::wait_for_clock(
+        not_before,
+        chrono::Utc::now,
+        || keep_waiting(&mut watchdog),
+        |clock| {
+            let status = format!(
+                "waiting for the clock to be set: it reads {}, before this agent was built ({})",
+                clock.format("%Y-%m-%d %H:%M:%S UTC"),
+                not_before.format("%Y-%m-%d")
+            );
+            eprintln!("{status}; nothing is captured until it is");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            health.waiting_for_clock.store(true, Ordering::Relaxed);
+        },
+    );
+    health.waiting_for_clock.store(false, Ordering::Relaxed);
     let capture_config = CaptureConfig {
         device: st.device.clone(),
         sample_rate_hz: st.sample_rate_hz,
@@ -388,29 +421,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ring_samples: (st.buffer.as_secs_f64() * f64::from(st.sample_rate_hz)) as usize,
     };
     let mut last_device_error = None;
-    let capture = Capture::start_when_present(
-        &capture_config,
-        || {
-            watchdog.ping_when_due();
-            !stop.load(Ordering::Relaxed)
-                && args
-                    .duration
-                    .is_none_or(|d| waiting_since.elapsed().as_secs_f64() < d)
-        },
-        |e, wait| {
-            eprintln!(
-                "waiting for the audio device: {e}; retrying in {:.0} s",
-                wait.as_secs_f64()
-            );
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
-                "waiting for the audio device: {e}"
-            ))]);
-            health.waiting_for_device.store(true, Ordering::Relaxed);
-            last_device_error = Some(e.to_string());
-        },
-    );
+    let capture = clock_set.then(|| {
+        Capture::start_when_present(
+            &capture_config,
+            || keep_waiting(&mut watchdog),
+            |e, wait| {
+                eprintln!(
+                    "waiting for the audio device: {e}; retrying in {:.0} s",
+                    wait.as_secs_f64()
+                );
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                    "waiting for the audio device: {e}"
+                ))]);
+                health.waiting_for_device.store(true, Ordering::Relaxed);
+                last_device_error = Some(e.to_string());
+            },
+        )
+    });
     health.waiting_for_device.store(false, Ordering::Relaxed);
-    let Some(mut capture) = capture else {
+    let Some(mut capture) = capture.flatten() else {
         stop.store(true, Ordering::Relaxed);
         for handle in [delivery, presence].into_iter().flatten() {
             let _ = handle.join();
@@ -419,9 +448,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "stopped after {:.1} s without capturing: {}",
             waiting_since.elapsed().as_secs_f64(),
-            last_device_error
-                .as_deref()
-                .unwrap_or("the audio device never opened")
+            if clock_set {
+                last_device_error
+                    .as_deref()
+                    .unwrap_or("the audio device never opened")
+            } else {
+                "the clock was never set"
+            }
         );
     };
     eprintln!(
@@ -436,7 +469,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         st.device
     ))]);
     let labels = analyzer.labels().clone();
-    let segment_start = std::cell::Cell::new(chrono::Utc::now());
+    // Wall-clock times of the listening stretch's samples, anchored chunk by chunk.
+    let new_timeline = || Timeline::live(st.sample_rate_hz, model_rate.hz());
+    let timeline = std::cell::RefCell::new(new_timeline());
     // Clips of detections (the model-rate audio), planned as events close, written once
     // settled; shared by the event callback and the capture loop.
     let clips = match &st.clips {
@@ -463,17 +498,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let cpu_at_start = warble_agent::resources::cpu_seconds();
     let threads_at_start = warble_agent::resources::thread_cpu_seconds();
-    let mut captured = 0u64;
+    let (mut captured, mut overruns_seen) = (0u64, 0u64);
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
     // A fatal sink error (the outbox refusing commits for too long) ends the run.
     let problem: std::cell::RefCell<Option<anyhow::Error>> = Default::default();
     let sink = std::cell::RefCell::new(sink);
     let mut on_event = |e: &SpeciesEvent| {
         let clip = clips.borrow_mut().as_mut().map(|c| {
-            let at = segment_start.get()
-                + chrono::Duration::microseconds(
-                    (e.start_sample as f64 / f64::from(model_rate.hz()) * 1e6) as i64,
-                );
+            let at = timeline.borrow().time_at(e.start_sample as f64);
             let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
             let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
             c.plan(e.start_sample, e.end_sample, &name)
@@ -485,7 +517,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             clip: clip.as_deref(),
         };
         let mut sink = sink.borrow_mut();
-        match sink.emit(&row, &labels, segment_start.get()) {
+        match sink.emit(&row, &labels, &timeline.borrow()) {
             Ok(Some(_)) => {
                 health.detections.fetch_add(1, Ordering::Relaxed);
             }
@@ -514,10 +546,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Listening follows the station's schedule: outside its windows captured audio is
     // dropped; each listening stretch is its own stream (its last window classified and
     // its events closed when the window ends).
-    let local_offset_min = chrono::Local::now().offset().local_minus_utc() / 60;
+    // Fixed times are clock times of the station's zone (the recorder's own if unset),
+    // looked up at every check: a daylight-saving change moves them in UTC.
     let listening_now = || {
-        st.schedule
-            .is_active(chrono::Utc::now(), st.location, local_offset_min)
+        let now = chrono::Utc::now();
+        match &st.timezone {
+            Some(zone) => st.schedule.is_active(now, st.location, zone),
+            None => st.schedule.is_active(now, st.location, &chrono::Local),
+        }
     };
     let mut stream = None;
     let (mut audio_seconds, mut windows) = (0.0, 0u64);
@@ -569,7 +605,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let active = listening_now();
             if active && stream.is_none() {
                 eprintln!("listening (station schedule)");
-                segment_start.set(chrono::Utc::now());
+                timeline.replace(new_timeline());
                 resampler = match new_resampler() {
                     Ok(r) => r,
                     Err(e) => break Err(e),
@@ -592,8 +628,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             raw.truncate((m - captured) as usize);
         }
         captured += raw.len() as u64;
+        let overruns = capture.overruns();
+        let dropped = overruns - overruns_seen;
+        overruns_seen = overruns;
         health.captured_samples.store(captured, Ordering::Relaxed);
-        health.overruns.store(capture.overruns(), Ordering::Relaxed);
+        health.overruns.store(overruns, Ordering::Relaxed);
         health
             .device_failures
             .store(capture.device_failures(), Ordering::Relaxed);
@@ -603,6 +642,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let Some(active_stream) = stream.as_mut() else {
             continue;
         };
+        timeline
+            .borrow_mut()
+            .observe(raw.len(), dropped, chrono::Utc::now());
         if let Some(w) = recording.as_mut()
             && let Err(e) = raw.iter().try_for_each(|&x| w.write_sample(x))
         {

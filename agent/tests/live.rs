@@ -337,7 +337,7 @@ fn run_with_clips(dir: &Path, id: &str, privacy: &[&str]) -> (Vec<Detection>, St
             "privacy_classes = {privacy:?}\n\n[output.clips]\npre_roll_s = 1.0\npost_roll_s = 1.0\nquota_mb = 50\n\n[storage]"
         ),
     );
-    std::fs::write(&station, text + "disk_quota_mb = 2000\n").unwrap();
+    std::fs::write(&station, text).unwrap();
     let pcm = common::demo_excerpt(10);
     let mic_dir = dir.join(format!("mic-{id}"));
     std::fs::create_dir_all(&mic_dir).unwrap();
@@ -463,4 +463,141 @@ fn under_systemd_the_station_says_ready_pings_the_watchdog_and_says_stopping() {
         messages.last().is_some_and(|m| m.contains("STOPPING=1")),
         "{messages:?}"
     );
+}
+
+/// Event times come from the wall clock chunk by chunk: a microphone that stalls for 10 s
+/// (a hung sound card, a USB hub resetting) dates the events after the stall 10 s later
+/// than counting samples from the start would (which dated them 10 s early).
+#[test]
+fn events_after_a_stalled_microphone_carry_the_later_wall_clock_time() {
+    use chrono::{Duration as Span, Utc};
+    const STALL_AT_S: usize = 12;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let audio = common::demo_excerpt(SECONDS);
+    let stall_at = STALL_AT_S * 32_000;
+    let (alsa, _writer) = common::stalling_microphone(
+        dir.path(),
+        audio.clone(),
+        SECONDS as f64 + 20.0,
+        Some((stall_at, std::time::Duration::from_secs(10))),
+    );
+    let station = station(dir.path(), "stall");
+    let before = Utc::now();
+    let out = run_station(
+        &alsa,
+        &station,
+        &["--max-samples", &audio.len().to_string()],
+    );
+    let after = Utc::now();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<Detection> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Where each event puts the stream's first sample: its start minus its offset.
+    let origin =
+        |e: &Detection| e.start - Span::microseconds((e.start_sample as f64 / 0.032) as i64);
+    let early: Vec<_> = events
+        .iter()
+        .filter(|e| e.end_sample <= stall_at as u64)
+        .collect();
+    let late: Vec<_> = events
+        .iter()
+        .filter(|e| e.start_sample >= stall_at as u64)
+        .collect();
+    assert!(
+        !early.is_empty() && !late.is_empty(),
+        "{events:#?}\n{stderr}"
+    );
+    let first = origin(early[0]);
+    for e in &early {
+        let off = (origin(e) - first).abs();
+        assert!(off < Span::milliseconds(200), "{} off by {off}", e.id);
+    }
+    for e in &late {
+        let shift = origin(e) - first;
+        assert!(
+            (shift - Span::seconds(10)).abs() < Span::milliseconds(500),
+            "{} is dated {shift} after the stream's start, not 10 s:\n{stderr}",
+            e.id
+        );
+    }
+    for e in &events {
+        assert!(
+            before <= e.start && e.end <= after,
+            "{} at {}",
+            e.id,
+            e.start
+        );
+    }
+}
+
+/// The shared library of libfaketime (Debian's `faketime`, installed by
+/// scripts/install-deps).
+fn libfaketime() -> std::path::PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file());
+    found.expect("libfaketime is missing: run scripts/install-deps (Debian package faketime)")
+}
+
+/// A recorder without a battery-backed clock boots in 1970 or at its last shutdown: the
+/// agent stamps nothing before the clock passes its build time, says so, then stamps
+/// the real time once the clock is set (libfaketime plays the unset clock).
+#[test]
+fn a_clock_that_is_not_set_is_waited_for_before_anything_is_stamped() {
+    use std::time::Duration;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let audio = common::demo_excerpt(10);
+    let (alsa, _writer) = common::paced_microphone(dir.path(), audio.clone(), 20.0);
+    let station = station(dir.path(), "noclock");
+    let fake = dir.path().join("faketime");
+    std::fs::write(&fake, "@2020-01-01 00:00:00\n").unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = common::Running::new(
+        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .env("ALSA_CONFIG_PATH", &alsa)
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME_TIMESTAMP_FILE", &fake)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .args(["run", "--config", station.to_str().unwrap()])
+            .args(["--max-samples", &audio.len().to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(child.child().try_wait().unwrap().is_none(), "still running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("waiting for the clock to be set: it reads 2020-01-01"),
+        "{text}"
+    );
+    assert!(!text.contains("capturing from"), "{text}");
+    // Time synchronisation sets the clock.
+    std::fs::write(&fake, "+0\n").unwrap();
+    let set_at = chrono::Utc::now();
+    let out = child.output();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    let events: Vec<Detection> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty(), "{text}");
+    for e in &events {
+        assert!(
+            e.start >= set_at - chrono::Duration::seconds(2),
+            "{} stamped {}",
+            e.id,
+            e.start
+        );
+    }
 }

@@ -271,15 +271,18 @@ pub struct RawStorage {
     pub data_dir: PathBuf,
     /// Disk space for undelivered detections, MB; beyond it the oldest are dropped and
     /// counted.
+    /// Fractions are allowed (0.05 is 50 kB), from 0.01.
     #[serde(default = "default_outbox_quota")]
-    pub outbox_quota_mb: u64,
-    /// Disk space for everything in `data_dir`, MB (0: no limit).
-    #[serde(default)]
-    pub disk_quota_mb: u64,
+    pub outbox_quota_mb: f64,
+    /// Removed (each store keeps to its own quota); accepted by the parser only to be
+    /// refused with an explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub disk_quota_mb: Option<u64>,
 }
 
-fn default_outbox_quota() -> u64 {
-    256
+fn default_outbox_quota() -> f64 {
+    256.0
 }
 
 /// `[runtime]`.

@@ -6,7 +6,7 @@
 //! week) or both fixed times; a window mixing the two kinds is compared with nothing,
 //! because that needs the time zone's offset on each date.
 
-use chrono::{NaiveDate, Timelike};
+use chrono::{NaiveDate, Offset, Timelike};
 
 use crate::station::Location;
 
@@ -132,49 +132,53 @@ impl TimeSpec {
 }
 
 impl TimeSpec {
-    /// Minutes after UTC midnight of `date`: sun-relative times at `location`, fixed
-    /// times as local clock times `local_offset_min` minutes ahead of UTC.
-    fn minutes_utc(
+    /// Minutes after local midnight of `date`: sun-relative times at `location` (their
+    /// UTC time moved by `offset_min`, the zone's offset from UTC now), fixed times as
+    /// they are.
+    fn local_minutes(
         self,
         location: Option<Location>,
         date: NaiveDate,
-        local_offset_min: i32,
+        offset_min: i32,
     ) -> Option<i32> {
         match self.anchor {
-            Anchor::Midnight => Some(self.offset_min - local_offset_min),
-            _ => self.utc_minutes(location?, date),
+            Anchor::Midnight => Some(self.offset_min),
+            _ => Some(self.utc_minutes(location?, date)? + offset_min),
         }
     }
 }
 
 impl Schedule {
-    /// Whether the station listens at `at`. Sun-relative window ends are computed for the
-    /// station's `location` on that date; fixed `HH:MM` ends are local clock times, the
-    /// local time being `local_offset_min` minutes ahead of UTC (the recorder's time zone).
-    /// A window whose end comes before its start spans midnight.
-    pub fn is_active(
+    /// Whether the station listens at `at`. Fixed `HH:MM` ends are clock times in
+    /// `zone` (the station's time zone), compared with the local time at `at`, so a
+    /// window keeps its clock times across daylight-saving changes; sun-relative ends are
+    /// computed for the station's `location` on the local date. A window whose end comes
+    /// before its start spans midnight.
+    pub fn is_active<Z: chrono::TimeZone>(
         &self,
         at: chrono::DateTime<chrono::Utc>,
         location: Option<Location>,
-        local_offset_min: i32,
+        zone: &Z,
     ) -> bool {
         let Schedule::Windows(windows) = self else {
             return true;
         };
-        let date = at.date_naive();
-        let now = (at.hour() * 60 + at.minute()) as i32;
+        let local = at.with_timezone(zone);
+        let offset_min = local.offset().fix().local_minus_utc() / 60;
+        let date = local.date_naive();
+        let now = (local.hour() * 60 + local.minute()) as i32;
         windows.iter().any(|w| {
             let (Some(s), Some(e)) = (
-                w.start.minutes_utc(location, date, local_offset_min),
-                w.end.minutes_utc(location, date, local_offset_min),
+                w.start.local_minutes(location, date, offset_min),
+                w.end.local_minutes(location, date, offset_min),
             ) else {
                 return false;
             };
-            let (s, e, n) = (s.rem_euclid(1440), e.rem_euclid(1440), now.rem_euclid(1440));
+            let (s, e) = (s.rem_euclid(1440), e.rem_euclid(1440));
             if s <= e {
-                (s..e).contains(&n)
+                (s..e).contains(&now)
             } else {
-                n >= s || n < e
+                now >= s || now < e
             }
         })
     }
@@ -325,20 +329,63 @@ mod tests {
             latitude: 52.52,
             longitude: 13.4,
         });
+        let (cest, cet) = (
+            chrono::FixedOffset::east_opt(7200).unwrap(),
+            chrono::FixedOffset::east_opt(3600).unwrap(),
+        );
         // Dawn chorus: sunrise (02:43 UTC on 21 June) −30 min … +3 h.
         let dawn = Schedule::Windows(vec![w("sunrise-30m", "sunrise+3h")]);
-        assert!(dawn.is_active(at("2026-06-21T03:00:00Z"), berlin, 120));
-        assert!(!dawn.is_active(at("2026-06-21T01:30:00Z"), berlin, 120));
-        assert!(!dawn.is_active(at("2026-06-21T12:00:00Z"), berlin, 120));
+        assert!(dawn.is_active(at("2026-06-21T03:00:00Z"), berlin, &cest));
+        assert!(!dawn.is_active(at("2026-06-21T01:30:00Z"), berlin, &cest));
+        assert!(!dawn.is_active(at("2026-06-21T12:00:00Z"), berlin, &cest));
         // In December the same window is hours later.
-        assert!(dawn.is_active(at("2026-12-21T08:00:00Z"), berlin, 60));
-        assert!(!dawn.is_active(at("2026-12-21T03:00:00Z"), berlin, 60));
+        assert!(dawn.is_active(at("2026-12-21T08:00:00Z"), berlin, &cet));
+        assert!(!dawn.is_active(at("2026-12-21T03:00:00Z"), berlin, &cet));
+        // A sun window does not depend on the zone it is looked at from.
+        assert!(dawn.is_active(at("2026-06-21T03:00:00Z"), berlin, &chrono::Utc));
         // A fixed night window across midnight, local time UTC+1.
         let night = Schedule::Windows(vec![w("22:00", "02:00")]);
-        assert!(night.is_active(at("2026-01-10T21:30:00Z"), None, 60)); // 22:30 local
-        assert!(night.is_active(at("2026-01-11T00:30:00Z"), None, 60)); // 01:30 local
-        assert!(!night.is_active(at("2026-01-11T01:30:00Z"), None, 60)); // 02:30 local
-        assert!(Schedule::Always.is_active(at("2026-01-11T01:30:00Z"), None, 0));
+        assert!(night.is_active(at("2026-01-10T21:30:00Z"), None, &cet)); // 22:30 local
+        assert!(night.is_active(at("2026-01-11T00:30:00Z"), None, &cet)); // 01:30 local
+        assert!(!night.is_active(at("2026-01-11T01:30:00Z"), None, &cet)); // 02:30 local
+        assert!(Schedule::Always.is_active(at("2026-01-11T01:30:00Z"), None, &chrono::Utc));
+    }
+
+    /// The minutes of a day, from `from` (UTC), during which `schedule` listens.
+    fn listening_minutes(schedule: &Schedule, from: &str, zone: &chrono_tz::Tz) -> Vec<String> {
+        let start = chrono::DateTime::parse_from_rfc3339(from).unwrap().to_utc();
+        (0..1440)
+            .map(|m| start + chrono::Duration::minutes(m))
+            .filter(|&t| schedule.is_active(t, None, zone))
+            .map(|t| t.format("%H:%M").to_string())
+            .collect()
+    }
+
+    /// A clock injected minute by minute across Europe's spring change (29 March 2026,
+    /// 02:00 CET → 03:00 CEST) and autumn change (25 October, 03:00 CEST → 02:00 CET): a
+    /// 05:00–06:00 window stays at 05:00 local, so it moves by an hour in UTC.
+    #[test]
+    fn fixed_windows_keep_their_clock_times_across_daylight_saving_changes() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let morning = Schedule::Windows(vec![w("05:00", "06:00")]);
+        let utc = |day: &str| listening_minutes(&morning, day, &berlin);
+        let span = |m: &[String]| (m.first().cloned(), m.last().cloned(), m.len());
+        let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()), 60);
+        assert_eq!(span(&utc("2026-03-28T00:00:00Z")), some("04:00", "04:59"));
+        assert_eq!(span(&utc("2026-03-29T00:00:00Z")), some("03:00", "03:59"));
+        assert_eq!(span(&utc("2026-10-24T00:00:00Z")), some("03:00", "03:59"));
+        assert_eq!(span(&utc("2026-10-25T00:00:00Z")), some("04:00", "04:59"));
+        // A night window over the spring change: 01:00–04:00 local is 2 h that night (the
+        // clock skips 02:00–03:00), 3 h the night before.
+        let night = Schedule::Windows(vec![w("01:00", "04:00")]);
+        assert_eq!(
+            listening_minutes(&night, "2026-03-27T12:00:00Z", &berlin).len(),
+            180
+        );
+        assert_eq!(
+            listening_minutes(&night, "2026-03-28T12:00:00Z", &berlin).len(),
+            120
+        );
     }
 
     #[test]

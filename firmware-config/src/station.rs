@@ -103,8 +103,8 @@ pub struct StationConfig {
     pub name: Option<String>,
     /// Coordinates.
     pub location: Option<Location>,
-    /// IANA time zone.
-    pub timezone: Option<String>,
+    /// The time zone of fixed schedule times (`None`: the recorder's own).
+    pub timezone: Option<chrono_tz::Tz>,
     /// Input device.
     pub device: String,
     /// Capture rate.
@@ -155,8 +155,6 @@ pub struct StationConfig {
     pub data_dir: PathBuf,
     /// Outbox quota.
     pub outbox_quota_bytes: u64,
-    /// Disk quota for the data folder (`None`: no limit).
-    pub disk_quota_bytes: Option<u64>,
     /// Inference engine.
     pub engine: Engine,
     /// ONNX Runtime library.
@@ -262,20 +260,16 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
             None
         }
     };
-    if let Some(tz) = &raw.station.timezone {
-        let well_formed = !tz.is_empty()
-            && tz
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-            && !tz.contains("..");
-        let zoneinfo = Path::new("/usr/share/zoneinfo");
-        if !well_formed || (zoneinfo.is_dir() && !zoneinfo.join(tz).is_file()) {
+    let timezone = raw.station.timezone.as_deref().and_then(|tz| {
+        let zone = tz.parse::<chrono_tz::Tz>().ok();
+        if zone.is_none() {
             f.add(
                 "station.timezone",
                 format!("`{tz}` is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
             );
         }
-    }
+        zone
+    });
 
     let a = &raw.audio;
     f.range(
@@ -445,23 +439,21 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
     });
 
     let s = &raw.storage;
-    if s.outbox_quota_mb == 0 {
+    // 10 kB holds a couple of dozen detections: less could hold too few to deliver.
+    f.range(
+        "storage.outbox_quota_mb",
+        s.outbox_quota_mb,
+        0.01,
+        1_000_000.0,
+        " MB",
+    );
+    if s.disk_quota_mb.is_some() {
         f.add(
-            "storage.outbox_quota_mb",
-            "an outbox quota of 0 MB could hold no detection",
+            "storage.disk_quota_mb",
+            "is no longer a setting (it was never enforced): the outbox keeps to \
+             storage.outbox_quota_mb (its file takes about 1.3 times that, plus the \
+             write-ahead log) and clips to output.clips.quota_mb; remove this line",
         );
-    }
-    if s.disk_quota_mb > 0 {
-        let clip_mb = o.clips.as_ref().map_or(0, |c| c.quota_mb);
-        if clip_mb + s.outbox_quota_mb > s.disk_quota_mb {
-            f.add(
-                "storage.disk_quota_mb",
-                format!(
-                    "{} MB cannot hold the clip quota ({clip_mb} MB) plus the outbox quota ({} MB)",
-                    s.disk_quota_mb, s.outbox_quota_mb
-                ),
-            );
-        }
     }
     if !s.data_dir.is_absolute() {
         f.add(
@@ -551,7 +543,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         id,
         name: raw.station.name.clone(),
         location,
-        timezone: raw.station.timezone.clone(),
+        timezone,
         device: a.device.clone(),
         sample_rate_hz: a.sample_rate_hz,
         channels: a.channels,
@@ -582,8 +574,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         clips,
         mqtt,
         data_dir: s.data_dir.clone(),
-        outbox_quota_bytes: s.outbox_quota_mb.saturating_mul(MB),
-        disk_quota_bytes: (s.disk_quota_mb > 0).then(|| s.disk_quota_mb.saturating_mul(MB)),
+        outbox_quota_bytes: (s.outbox_quota_mb.clamp(0.0, 1e6) * MB as f64) as u64,
         engine,
         onnxruntime: r.onnxruntime.clone(),
         threads: r.threads,

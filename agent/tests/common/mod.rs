@@ -159,6 +159,17 @@ pub fn paced_microphone(
     samples: Vec<f32>,
     seconds: f64,
 ) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
+    stalling_microphone(dir, samples, seconds, None)
+}
+
+/// A [`paced_microphone`] that stalls once: after sample `stall.0` it delivers nothing for
+/// `stall.1` (a sound card that hangs, a USB hub resetting), then goes on at its pace.
+pub fn stalling_microphone(
+    dir: &std::path::Path,
+    samples: Vec<f32>,
+    seconds: f64,
+    stall: Option<(usize, std::time::Duration)>,
+) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
     use std::io::Write;
     use std::time::{Duration, Instant};
     let fifo = dir.join("mic.fifo");
@@ -173,10 +184,16 @@ pub fn paced_microphone(
         // from the FIFO as a whole period.
         const PERIOD: usize = 800;
         let total = (seconds * 32_000.0) as usize;
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut chunk = Vec::with_capacity(PERIOD * 4);
         let mut at = 0;
         while at < total {
+            if let Some((after, pause)) = stall
+                && at == after.next_multiple_of(PERIOD)
+            {
+                std::thread::sleep(pause);
+                started += pause;
+            }
             chunk.clear();
             for i in at..at + PERIOD {
                 chunk.extend_from_slice(&samples.get(i).copied().unwrap_or(0.0).to_le_bytes());
@@ -293,4 +310,75 @@ pub fn mkfifo(path: &std::path::Path) {
         .status()
         .expect("mkfifo (coreutils) runs");
     assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Waits (at most 10 s) until the broker's log holds `needle` `count` times.
+pub fn wait_for(broker: &warble_tests::broker::Mosquitto, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while broker.log().matches(needle).count() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{needle}` in the broker log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Publishes `payloads` to `topic` with QoS 1 as client `id`, returning when the broker has
+/// acknowledged them all.
+pub fn publish_all(port: u16, id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(std::time::Duration::from_secs(5))
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut connection) = rumqttc::Client::new(opts, payloads.len() + 1);
+    let want = payloads.len();
+    for p in payloads {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, p)
+            .unwrap();
+    }
+    let (mut acked, deadline) = (
+        0,
+        std::time::Instant::now() + std::time::Duration::from_secs(10),
+    );
+    while acked < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{acked} of {want} acknowledged"
+        );
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
+            connection.recv_timeout(std::time::Duration::from_millis(200))
+        {
+            acked += 1;
+        }
+    }
+}
+
+/// The ids a collector's SQLite store holds for `station`.
+pub fn stored_ids(db: &std::path::Path, station: &str) -> std::collections::BTreeSet<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id FROM events WHERE station = ?1")
+        .unwrap();
+    stmt.query_map([station], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// SIGTERM, then SIGKILL after 15 s.
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
