@@ -58,11 +58,32 @@ impl AudioReader {
         if len == 0 {
             return Err(fail(AudioErrorKind::Empty));
         }
+        Self::probe(path, Box::new(file))
+    }
+
+    /// Probes audio held in memory (a clip received over the network, a fuzzer's
+    /// input); `name` is what errors call it, and its extension is a format hint.
+    ///
+    /// # Errors
+    /// As [`AudioReader::open`], without the I/O errors.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, AudioError> {
+        let name = name.as_ref();
+        if bytes.is_empty() {
+            return Err(AudioError::new(name, AudioErrorKind::Empty));
+        }
+        Self::probe(name, Box::new(std::io::Cursor::new(bytes)))
+    }
+
+    fn probe(
+        path: &Path,
+        source: Box<dyn symphonia::core::io::MediaSource>,
+    ) -> Result<Self, AudioError> {
+        let fail = |kind| AudioError::new(path, kind);
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mss = MediaSourceStream::new(source, Default::default());
         let format = symphonia::default::get_probe()
             .probe(
                 &hint,
