@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
-use common::{agent, repo_file};
+use common::{agent, publish_all, repo_file, stored_ids, terminate, wait_for};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -168,18 +168,6 @@ fn collector_with(port: u16, db: &Path, seconds: u32, extra: &[&str]) -> std::pr
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn wait_for(broker: &Mosquitto, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker.log().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` in the broker log:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -533,28 +521,6 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
     assert!(stored >= total, "{line}");
 }
 
-/// Publishes `payloads` to `topic` with QoS 1 as client `id`, returning when the broker has
-/// acknowledged them all.
-fn publish_all(port: u16, id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut connection) = Client::new(opts, payloads.len() + 1);
-    let want = payloads.len();
-    for p in payloads {
-        client.publish(topic, QoS::AtLeastOnce, false, p).unwrap();
-    }
-    let (mut acked, deadline) = (0, Instant::now() + Duration::from_secs(10));
-    while acked < want {
-        assert!(Instant::now() < deadline, "{acked} of {want} acknowledged");
-        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
-            connection.recv_timeout(Duration::from_millis(200))
-        {
-            acked += 1;
-        }
-    }
-}
-
 #[test]
 fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
     let broker = Mosquitto::start().unwrap();
@@ -806,32 +772,6 @@ fn wait_complete(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-fn stored_ids(db: &Path, station: &str) -> BTreeSet<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id FROM events WHERE station = ?1")
-        .unwrap();
-    stmt.query_map([station], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn terminate(child: &mut std::process::Child) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn log(dir: &Path, name: &str) -> String {
