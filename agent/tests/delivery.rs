@@ -259,6 +259,13 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
         std::fs::read_to_string(csv).unwrap().lines().count(),
         1 + total
     );
+    let produced: BTreeSet<String> = ids(&first).union(&ids(&second)).cloned().collect();
+    common::report_reliability(
+        "collector down, one event sent twice",
+        &db,
+        "marsh-3",
+        &produced,
+    );
 }
 
 /// A test PKI: a CA, a server certificate for localhost/127.0.0.1 and a client
@@ -519,6 +526,15 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
         .parse()
         .unwrap();
     assert!(stored >= total, "{line}");
+    let produced: BTreeSet<String> = (0..total)
+        .map(|seq| Detection::make_id("marsh-3", 99, seq))
+        .collect();
+    common::report_reliability(
+        "station SIGKILLed 10 times while delivering",
+        &db,
+        "marsh-3",
+        &produced,
+    );
 }
 
 #[test]
@@ -567,6 +583,13 @@ fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
     assert!(
         report.contains("3 message(s) were not detection events"),
         "{report}"
+    );
+    let produced = (0..3).map(|seq| common::sample_event(seq).id).collect();
+    common::report_reliability(
+        "malformed, oversized and foreign-schema messages among events",
+        &db,
+        "wetland-03",
+        &produced,
     );
 }
 
@@ -869,6 +892,12 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
         "replayed {} events to a new collector in {took:.1?}",
         held.len()
     );
+    common::report_reliability(
+        "delivered with no collector listening, then replayed",
+        &db,
+        "marsh-9",
+        &queued,
+    );
 }
 
 /// The broker is SIGKILLed while 5,000 events stream through it and started again; the
@@ -933,6 +962,12 @@ fn a_broker_crash_mid_stream_loses_nothing(persistent: bool) {
         "broker persistence {persistent}: killed at {at_kill} of {} events; complete {after:.1?} after the restart ({total:.1?} in all); {duplicates} duplicate(s) stored once; {replayed} event(s) replayed on request",
         queued.len()
     );
+    let run = if persistent {
+        "broker SIGKILLed mid-stream (persistence on)"
+    } else {
+        "broker SIGKILLed mid-stream (no persistence)"
+    };
+    common::report_reliability(run, &db, "marsh-8", &queued);
 }
 
 #[test]
@@ -986,6 +1021,12 @@ fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once(
             && report.contains("no gaps"),
         "{report}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    common::report_reliability(
+        "two collectors sharing a subscription and a PostgreSQL store",
+        Path::new(&url),
+        "marsh-3",
+        &ids(&events),
     );
     // A wrong address is a clear error that names the store but not a password.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))

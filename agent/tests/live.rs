@@ -42,6 +42,26 @@ fn run_station(alsa: &Path, station: &Path, args: &[&str]) -> std::process::Outp
         .unwrap()
 }
 
+/// `warble-agent run --config STATION --max-samples N` in the background with `env`, its
+/// standard output piped and its standard error in `log`.
+fn spawn_station(
+    station: &Path,
+    env: &[(&str, &Path)],
+    max_samples: usize,
+    log: &Path,
+) -> common::Running {
+    common::Running::new(
+        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .envs(env.iter().copied())
+            .args(["run", "--config", station.to_str().unwrap()])
+            .args(["--max-samples", &max_samples.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn live_capture_detects_exactly_what_file_analysis_detects() {
     let _serial = serial();
@@ -134,16 +154,7 @@ fn a_microphone_that_appears_late_is_waited_for() {
     let station = station(dir.path(), "late");
     let log = dir.path().join("agent.log");
     let audio = common::demo_excerpt(SECONDS);
-    let mut child = common::Running::new(
-        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-            .env("ALSA_CONFIG_PATH", &alsa)
-            .args(["run", "--config", station.to_str().unwrap()])
-            .args(["--max-samples", &audio.len().to_string()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_station(&station, &[("ALSA_CONFIG_PATH", &alsa)], audio.len(), &log);
     std::thread::sleep(Duration::from_secs(5));
     assert!(child.child().try_wait().unwrap().is_none(), "still running");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -559,20 +570,15 @@ fn a_clock_that_is_not_set_is_waited_for_before_anything_is_stamped() {
     let fake = dir.path().join("faketime");
     std::fs::write(&fake, "@2020-01-01 00:00:00\n").unwrap();
     let log = dir.path().join("agent.log");
-    let mut child = common::Running::new(
-        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-            .env("ALSA_CONFIG_PATH", &alsa)
-            .env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME_TIMESTAMP_FILE", &fake)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .args(["run", "--config", station.to_str().unwrap()])
-            .args(["--max-samples", &audio.len().to_string()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let faketime = libfaketime();
+    let env: [(&str, &Path); 5] = [
+        ("ALSA_CONFIG_PATH", &alsa),
+        ("LD_PRELOAD", &faketime),
+        ("FAKETIME_TIMESTAMP_FILE", &fake),
+        ("FAKETIME_NO_CACHE", Path::new("1")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", Path::new("1")),
+    ];
+    let mut child = spawn_station(&station, &env, audio.len(), &log);
     std::thread::sleep(Duration::from_secs(4));
     assert!(child.child().try_wait().unwrap().is_none(), "still running");
     let text = std::fs::read_to_string(&log).unwrap();

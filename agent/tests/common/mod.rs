@@ -355,8 +355,19 @@ pub fn publish_all(port: u16, id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
     }
 }
 
-/// The ids a collector's SQLite store holds for `station`.
+/// The ids a collector's store (an SQLite file or a `postgres://` URL) holds for
+/// `station`.
 pub fn stored_ids(db: &std::path::Path, station: &str) -> std::collections::BTreeSet<String> {
+    let target = db.to_string_lossy();
+    if target.starts_with("postgres://") {
+        let mut client = postgres::Client::connect(&target, postgres::NoTls).unwrap();
+        return client
+            .query("SELECT id FROM events WHERE station = $1", &[&station])
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+    }
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare("SELECT id FROM events WHERE station = ?1")
@@ -381,4 +392,30 @@ pub fn terminate(child: &mut std::process::Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Prints the figures of a fault run as one `reliability:` line (collected into
+/// docs/BENCHMARKS.md by scripts/reliability): of the `produced` event ids of `station`,
+/// how many the collector's store at `db` holds (delivered) and lacks (lost), with the
+/// duplicates and invalid messages it counted.
+pub fn report_reliability(
+    run: &str,
+    db: &std::path::Path,
+    station: &str,
+    produced: &std::collections::BTreeSet<String>,
+) {
+    let report = warble_agent::collect::Store::open(db)
+        .expect("the collector's store opens")
+        .report()
+        .expect("the collector's report");
+    let r = report.iter().find(|r| r.station == station);
+    let held = stored_ids(db, station);
+    let delivered = produced.intersection(&held).count();
+    eprintln!(
+        "reliability: {run}: produced {}, delivered {delivered}, duplicates {}, invalid {}, lost {}",
+        produced.len(),
+        r.map_or(0, |r| r.duplicates),
+        report.first().map_or(0, |r| r.invalid),
+        produced.len() - delivered,
+    );
 }
