@@ -260,3 +260,33 @@ fn absurd_sample_rates_and_channel_counts_are_refused_before_decoding() {
         decode_file(with(rate, 1), SampleRate::HZ_32000).unwrap();
     }
 }
+
+/// A float WAV can hold any bits: a NaN or an infinity is damage, named with its place,
+/// not a sample that would turn every window it reaches into NaN scores (found by the
+/// `audio_decode` fuzz target).
+#[test]
+fn float_files_with_non_finite_samples_are_refused_at_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let path = dir.path().join("damaged.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 32_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for i in 0..64_000 {
+            w.write_sample(if i == 40_000 { bad } else { 0.1 }).unwrap();
+        }
+        w.finalize().unwrap();
+        let err = decode_err(&path);
+        assert!(matches!(err.kind, AudioErrorKind::Corrupt { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("damaged.wav") && text.contains("not a number"),
+            "{text}"
+        );
+        assert!(text.contains("1.25 s") || text.contains("40000"), "{text}");
+    }
+}

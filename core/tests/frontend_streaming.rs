@@ -182,3 +182,40 @@ fn silence_is_finite() {
     let out = fe.compute_vec(&[0.0; 32_000]).unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
 }
+
+/// Damaged samples (NaN, infinities, 1e37: a broken driver, a damaged float file) give
+/// finite features, the same in stream and clip mode: NaN is read as silence and
+/// magnitudes are clamped 120 dB above full scale (found by the `frontend_stream` fuzz
+/// target: 1e37 overflowed the frame power to infinity and the window to NaN).
+#[test]
+fn damaged_samples_give_finite_features_in_both_modes() {
+    let cfg = small_config();
+    let spec = WindowSpec {
+        length_samples: 8 * cfg.hop_length,
+        hop_samples: 2 * cfg.hop_length,
+    };
+    let mut pcm = signal(3, 4_000);
+    for (i, bad) in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e37,
+        -3e38,
+        1.4e6,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        pcm[300 + i * 500] = bad;
+    }
+    let windows = stream(&cfg, spec, &pcm, &[37, 1_000]);
+    assert!(windows.len() > 10);
+    for (info, features) in &windows {
+        assert!(
+            features.iter().all(|x| x.is_finite()),
+            "window at {}",
+            info.start_sample
+        );
+    }
+    check(&cfg, spec, &pcm, &[37, 1_000]);
+}

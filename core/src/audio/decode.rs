@@ -84,14 +84,17 @@ impl AudioReader {
             hint.with_extension(ext);
         }
         let mss = MediaSourceStream::new(source, Default::default());
-        let format = symphonia::default::get_probe()
-            .probe(
-                &hint,
-                mss,
-                FormatOptions::default(),
-                MetadataOptions::default(),
-            )
-            .map_err(|e| fail(classify(e, None)))?;
+        let format = guarded(None, || {
+            symphonia::default::get_probe()
+                .probe(
+                    &hint,
+                    mss,
+                    FormatOptions::default(),
+                    MetadataOptions::default(),
+                )
+                .map_err(|e| classify(e, None))
+        })
+        .map_err(fail)?;
         let track = format
             .default_track(TrackType::Audio)
             .ok_or_else(|| fail(AudioErrorKind::NoAudioTrack))?;
@@ -116,9 +119,12 @@ impl AudioReader {
         if channels > super::MAX_CHANNELS {
             return Err(fail(AudioErrorKind::TooManyChannels(channels)));
         }
-        let decoder = symphonia::default::get_codecs()
-            .make_audio_decoder(params, &AudioDecoderOptions::default())
-            .map_err(|e| fail(classify(e, None)))?;
+        let decoder = guarded(None, || {
+            symphonia::default::get_codecs()
+                .make_audio_decoder(params, &AudioDecoderOptions::default())
+                .map_err(|e| classify(e, None))
+        })
+        .map_err(fail)?;
         let (track_id, total_frames) = (track.id, track.num_frames);
         Ok(Self {
             path: path.to_owned(),
@@ -170,26 +176,46 @@ impl AudioReader {
                 frames: self.frames_read,
                 rate_hz: self.sample_rate.hz(),
             };
-            let packet = match self.format.next_packet() {
+            let next = guarded(Some(at), || {
+                self.format.next_packet().map_err(|e| classify(e, Some(at)))
+            });
+            let packet = match next {
                 Ok(Some(packet)) => packet,
                 Ok(None) if self.frames_read == 0 => {
                     return Err(AudioError::new(&self.path, AudioErrorKind::Empty));
                 }
                 Ok(None) => return self.check_complete(),
-                Err(e) => return Err(AudioError::new(&self.path, classify(e, Some(at)))),
+                Err(kind) => return Err(AudioError::new(&self.path, kind)),
             };
             if packet.track_id != self.track_id {
                 continue;
             }
-            let decoded = self
-                .decoder
-                .decode(&packet)
-                .map_err(|e| AudioError::new(&self.path, classify(e, Some(at))))?;
+            let decoder = &mut self.decoder;
+            let decoded = guarded(Some(at), || {
+                decoder.decode(&packet).map_err(|e| classify(e, Some(at)))
+            })
+            .map_err(|kind| AudioError::new(&self.path, kind))?;
             let frames = decoded.frames();
             if frames == 0 {
                 continue;
             }
             decoded.copy_to_vec_interleaved(&mut self.interleaved);
+            // Float files can hold any bits; a NaN or an infinity is damage, not sound (and
+            // would turn every window it reaches into NaN scores).
+            if let Some(i) = self.interleaved.iter().position(|x| !x.is_finite()) {
+                let channels = decoded.num_planes().max(1);
+                let at = Position {
+                    frames: self.frames_read + (i / channels) as u64,
+                    rate_hz: self.sample_rate.hz(),
+                };
+                return Err(AudioError::new(
+                    &self.path,
+                    AudioErrorKind::Corrupt {
+                        at: Some(at),
+                        reason: "a sample is not a number (NaN or infinite)".into(),
+                    },
+                ));
+            }
             let channels = decoded.num_planes().max(1);
             let scale = 1.0 / channels as f32;
             out.extend(
@@ -220,6 +246,22 @@ impl AudioReader {
             _ => Ok(0),
         }
     }
+}
+
+/// Runs a call into symphonia, turning a panic in it into a corrupt-data error: its
+/// readers trust some header fields in arithmetic (fuzzing found a WAV `fmt` chunk whose
+/// sizes overflow a multiplication), and a damaged file must be an error naming it, not a
+/// crash of the station.
+fn guarded<T>(
+    at: Option<Position>,
+    call: impl FnOnce() -> Result<T, AudioErrorKind>,
+) -> Result<T, AudioErrorKind> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        Err(AudioErrorKind::Corrupt {
+            at,
+            reason: "the decoder failed on malformed data".into(),
+        })
+    })
 }
 
 /// Classifies a symphonia error; `at` is where in the stream it happened (`None`: while

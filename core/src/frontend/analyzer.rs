@@ -108,7 +108,7 @@ impl FrameAnalyzer {
     /// Window → real FFT → power → mel → dB, from `self.frame` into `out`.
     fn analyse_loaded_frame(&mut self, out: &mut [f32]) {
         for (x, w) in self.frame.iter_mut().zip(&self.window) {
-            *x *= w;
+            *x = bounded(*x) * w;
         }
         // The buffers were made by this plan, so their lengths always match and the FFT
         // cannot fail; there is nothing useful to do with the error in a hot loop.
@@ -122,5 +122,20 @@ impl FrameAnalyzer {
         for v in out.iter_mut() {
             *v = 10.0 * v.max(self.amin).log10();
         }
+    }
+}
+
+/// The largest sample magnitude analysed: 120 dB above full scale. Beyond it (a damaged
+/// float file, a broken driver) the power of a frame would overflow `f32` and every
+/// later number of the window would be infinite or NaN; no recording comes near it.
+pub(crate) const MAX_SAMPLE: f64 = 1e6;
+
+/// A sample as analysed: NaN as silence, magnitudes clamped to [`MAX_SAMPLE`], so the
+/// features of any input are finite.
+fn bounded(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-MAX_SAMPLE, MAX_SAMPLE)
     }
 }
