@@ -1,9 +1,10 @@
 //! Fuzz targets: one function per kind of input a station or collector takes from
 //! outside, each asserting what must hold for *any* bytes (no panic, bounded work, and
 //! the target's own properties). libFuzzer calls them from `fuzz/libfuzzer`
-//! (`scripts/fuzz SECONDS`); `tests/replay.rs` calls them on stable Rust for every file
-//! of the committed corpus (`fuzz/corpus/<target>/`) and every crash ever found
-//! (`fuzz/crashes/<target>/`), so a fixed crash stays fixed.
+//! (`scripts/fuzz SECONDS`); `tests/replay.rs` calls them on stable Rust for every
+//! hand-made seed (`fuzz/seeds/<target>/`), every input of the committed corpus
+//! (`fuzz/corpus/<target>/`) and every crash ever found (`fuzz/crashes/<target>/`), so a
+//! fixed crash stays fixed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

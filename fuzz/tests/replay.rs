@@ -1,5 +1,7 @@
-//! Replays the committed fuzz corpus and every crash found, on stable Rust: each input
-//! of `fuzz/corpus/<target>/` and `fuzz/crashes/<target>/` through its target.
+//! Replays the committed fuzz inputs on stable Rust: each file of `fuzz/seeds/<target>/`
+//! (hand-made hostile cases, named for what they are), `fuzz/corpus/<target>/` (what the
+//! fuzzer kept, minimised) and `fuzz/crashes/<target>/` (every crash found) through its
+//! target.
 
 use std::path::PathBuf;
 
@@ -20,15 +22,16 @@ fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn every_target_has_a_corpus_and_survives_it_and_every_crash_found() {
+fn every_target_survives_its_seeds_its_corpus_and_every_crash_found() {
     for (name, target) in warble_fuzz::TARGETS {
-        let corpus = inputs("corpus", name);
+        let seeds = inputs("seeds", name);
         assert!(
-            corpus.len() >= 3,
-            "fuzz/corpus/{name} holds {} inputs; give it at least 3 seed inputs",
-            corpus.len()
+            seeds.len() >= 3,
+            "fuzz/seeds/{name} holds {} inputs; give it at least 3",
+            seeds.len()
         );
-        for file in corpus.iter().chain(&inputs("crashes", name)) {
+        let (corpus, crashes) = (inputs("corpus", name), inputs("crashes", name));
+        for file in seeds.iter().chain(&corpus).chain(&crashes) {
             let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let outcome = std::panic::catch_unwind(|| target(&data));
             assert!(outcome.is_ok(), "{name} fails on {}", file.display());
