@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use warble_core::event::Detection;
 
 /// The outbox's file in a station's data folder (the detection path, delivery, presence
@@ -169,9 +169,7 @@ impl Outbox {
             source,
         };
         let mut conn = open_durable(&path, SCHEMA).map_err(err)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let tx = begin_write(&mut conn, &path)?;
         tx.execute_batch(
             "UPDATE events SET historical = 1 WHERE historical = 0;
              UPDATE meta SET value = (SELECT COALESCE(SUM(bytes), 0) FROM events)
@@ -218,10 +216,7 @@ impl Outbox {
         }
         let path = &self.path;
         let e = |source| self_err(path, source);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = begin_write(&mut self.conn, path)?;
         // The true state, read under the write lock (the triggers keep it).
         let mut pending_bytes = meta(&tx, "pending_bytes").map_err(e)?;
         let mut sent_bytes = meta(&tx, "sent_bytes").map_err(e)?;
@@ -330,10 +325,7 @@ impl Outbox {
         let now = chrono::Utc::now().timestamp();
         let path = &self.path;
         let e = |source| self_err(path, source);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = begin_write(&mut self.conn, path)?;
         let mut removed = 0u64;
         {
             let mut to_archive = tx
@@ -389,10 +381,7 @@ impl Outbox {
     pub fn replay(&mut self, boot: u64, first: u64, last: u64) -> Result<u64, OutboxError> {
         let path = &self.path;
         let e = |source| self_err(path, source);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = begin_write(&mut self.conn, path)?;
         let range = params![boot as i64, first as i64, last as i64];
         let queued = tx
             .execute(
@@ -463,6 +452,13 @@ fn meta(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get::<_, i64>(0))
         .map(|v| v.max(0) as u64)
+}
+
+/// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`, waiting up to the
+/// busy timeout for another writer), so what it reads is what it acts on.
+fn begin_write<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, OutboxError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|source| self_err(path, source))
 }
 
 fn self_err(path: &Path, source: rusqlite::Error) -> OutboxError {

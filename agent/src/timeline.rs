@@ -105,7 +105,8 @@ impl Timeline {
         time + seconds((sample - position) / self.rate_hz)
     }
 
-    /// How many times the stream was re-anchored (gaps, overruns, drift corrections).
+    /// Anchors held: the stream's first observation and each re-anchoring since (gaps,
+    /// overruns, drift corrections), at most the last 4,096.
     pub fn anchors(&self) -> usize {
         self.anchors.len()
     }

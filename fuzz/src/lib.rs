@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 
 use warble_core::audio::AudioReader;
 use warble_core::bundle::{Bundle, BundleManifest, Limits, PublicKey, TrustedKeys};
-use warble_core::frontend::{FrontEndConfig, StreamingFrontEnd, WindowSpec};
+use warble_core::frontend::{FrontEndConfig, StreamingFrontEnd, WindowInfo, WindowSpec};
 
 /// A target: its name (the corpus folder) and its body.
 pub type Target = (&'static str, fn(&[u8]));
@@ -73,20 +73,16 @@ pub fn frontend_stream(data: &[u8]) {
     let windows = |chunks: &mut dyn Iterator<Item = &[f32]>| {
         let mut fe = StreamingFrontEnd::new(cfg.clone(), spec).expect("a valid front end");
         let mut out: Vec<(u64, Vec<u32>)> = Vec::new();
-        for chunk in chunks {
-            fe.push(chunk, |info, features| {
-                out.push((
-                    info.start_sample,
-                    features.iter().map(|x| x.to_bits()).collect(),
-                ));
-            });
-        }
-        fe.finish(|info, features| {
+        let mut record = |info: WindowInfo, features: &[f32]| {
             out.push((
                 info.start_sample,
                 features.iter().map(|x| x.to_bits()).collect(),
             ));
-        });
+        };
+        for chunk in chunks {
+            fe.push(chunk, &mut record);
+        }
+        fe.finish(&mut record);
         out
     };
     let whole = windows(&mut std::iter::once(&samples[..]));

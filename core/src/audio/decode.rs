@@ -200,10 +200,10 @@ impl AudioReader {
                 continue;
             }
             decoded.copy_to_vec_interleaved(&mut self.interleaved);
+            let channels = decoded.num_planes().max(1);
             // Float files can hold any bits; a NaN or an infinity is damage, not sound (and
             // would turn every window it reaches into NaN scores).
             if let Some(i) = self.interleaved.iter().position(|x| !x.is_finite()) {
-                let channels = decoded.num_planes().max(1);
                 let at = Position {
                     frames: self.frames_read + (i / channels) as u64,
                     rate_hz: self.sample_rate.hz(),
@@ -216,7 +216,6 @@ impl AudioReader {
                     },
                 ));
             }
-            let channels = decoded.num_planes().max(1);
             let scale = 1.0 / channels as f32;
             out.extend(
                 self.interleaved
