@@ -1,5 +1,9 @@
-//! Delivery of the outbox to an MQTT broker: QoS 1, a persistent session, and an event
-//! leaves the outbox only when the broker's PUBACK for it has arrived.
+//! Delivery of the outbox to an MQTT broker: MQTT 5, QoS 1, and an event leaves the
+//! outbox only when the broker's PUBACK for it has arrived *and says it was accepted*.
+//! (MQTT 3.1.1 has no negative acknowledgement: a broker acknowledges a publish its ACL
+//! denies all the same, and a wrong prefix or ACL emptied the outbox into the void. MQTT
+//! 5's PUBACK carries a reason code; "not authorised" stops delivery, keeps the event and
+//! says why: see [`DeliveryError::Refused`].)
 //!
 //! How a PUBACK finds its event: rumqttc hands out packet ids itself and reports each
 //! sent publish as `Outgoing::Publish(pkid)` in the order the publishes were requested
@@ -20,10 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::{self, QoS};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::time::Instant;
 
 use crate::outbox::{Outbox, OutboxError};
@@ -222,9 +226,8 @@ impl BrokerConfig {
             Some(file) => {
                 let path = base.join(file);
                 let (user, password) = read_credentials(&path)?;
-                // The fleet's ACL lets a station publish only under its own id; mosquitto
-                // acknowledges a denied publish all the same (MQTT 3.1.1 has no negative
-                // acknowledgement), so a mismatch would empty the outbox into the void.
+                // The fleet's ACL lets a station publish only under its own id: a mismatch
+                // is refused here, before any event is sent to be denied.
                 if user != st.id.as_str() {
                     return Err(DeliveryError::Credentials {
                         path,
@@ -307,9 +310,39 @@ pub enum DeliveryError {
         /// What is wrong.
         reason: String,
     },
+    /// The broker acknowledged a publish with a refusal that retrying cannot cure (its ACL
+    /// does not let this station publish there, or the topic is invalid): delivery stops
+    /// and every event stays in the outbox until the configuration is put right.
+    #[error(
+        "the broker refused the station's detections on `{topic}` ({reason}): check \
+         mqtt.topic_prefix and the broker's ACL for this station (a station publishes under \
+         <prefix>/<its id>/); {kept} event(s) kept in the outbox"
+    )]
+    Refused {
+        /// The topic published to.
+        topic: String,
+        /// The broker's reason, in words.
+        reason: &'static str,
+        /// Events still in the outbox.
+        kept: u64,
+    },
     /// The outbox failed (disk full, corrupt file…): nothing was acknowledged wrongly.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+}
+
+/// A PUBACK's reason in words, and whether retrying could help.
+fn puback_refusal(reason: PubAckReason) -> Option<(&'static str, bool)> {
+    match reason {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+        PubAckReason::NotAuthorized => Some(("not authorised", false)),
+        PubAckReason::TopicNameInvalid => Some(("topic name invalid", false)),
+        PubAckReason::PayloadFormatInvalid => Some(("payload format invalid", false)),
+        PubAckReason::QuotaExceeded => Some(("quota exceeded", true)),
+        PubAckReason::PacketIdentifierInUse => Some(("packet identifier in use", true)),
+        PubAckReason::UnspecifiedError => Some(("unspecified error", true)),
+        PubAckReason::ImplementationSpecificError => Some(("implementation-specific error", true)),
+    }
 }
 
 /// What a [`drain`] did.
@@ -387,15 +420,15 @@ pub async fn drain(
 }
 
 /// A connection error as a technician needs it: refusals say what to check.
-fn explain(e: &rumqttc::ConnectionError) -> String {
+fn explain(e: &ConnectionError) -> String {
     match e {
-        rumqttc::ConnectionError::ConnectionRefused(
+        ConnectionError::ConnectionRefused(
             code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
         ) => format!(
             "the broker refused the station's credentials ({code:?}): check mqtt.credentials_file \
              and the broker's password file"
         ),
-        rumqttc::ConnectionError::ConnectionRefused(code) => {
+        ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection ({code:?})")
         }
         other => other.to_string(),
@@ -410,14 +443,15 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<SessionEnd, DeliveryError> {
     let mut opts = cfg.options(&cfg.client_id);
-    // Events are far smaller (a collector takes at most MAX_EVENT_BYTES), but rumqttc's
-    // default 10-KiB limit would wedge delivery on one larger event forever.
-    opts.set_clean_session(false)
-        .set_inflight(100)
-        .set_max_packet_size(MAX_INBOUND_PACKET, crate::collect::MAX_EVENT_BYTES + 1024);
+    // A clean start: nothing is subscribed on this connection, and what was in flight on
+    // the last one is sent again from the outbox. The outgoing size limit is the broker's
+    // (its CONNACK); the outbox refuses events larger than a collector takes.
+    opts.set_clean_start(true)
+        .set_outgoing_inflight_upper_limit(100)
+        .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32))
+        .set_network_options(no_delay());
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
-    eventloop.set_network_options(no_delay());
     let topic = cfg.topic("detections");
     // Outbox rows in the order their publishes were requested.
     let mut requested: VecDeque<i64> = VecDeque::new();
@@ -501,8 +535,26 @@ async fn session(
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(rowid) = in_flight.remove(&ack.pkid) {
-                    acked.push(rowid);
+                let Some(rowid) = in_flight.remove(&ack.pkid) else {
+                    continue;
+                };
+                match puback_refusal(ack.reason) {
+                    None => acked.push(rowid),
+                    Some((reason, retry)) => {
+                        // The event stays in the outbox; what was accepted is acked.
+                        report.delivered += outbox.ack_many(&acked)?;
+                        if retry {
+                            return Ok(SessionEnd::Failed(format!(
+                                "the broker did not accept an event: {reason}"
+                            )));
+                        }
+                        let _ = client.try_disconnect();
+                        return Err(DeliveryError::Refused {
+                            topic,
+                            reason,
+                            kept: outbox.stats()?.depth,
+                        });
+                    }
                 }
             }
             _ => {}
@@ -510,8 +562,10 @@ async fn session(
     }
 }
 
-/// Inbound messages larger than this end the presence connection (rumqttc cannot skip a
-/// packet); it reconnects with backoff, and requests are QoS 0, so nothing comes back.
+/// The largest packet a station takes, told to the broker at connect (an MQTT 5 broker
+/// then drops larger messages for it). From a broker that sends one anyway it ends the
+/// presence connection (rumqttc cannot skip a packet); it reconnects with backoff, and
+/// requests are QoS 0, so nothing comes back.
 const MAX_INBOUND_PACKET: usize = 64 * 1024;
 
 /// What arrived for the station on its presence connection.
@@ -544,15 +598,17 @@ pub async fn presence(
     let status = cfg.topic("status");
     let offline = serde_json::json!({"state": "offline"}).to_string();
     let mut backoff = Backoff::new();
+    let mut status_refused = false;
     while !stop.load(Ordering::Relaxed) {
         let mut opts = cfg.options(&format!("{}-status", cfg.client_id));
-        opts.set_clean_session(true)
-            .set_max_packet_size(MAX_INBOUND_PACKET, 1 << 20)
+        opts.set_clean_start(true)
+            .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32))
             .set_last_will(LastWill::new(
                 status.clone(),
                 offline.clone(),
                 QoS::AtLeastOnce,
                 true,
+                None,
             ));
         let replay = cfg.topic("replay");
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
@@ -594,14 +650,25 @@ pub async fn presence(
                         let _ = client.try_subscribe(&replay, QoS::AtMostOnce);
                         next_beat = Instant::now();
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == replay => {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == replay.as_bytes() => {
                         inbound(Inbound::Replay(&p.payload));
                     }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some((reason, _)) = puback_refusal(ack.reason)
+                            && !status_refused
+                        {
+                            // Said once: the broker will refuse every status alike.
+                            eprintln!(
+                                "presence: the broker refused the station's status on `{status}` ({reason}): check mqtt.topic_prefix and the broker's ACL"
+                            );
+                            status_refused = true;
+                        }
+                    }
                     Ok(_) => {}
-                    Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-                        rumqttc::Error::PayloadSizeLimitExceeded(size),
+                    Err(ConnectionError::MqttState(StateError::Deserialization(
+                        mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. },
                     ))) => {
-                        inbound(Inbound::Oversized(size));
+                        inbound(Inbound::Oversized(pkt_size));
                         failed = true;
                     }
                     Err(_) => {

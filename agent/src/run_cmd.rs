@@ -13,6 +13,7 @@ use anyhow::Context;
 use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::detect::SpeciesEvent;
 use warble_agent::output::Row;
+use warble_agent::publish::DeliveryError;
 use warble_agent::timeline::Timeline;
 use warble_core::SampleRate;
 use warble_core::audio::StreamResampler;
@@ -104,6 +105,8 @@ struct Health {
     held_events: AtomicU64,
     /// Detection rows the output (file or standard output) failed to write.
     output_failures: AtomicU64,
+    /// The broker refuses the station's detections (its ACL): they wait in the outbox.
+    delivery_refused: AtomicBool,
 }
 
 impl Health {
@@ -286,6 +289,11 @@ fn spawn_presence(
                     } else {
                         "open"
                     },
+                    "delivery": if health.delivery_refused.load(Ordering::Relaxed) {
+                        "refused"
+                    } else {
+                        "accepted"
+                    },
                     "clock": if health.waiting_for_clock.load(Ordering::Relaxed) {
                         "waiting"
                     } else {
@@ -334,17 +342,52 @@ fn spawn_delivery(
                 return;
             };
             runtime.block_on(async {
+                // A broker that refuses the station's topic refuses it every time: said
+                // once (and again if the refusal changes), then asked again each minute
+                // in case the ACL was put right; the events wait in the outbox.
+                let mut refused: Option<(String, &str)> = None;
                 loop {
                     let last = stop.load(Ordering::Relaxed);
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    let mut pause = Duration::from_millis(500);
                     match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
-                        Ok(report) => health.outbox_depth.store(report.pending, Ordering::Relaxed),
-                        Err(e) => eprintln!("delivery: {e}"),
+                        Ok(report) => {
+                            health.outbox_depth.store(report.pending, Ordering::Relaxed);
+                            if refused.take().is_some() {
+                                eprintln!(
+                                    "delivery: the broker accepts the station's detections again"
+                                );
+                            }
+                            health.delivery_refused.store(false, Ordering::Relaxed);
+                        }
+                        Err(e) => match &e {
+                            DeliveryError::Refused {
+                                topic,
+                                reason,
+                                kept,
+                            } => {
+                                health.outbox_depth.store(*kept, Ordering::Relaxed);
+                                health.delivery_refused.store(true, Ordering::Relaxed);
+                                let now = Some((topic.clone(), *reason));
+                                if refused != now {
+                                    let said = format!("delivery: {e}; asking again every minute");
+                                    eprintln!("{said}");
+                                    let _ =
+                                        sd_notify::notify(&[sd_notify::NotifyState::Status(&said)]);
+                                    refused = now;
+                                }
+                                pause = Duration::from_secs(60);
+                            }
+                            _ => eprintln!("delivery: {e}"),
+                        },
                     }
                     if last {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let until = tokio::time::Instant::now() + pause;
+                    while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             });
         })

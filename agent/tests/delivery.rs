@@ -855,15 +855,20 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
         ],
     );
     rejected(2);
-    // (Alone: what arrived in the same read as an unreadable packet goes down with the
-    // connection — QoS 0 requests are asked again by the collector.)
+    // A message larger than the station takes (it tells the broker so at connect, MQTT 5)
+    // is dropped by the broker, not sent: the connection stays and reads what follows.
     publish_all(
         broker.port(),
         "prankster",
         "warble/marsh-9/replay",
-        vec![vec![b' '; 100 * 1024]],
+        vec![vec![b' '; 100 * 1024], b"[]".to_vec()],
     );
     rejected(3);
+    assert!(
+        !log(dir.path(), "agent.log").contains("too large to read"),
+        "{}",
+        log(dir.path(), "agent.log")
+    );
     // A collector with an empty store learns from the heartbeats what it lacks, asks, and
     // gets it all from the station's archive.
     let db = dir.path().join("collected.sqlite");
@@ -1041,4 +1046,99 @@ fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once(
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("postgres://warble@127.0.0.1:1/none"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// A broker whose ACL does not let the station publish where it is configured to (a
+/// hand-edited prefix, an ACL rendered for another fleet): under MQTT 3.1.1 mosquitto
+/// acknowledged the denied publishes and the outbox emptied into the void. Under MQTT 5
+/// the PUBACK says "not authorised": delivery stops, says so and keeps every event.
+#[test]
+fn a_publish_the_broker_denies_keeps_every_event_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite warble/#\n").unwrap();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\nacl_file {}\n",
+        acl.display()
+    ))
+    .unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("[storage]", "topic_prefix = \"elsewhere\"\n\n[storage]");
+    std::fs::write(&station, text).unwrap();
+    let events = analyze(&station);
+    assert!(!events.is_empty());
+
+    let config = station.to_str().unwrap();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "10"]);
+    assert_ne!(code, 0, "a denied delivery is a failure: {out}{err}");
+    assert!(
+        err.contains("not authorised")
+            && err.contains("elsewhere/marsh-3/detections")
+            && err.contains(&format!("{} event(s) kept", events.len())),
+        "says what was refused and that nothing was lost: {out}{err}"
+    );
+    let outbox = warble_agent::outbox::Outbox::open(
+        warble_agent::outbox::path_in(&dir.path().join("data")),
+        1 << 30,
+    )
+    .unwrap();
+    assert_eq!(outbox.stats().unwrap().depth, events.len() as u64);
+
+    // Once the prefix is right, the same outbox is delivered in full.
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("topic_prefix = \"elsewhere\"\n", "");
+    std::fs::write(&station, text).unwrap();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
+        "{out}"
+    );
+}
+
+/// The same refusal for a running station: it says so once, keeps capturing, and every
+/// detection it made waits in the outbox.
+#[test]
+fn a_running_station_whose_publishes_are_denied_keeps_every_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite warble/#\n").unwrap();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\nacl_file {}\n",
+        acl.display()
+    ))
+    .unwrap();
+    let audio = common::demo_excerpt(60);
+    let alsa = common::file_microphone(dir.path(), &audio);
+    let st = common::station(dir.path(), "denied-1");
+    common::deliver_to(&st, broker.port(), "topic_prefix = \"elsewhere\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+        .env("ALSA_CONFIG_PATH", &alsa)
+        .args(["run", "--config", st.to_str().unwrap()])
+        .args(["--max-samples", &audio.len().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("refused the station's detections on `elsewhere/denied-1/detections` (not authorised)")
+            .count(),
+        1,
+        "said once: {stderr}"
+    );
+    let made: u64 = stderr
+        .split(" detections,")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a run summary: {stderr}"));
+    assert!(made >= 5, "{stderr}");
+    let outbox =
+        warble_agent::outbox::Outbox::open(dir.path().join("data-denied-1/outbox.sqlite"), 1 << 30)
+            .unwrap();
+    assert_eq!(outbox.stats().unwrap().depth, made, "{stderr}");
 }
