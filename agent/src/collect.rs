@@ -42,8 +42,7 @@ pub enum CollectError {
 /// 1 kB; anything this large is not one, and is ignored (and counted) without parsing.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
-/// The most boots one heartbeat may report.
-pub const MAX_HEARTBEAT_BOOTS: usize = 1024;
+pub use warble_core::wire::MAX_HEARTBEAT_BOOTS;
 
 /// Attempts at a batch that deadlocked with another collector's.
 const BATCH_ATTEMPTS: usize = 6;
@@ -75,9 +74,13 @@ pub struct StationReport {
     pub duplicates: u64,
     /// Events that arrived marked historical (late).
     pub late: u64,
-    /// Missing sequence ranges `(boot, first, last)`: below each boot's highest stored
-    /// seq, and up to what the station's heartbeats say its broker acknowledged.
+    /// Missing sequence ranges `(boot, first, last)` the station can still send again:
+    /// below each boot's highest stored seq, and up to what the station's heartbeats say
+    /// its broker acknowledged.
     pub gaps: Vec<(u64, u64, u64)>,
+    /// Missing ranges the station no longer holds (its heartbeat says so: below a boot's
+    /// floor, or a boot it no longer names): lost for good, and not asked for.
+    pub lost: Vec<(u64, u64, u64)>,
     /// Messages that repeated a stored event's id with different content.
     pub conflicts: u64,
     /// Messages that were not events (all stations).
@@ -93,6 +96,18 @@ struct BootSummary {
     held: Option<(u64, u64)>,
     /// One past the highest seq the station's broker acknowledged (0: not known).
     acknowledged: u64,
+    /// The lowest seq the station still holds (`u64::MAX`: nothing); `None` while it has
+    /// not said (an agent before 0.2).
+    floor: Option<u64>,
+}
+
+/// Which missing ranges [`Store::ranges`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Those the station can still send again.
+    Requestable,
+    /// Those below the station's floor: lost.
+    Lost,
 }
 
 /// The store.
@@ -123,6 +138,9 @@ CREATE TABLE IF NOT EXISTS counters (station TEXT NOT NULL, name TEXT NOT NULL,
     value BIGINT NOT NULL, PRIMARY KEY (station, name));
 CREATE TABLE IF NOT EXISTS delivered (station TEXT NOT NULL, boot BIGINT NOT NULL,
     next_seq BIGINT NOT NULL, PRIMARY KEY (station, boot));
+CREATE TABLE IF NOT EXISTS archives (station TEXT PRIMARY KEY, reported_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archived (station TEXT NOT NULL, boot BIGINT NOT NULL,
+    archived_from BIGINT NOT NULL, PRIMARY KEY (station, boot));
 CREATE TABLE IF NOT EXISTS conflicts (id TEXT NOT NULL, station TEXT NOT NULL,
     received_at TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS conflicts_id ON conflicts (id);
@@ -236,31 +254,37 @@ impl Store {
         messages: impl IntoIterator<Item = (&'p str, &'p [u8])>,
     ) -> Result<Vec<Ingest>, CollectError> {
         let messages: Vec<(&str, &[u8])> = messages.into_iter().collect();
-        let mut wait = std::time::Duration::from_millis(10);
-        for _ in 0..BATCH_ATTEMPTS - 1 {
-            match self.try_batch(&messages) {
-                Err(CollectError::Db { source, .. }) if source.is_transient() => {
-                    std::thread::sleep(wait.mul_f64(rand::random_range(0.5..=1.5)));
-                    wait *= 2;
-                }
-                other => return other,
-            }
-        }
-        self.try_batch(&messages)
+        self.transaction(|store| store.batch_in_transaction(&messages))
     }
 
-    fn try_batch(&mut self, messages: &[(&str, &[u8])]) -> Result<Vec<Ingest>, CollectError> {
-        self.tally.clear();
-        self.db.begin().map_err(|e| self.err(e))?;
-        let result = self.batch_in_transaction(messages);
-        match result {
-            Ok(out) => {
+    /// Runs `work` in one write transaction, committed when this returns; a deadlock or
+    /// serialization failure between collectors sharing a PostgreSQL store rolls it back
+    /// and runs it again (up to [`BATCH_ATTEMPTS`] times, backing off).
+    fn transaction<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Self) -> Result<T, CollectError>,
+    ) -> Result<T, CollectError> {
+        let mut wait = std::time::Duration::from_millis(10);
+        let mut attempt = 1;
+        loop {
+            self.tally.clear();
+            self.db.begin().map_err(|e| self.err(e))?;
+            let result = work(self).and_then(|out| {
                 self.db.batch("COMMIT").map_err(|e| self.err(e))?;
                 Ok(out)
-            }
-            Err(e) => {
+            });
+            if result.is_err() {
                 let _ = self.db.batch("ROLLBACK");
-                Err(e)
+            }
+            match result {
+                Err(CollectError::Db { source, .. })
+                    if source.is_transient() && attempt < BATCH_ATTEMPTS =>
+                {
+                    std::thread::sleep(wait.mul_f64(rand::random_range(0.5..=1.5)));
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
             }
         }
     }
@@ -374,21 +398,20 @@ impl Store {
         Ok(Ingest::Conflict)
     }
 
-    /// Notes what a station's heartbeat says the broker acknowledged: per boot, every
-    /// sequence number below `next_seq` (its `delivered` list). Returns whether the
-    /// heartbeat carried that list; other heartbeats are left alone.
+    /// Notes what a station's heartbeat says of its boots (its `delivered` list, see
+    /// [`warble_core::wire::BootHeld`]): per boot, that every seq below `next_seq` was
+    /// acknowledged by the broker (this only grows), and what the station still holds —
+    /// the floor of each boot it names, nothing of a boot it does not (this is replaced by
+    /// each heartbeat: it is the station's state now). Returns whether the heartbeat
+    /// carried a valid list; other heartbeats are left alone.
     ///
     /// # Errors
     /// [`CollectError::Db`].
     pub fn note_heartbeat(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
-        #[derive(serde::Deserialize)]
-        struct Through {
-            boot: u64,
-            next_seq: u64,
-        }
+        use warble_core::wire::BootHeld;
         #[derive(serde::Deserialize)]
         struct Beat {
-            delivered: Vec<Through>,
+            delivered: Vec<BootHeld>,
         }
         if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
             return Ok(false);
@@ -398,26 +421,48 @@ impl Store {
         };
         // Counters a database holds; a few boots (the archive keeps a week).
         if beat.delivered.len() > MAX_HEARTBEAT_BOOTS
-            || beat
-                .delivered
-                .iter()
-                .any(|t| t.boot > MAX_COUNTER || t.next_seq > MAX_COUNTER)
+            || beat.delivered.iter().any(|t| {
+                t.boot > MAX_COUNTER
+                    || t.next_seq > MAX_COUNTER
+                    || t.archived_from.is_some_and(|f| f > MAX_COUNTER)
+            })
         {
             return Ok(false);
         }
-        for t in beat.delivered {
-            self.execute(
-                "INSERT INTO delivered (station, boot, next_seq) VALUES ($1, $2, $3)
-                 ON CONFLICT (station, boot) DO UPDATE SET next_seq = CASE
-                     WHEN excluded.next_seq > delivered.next_seq THEN excluded.next_seq
-                     ELSE delivered.next_seq END",
-                &[
-                    Val::Text(station.into()),
-                    Val::Int(t.boot as i64),
-                    Val::Int(t.next_seq as i64),
-                ],
-            )?;
-        }
+        // Agents before 0.2 do not say what they hold: then nothing is known to be gone.
+        let says_what_it_holds = beat.delivered.iter().all(|t| t.archived_from.is_some());
+        let station = Val::Text(station.into());
+        self.transaction(|store| {
+            for t in &beat.delivered {
+                store.execute(
+                    "INSERT INTO delivered (station, boot, next_seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (station, boot) DO UPDATE SET next_seq = CASE
+                         WHEN excluded.next_seq > delivered.next_seq THEN excluded.next_seq
+                         ELSE delivered.next_seq END",
+                    &[station.clone(), Val::Int(t.boot as i64), Val::Int(t.next_seq as i64)],
+                )?;
+            }
+            if says_what_it_holds {
+                store.execute(
+                    "INSERT INTO archives (station, reported_at) VALUES ($1, $2)
+                     ON CONFLICT (station) DO UPDATE SET reported_at = excluded.reported_at",
+                    &[station.clone(), Val::Text(chrono::Utc::now().to_rfc3339())],
+                )?;
+                store.execute("DELETE FROM archived WHERE station = $1", std::slice::from_ref(&station))?;
+                for t in &beat.delivered {
+                    store.execute(
+                        "INSERT INTO archived (station, boot, archived_from) VALUES ($1, $2, $3)
+                         ON CONFLICT (station, boot) DO UPDATE SET archived_from = excluded.archived_from",
+                        &[
+                            station.clone(),
+                            Val::Int(t.boot as i64),
+                            Val::Int(t.archived_from.unwrap_or(0) as i64),
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
         Ok(true)
     }
 
@@ -496,15 +541,34 @@ impl Store {
                 (b.boot, b.acknowledged) = (boot, next_seq);
             }
         }
+        let reported = !self
+            .query("SELECT 1 FROM archives WHERE station = $1", &arg)?
+            .is_empty();
+        if reported {
+            let mut floors = std::collections::BTreeMap::new();
+            for r in self.query(
+                "SELECT boot, archived_from FROM archived WHERE station = $1",
+                &arg,
+            )? {
+                let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+                if let (Some(boot), Some(from)) = (int(0), int(1)) {
+                    floors.insert(boot, from);
+                }
+            }
+            for b in boots.values_mut() {
+                b.floor = Some(floors.get(&b.boot).copied().unwrap_or(u64::MAX));
+            }
+        }
         Ok(boots.into_values().collect())
     }
 
-    /// Up to `limit` missing ranges `(boot, first, last)` of `station` that end at or after
-    /// `from` (a boot and a seq; a range that starts before it is cut there), in order:
-    /// before each boot's lowest stored seq, between stored seqs, and after the highest up
-    /// to what the heartbeats say was acknowledged. The database finds the gaps between
-    /// stored seqs (a window query), so the work is bounded by what is returned, not by
-    /// the number of events held.
+    /// Up to `limit` missing ranges `(boot, first, last)` of `station` that the station
+    /// can still send again and that end at or after `from` (a boot and a seq; a range
+    /// that starts before it is cut there), in order: before each boot's lowest stored
+    /// seq, between stored seqs, and after the highest up to what the heartbeats say was
+    /// acknowledged — each cut at the floor of what the station still holds. The database
+    /// finds the gaps between stored seqs (a window query), so the work is bounded by what
+    /// is returned, not by the number of events held.
     ///
     /// # Errors
     /// [`CollectError::Db`].
@@ -514,15 +578,37 @@ impl Store {
         from: (u64, u64),
         limit: usize,
     ) -> Result<Vec<(u64, u64, u64)>, CollectError> {
+        self.ranges(station, from, limit, Missing::Requestable)
+    }
+
+    fn ranges(
+        &mut self,
+        station: &str,
+        from: (u64, u64),
+        limit: usize,
+        which: Missing,
+    ) -> Result<Vec<(u64, u64, u64)>, CollectError> {
         let mut out = Vec::new();
         for b in self.boots(station)? {
             if b.boot < from.0 {
                 continue;
             }
             let after = if b.boot == from.0 { from.1 } else { 0 };
+            // The seqs of this boot wanted: [lower, upper].
+            let (lower, upper) = match (which, b.floor) {
+                (Missing::Requestable, None) => (after, u64::MAX),
+                (Missing::Requestable, Some(u64::MAX)) | (Missing::Lost, None | Some(0)) => {
+                    continue;
+                }
+                (Missing::Requestable, Some(floor)) => (after.max(floor), u64::MAX),
+                (Missing::Lost, Some(floor)) => (after, floor.saturating_sub(1)),
+            };
+            if lower > upper {
+                continue;
+            }
             let push = |first: u64, last: u64, out: &mut Vec<_>| {
-                if last >= after && out.len() < limit {
-                    out.push((b.boot, first.max(after), last));
+                if last >= lower && first <= upper && out.len() < limit {
+                    out.push((b.boot, first.max(lower), last.min(upper)));
                 }
             };
             match b.held {
@@ -539,11 +625,13 @@ impl Store {
                                  SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt
                                  FROM events WHERE station = $1 AND boot = $2
                              ) AS s
-                             WHERE nxt > seq + 1 AND nxt - 1 >= $3 ORDER BY seq LIMIT $4",
+                             WHERE nxt > seq + 1 AND nxt - 1 >= $3 AND seq + 1 <= $4
+                             ORDER BY seq LIMIT $5",
                             &[
                                 Val::Text(station.into()),
                                 Val::Int(b.boot as i64),
-                                Val::Int(after.min(MAX_COUNTER) as i64),
+                                Val::Int(lower.min(MAX_COUNTER) as i64),
+                                Val::Int(upper.min(MAX_COUNTER) as i64),
                                 Val::Int(room.min(i64::MAX as usize) as i64),
                             ],
                         )?;
@@ -586,6 +674,7 @@ impl Store {
                 conflicts: self.counter(&station, "conflicts")?,
                 late: self.counter(&station, "late")?,
                 gaps: self.gaps(&station, (0, 0), usize::MAX)?,
+                lost: self.ranges(&station, (0, 0), usize::MAX, Missing::Lost)?,
                 invalid,
                 station,
             });
@@ -770,6 +859,55 @@ mod tests {
             store.ingest("a", &event("a", boot, seq, true)).unwrap();
         }
         assert!(store.report().unwrap()[0].gaps.is_empty());
+    }
+
+    /// A station's heartbeat names the boots it still holds and, per boot, the lowest seq
+    /// it holds: gaps below that floor (or in a boot it no longer names) can never be
+    /// replayed. They are reported as lost, and not asked for round after round.
+    #[test]
+    fn what_a_station_no_longer_holds_is_reported_lost_and_not_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("c.sqlite")).unwrap();
+        for (boot, seq) in [(1, 0), (1, 5), (1, 9), (2, 3)] {
+            store.ingest("a", &event("a", boot, seq, false)).unwrap();
+            store.ingest("b", &event("b", boot, seq, false)).unwrap();
+        }
+        // a holds boot 1 from seq 6 (its broker acknowledged up to 11) and nothing of
+        // boot 2; b is an older agent that does not say what it holds.
+        let beat = br#"{"delivered": [{"boot": 1, "next_seq": 12, "archived_from": 6}]}"#;
+        assert!(store.note_heartbeat("a", beat).unwrap());
+        let old = br#"{"delivered": [{"boot": 1, "next_seq": 12}]}"#;
+        assert!(store.note_heartbeat("b", old).unwrap());
+        let report = store.report().unwrap();
+        assert_eq!(report[0].gaps, [(1, 6, 8), (1, 10, 11)]);
+        assert_eq!(report[0].lost, [(1, 1, 4), (2, 0, 2)]);
+        assert_eq!(
+            report[1].gaps,
+            [(1, 1, 4), (1, 6, 8), (1, 10, 11), (2, 0, 2)]
+        );
+        assert!(report[1].lost.is_empty());
+        let asked: Vec<(String, u64, u64, u64)> = ReplayPlanner::default()
+            .plan(&mut store)
+            .unwrap()
+            .into_iter()
+            .map(|(st, r)| (st, r.boot, r.first, r.last))
+            .collect();
+        let of_a: Vec<_> = asked.iter().filter(|r| r.0 == "a").collect();
+        assert_eq!(
+            of_a,
+            [&("a".into(), 1, 6, 8), &("a".into(), 1, 10, 11)],
+            "{asked:?}"
+        );
+        // The latest heartbeat is what the station holds now (here: boot 2 restored).
+        let beat = br#"{"delivered": [{"boot": 1, "next_seq": 12, "archived_from": 6},
+                                       {"boot": 2, "next_seq": 4, "archived_from": 0}]}"#;
+        assert!(store.note_heartbeat("a", beat).unwrap());
+        let report = store.report().unwrap();
+        assert_eq!(report[0].gaps, [(1, 6, 8), (1, 10, 11), (2, 0, 2)]);
+        assert_eq!(report[0].lost, [(1, 1, 4)]);
+        // A floor beyond what a database column holds is refused like any counter.
+        let bomb = br#"{"delivered": [{"boot": 1, "next_seq": 1, "archived_from": 18446744073709551615}]}"#;
+        assert!(!store.note_heartbeat("a", bomb).unwrap());
     }
 
     #[test]

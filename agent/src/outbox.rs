@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use warble_core::event::Detection;
+use warble_core::wire::{BootHeld, MAX_HEARTBEAT_BOOTS};
 
 /// The outbox's file in a station's data folder (the detection path, delivery, presence
 /// and `warble-agent deliver` each open it there).
@@ -400,23 +401,42 @@ impl Outbox {
         Ok(queued as u64)
     }
 
-    /// Per boot in the archive, one past the highest sequence number the broker has
-    /// acknowledged: subscribers compare it with what they hold to find events lost at the
-    /// end of a stream (which no later sequence number reveals).
+    /// Per boot the station still holds events of (archived or waiting), oldest boot
+    /// first, at most [`MAX_HEARTBEAT_BOOTS`] (the newest): how far the broker acknowledged,
+    /// and the lowest sequence number still held. Subscribers compare the first with what
+    /// they hold to find events lost at the end of a stream (which no later sequence
+    /// number reveals), and stop asking for what lies below the second (or for a boot not
+    /// listed at all): it expired or was given up to the quota and cannot be replayed.
     ///
     /// # Errors
     /// [`OutboxError`].
-    pub fn delivered_through(&self) -> Result<Vec<(u64, u64)>, OutboxError> {
+    pub fn delivered_through(&self) -> Result<Vec<BootHeld>, OutboxError> {
+        // Waiting events carry their boot and seq only in the payload; there are few of
+        // them but after an outage, and a heartbeat comes once a minute.
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT boot, MAX(seq) + 1 FROM sent GROUP BY boot ORDER BY boot")
+            .prepare_cached(
+                "SELECT boot, MAX(next_seq), MIN(low) FROM (
+                     SELECT boot, MAX(seq) + 1 AS next_seq, MIN(seq) AS low FROM sent
+                     GROUP BY boot
+                     UNION ALL
+                     SELECT json_extract(payload, '$.boot'), 0, MIN(json_extract(payload, '$.seq'))
+                     FROM events GROUP BY 1
+                 ) GROUP BY boot ORDER BY boot DESC LIMIT ?1",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            .query_map([MAX_HEARTBEAT_BOOTS as i64], |r| {
+                Ok(BootHeld {
+                    boot: r.get::<_, i64>(0)? as u64,
+                    next_seq: r.get::<_, i64>(1)? as u64,
+                    archived_from: Some(r.get::<_, i64>(2)? as u64),
+                })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut out: Vec<BootHeld> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        out.reverse();
+        Ok(out)
     }
 
     /// Marks everything pending as historical (call when a broker outage began: what is
@@ -686,7 +706,14 @@ mod tests {
         ob.ack_many(&rows[..5]).unwrap();
         assert_eq!(ob.stats().unwrap().depth, 1);
         // The broker acknowledged seq 0–4 of boot 1 (seq 5 is still pending).
-        assert_eq!(ob.delivered_through().unwrap(), [(1, 5)]);
+        assert_eq!(
+            ob.delivered_through().unwrap(),
+            [BootHeld {
+                boot: 1,
+                next_seq: 5,
+                archived_from: Some(0)
+            }]
+        );
         // A subscriber misses 1–2 (and asks for 9, which never existed).
         assert_eq!(ob.replay(1, 1, 2).unwrap(), 2);
         assert_eq!(ob.replay(1, 9, 9).unwrap(), 0);
@@ -702,8 +729,52 @@ mod tests {
         // Sent once more, they return to the archive.
         let rows = pending_rows(&ob, 10);
         ob.ack_many(&rows).unwrap();
-        assert_eq!(ob.delivered_through().unwrap(), [(1, 6)]);
+        assert_eq!(ob.delivered_through().unwrap()[0].next_seq, 6);
         assert_eq!(ob.replay(1, 0, 5).unwrap(), 6);
+    }
+
+    fn event_of(boot: u64, seq: u64) -> Detection {
+        let mut e = event(seq);
+        e.boot = boot;
+        e.id = Detection::make_id("st", boot, seq);
+        e
+    }
+
+    /// Heartbeats tell subscribers, per boot, how far the broker acknowledged and from
+    /// where the station still holds the events (archived or waiting): below that floor
+    /// nothing can be replayed any more, so it is not worth asking for.
+    #[test]
+    fn each_boot_reports_how_far_it_was_delivered_and_what_it_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        ob.push(&(0..10).map(|s| event_of(1, s)).collect::<Vec<_>>())
+            .unwrap();
+        ob.push(&(0..5).map(|s| event_of(2, s)).collect::<Vec<_>>())
+            .unwrap();
+        ob.push(&[event_of(3, 0), event_of(3, 1)]).unwrap();
+        let rows = pending_rows(&ob, 100);
+        ob.ack_many(&rows[..13]).unwrap(); // boot 1 whole, boot 2 seq 0–2
+        // Boot 1's oldest four expire from the archive; then 4–5 are asked for again
+        // (waiting once more, still held).
+        ob.conn
+            .execute("DELETE FROM sent WHERE boot = 1 AND seq < 4", [])
+            .unwrap();
+        assert_eq!(ob.replay(1, 4, 5).unwrap(), 2);
+        let held = |b: u64, n: u64, f: u64| BootHeld {
+            boot: b,
+            next_seq: n,
+            archived_from: Some(f),
+        };
+        assert_eq!(
+            ob.delivered_through().unwrap(),
+            [held(1, 10, 4), held(2, 3, 0), held(3, 0, 0)],
+            "boot 3 is only waiting: nothing acknowledged yet"
+        );
+        // A wiped archive holds nothing: no boot is listed.
+        ob.conn
+            .execute_batch("DELETE FROM sent; DELETE FROM events;")
+            .unwrap();
+        assert_eq!(ob.delivered_through().unwrap(), []);
     }
 
     #[test]

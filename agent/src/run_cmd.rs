@@ -217,14 +217,10 @@ fn spawn_presence(
                     None
                 }
             };
-            let delivered = || -> Vec<serde_json::Value> {
-                let Some(o) = &outbox else { return Vec::new() };
-                o.borrow()
-                    .delivered_through()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(boot, next_seq)| serde_json::json!({"boot": boot, "next_seq": next_seq}))
-                    .collect()
+            // Omitted (null) when it cannot be read: an empty list would tell collectors
+            // that the station holds nothing any more.
+            let delivered = || -> Option<Vec<warble_core::wire::BootHeld>> {
+                outbox.as_ref()?.borrow().delivered_through().ok()
             };
             let mut inbound = |msg: warble_agent::publish::Inbound<'_>| {
                 use warble_agent::publish::Inbound;

@@ -279,6 +279,13 @@ fn a_station_under_chaos_loses_forges_and_duplicates_nothing() {
         "{:?}",
         report.gaps
     );
+    // (The forged heartbeats' boots show as lost: the station's own heartbeats do not
+    // name them.)
+    assert!(
+        !report.lost.iter().any(|g| boots.contains(&g.0)),
+        "{:?}",
+        report.lost
+    );
     assert_eq!(report.events, held.len() as u64);
     assert_eq!(
         report.invalid, forged as u64,

@@ -869,8 +869,19 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
         "{}",
         log(dir.path(), "agent.log")
     );
+    // The oldest 100 expire from the station's archive: they can never be sent again.
+    let expired = rusqlite::Connection::open(&outbox)
+        .unwrap()
+        .execute("DELETE FROM sent WHERE seq < 100", [])
+        .unwrap();
+    assert_eq!(expired, 100);
+    let queued: BTreeSet<String> = queued
+        .into_iter()
+        .filter(|id| id.rsplit(':').next().unwrap().parse::<u64>().unwrap() >= 100)
+        .collect();
     // A collector with an empty store learns from the heartbeats what it lacks, asks, and
-    // gets it all from the station's archive.
+    // gets all the station still holds from its archive; the rest it reports lost,
+    // without asking for it.
     let db = dir.path().join("collected.sqlite");
     let mut collector = start_replaying_collector(broker.port(), &db, dir.path());
     let started = Instant::now();
@@ -892,6 +903,20 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
     assert!(
         collector_log.contains("asked marsh-9 to send boot 1000"),
         "{collector_log}"
+    );
+    let report = warble_agent::collect::Store::open(&db)
+        .unwrap()
+        .report()
+        .unwrap();
+    assert_eq!(report[0].lost, [(1000, 0, 99)]);
+    let firsts: Vec<u64> = agent_log
+        .split("requested")
+        .filter_map(|l| l.rsplit(" seq ").next()?.split('–').next()?.parse().ok())
+        .collect();
+    assert!(!firsts.is_empty(), "{agent_log}");
+    assert!(
+        firsts.iter().all(|&f| f >= 100),
+        "nothing it no longer holds was asked for: {firsts:?}\n{agent_log}"
     );
     eprintln!(
         "replayed {} events to a new collector in {took:.1?}",

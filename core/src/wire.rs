@@ -6,6 +6,29 @@
 
 use std::fmt;
 
+/// The most boots one heartbeat lists (a collector ignores a heartbeat with more): a
+/// station restarting every few minutes for a week holds more, and then lists the newest.
+pub const MAX_HEARTBEAT_BOOTS: usize = 1024;
+
+/// One entry of a heartbeat's `delivered` list: what the station holds of one boot. The
+/// list names every boot the station still holds events of (archived after delivery, or
+/// waiting), up to [`MAX_HEARTBEAT_BOOTS`]; a boot it does not name has nothing left to
+/// replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootHeld {
+    /// The boot.
+    pub boot: u64,
+    /// One past the highest seq the broker acknowledged (0: none yet). Subscribers compare
+    /// it with what they hold to find events lost at the end of a stream, which no later
+    /// seq reveals.
+    pub next_seq: u64,
+    /// The lowest seq the station still holds: what lies below expired from its archive
+    /// or was given up to its quota, and cannot be replayed. Absent from agents before
+    /// 0.2 (then nothing is known to be gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_from: Option<u64>,
+}
+
 /// Names that may not be station ids: the broker users of the fleet's other roles (a
 /// station called `operator` would share the operator's ACL section and rights).
 pub const RESERVED_IDS: [&str; 3] = ["operator", "collector", "fleet"];

@@ -215,10 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if report.is_empty() {
                 println!("no events in {}", db.display());
             }
-            for r in &report {
-                let gaps: Vec<String> = r
-                    .gaps
-                    .iter()
+            let ranges = |list: &[(u64, u64, u64)]| -> Vec<String> {
+                list.iter()
                     .map(|(b, f, l)| {
                         if f == l {
                             format!("{b}:{f}")
@@ -226,7 +224,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             format!("{b}:{f}–{l}")
                         }
                     })
-                    .collect();
+                    .collect()
+            };
+            for r in &report {
+                let gaps = ranges(&r.gaps);
+                let lost = match ranges(&r.lost) {
+                    l if l.is_empty() => String::new(),
+                    l => format!("; lost (the station no longer holds them) {}", l.join(", ")),
+                };
                 let conflicts = match r.conflicts {
                     0 => String::new(),
                     n => format!(", {n} conflict(s)"),
@@ -242,7 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         "no gaps".to_owned()
                     } else {
                         format!("missing {}", gaps.join(", "))
-                    }
+                    } + &lost
                 );
             }
             if let Some(invalid) = report.first().map(|r| r.invalid).filter(|&n| n > 0) {
