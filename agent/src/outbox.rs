@@ -62,6 +62,14 @@ pub enum OutboxError {
     },
 }
 
+impl OutboxError {
+    /// The disk (or the database's page limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sqlite { source, .. }
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
 /// One event waiting for its PUBACK.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
@@ -149,9 +157,42 @@ pub(crate) fn open_durable(path: &Path, schema: &str) -> rusqlite::Result<Connec
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A write-ahead log checkpointed at 256 pages (1 MiB, not SQLite's 4) and cut back to
+    // 2 MiB: it must fit in the reserve on a full disk.
+    conn.pragma_update(None, "wal_autocheckpoint", 256)?;
+    conn.pragma_update(None, "journal_size_limit", 2 << 20)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(schema)?;
     Ok(conn)
+}
+
+/// Space kept beside the outbox for a full disk (see [`Outbox::release_reserve`]): weeks
+/// of detections at the rates stations see, as the outbox reuses the pages that
+/// acknowledgements free.
+pub const RESERVE_BYTES: u64 = 4 << 20;
+
+fn reserve_path(outbox: &Path) -> PathBuf {
+    outbox.with_extension("reserve")
+}
+
+/// Writes the reserve with real blocks (zeros, synced; a sparse file would hold none),
+/// under a temporary name first, so a reserve is whole or absent.
+fn write_reserve(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("reserve.tmp");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        let block = vec![0u8; 64 << 10];
+        for _ in 0..RESERVE_BYTES / block.len() as u64 {
+            f.write_all(&block)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// How long a writer waits for another connection's write lock.
@@ -181,11 +222,13 @@ impl Outbox {
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Self {
+        let outbox = Self {
             conn,
             path,
             quota_bytes,
-        })
+        };
+        outbox.keep_reserve();
+        Ok(outbox)
     }
 
     fn err(&self, source: rusqlite::Error) -> OutboxError {
@@ -199,6 +242,80 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`]; on error nothing of the batch is stored.
     pub fn push(&mut self, events: &[Detection]) -> Result<u64, OutboxError> {
+        let encoded = self.encode(events)?;
+        self.write_on_full_disk_too(|o| o.insert(&encoded))
+    }
+
+    /// Runs a write; if the disk is full, checkpoints the write-ahead log so that the next
+    /// write reuses the log's space from its start instead of growing it, and tries once
+    /// more. (A log grows until its checkpoint at 1,000 pages; on a full disk it cannot,
+    /// and without this every write fails until space returns.)
+    fn write_on_full_disk_too<T>(
+        &mut self,
+        mut write: impl FnMut(&mut Self) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        match write(self) {
+            Err(e) if e.is_disk_full() => {
+                // Its failure (readers that do not let go, a database that must grow)
+                // shows in the next try.
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                match write(self) {
+                    Err(e) if e.is_disk_full() && self.release_reserve() => write(self),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The reserve: a file of [`RESERVE_BYTES`] beside the outbox, given up when the disk
+    /// is full so that detections keep flowing (acknowledgements free pages, new events
+    /// reuse them) while someone makes room. Returns whether there was one to give up.
+    fn release_reserve(&self) -> bool {
+        let released = std::fs::remove_file(reserve_path(&self.path)).is_ok();
+        if released {
+            eprintln!(
+                "outbox {}: the disk is full; released the {} MiB reserve beside it so that \
+                 detections keep flowing. Make room on the disk: the reserve is taken back \
+                 once it has",
+                self.path.display(),
+                RESERVE_BYTES >> 20
+            );
+        }
+        released
+    }
+
+    /// Whether the reserve is given up (the disk was full, and has not had room since).
+    pub fn reserve_released(&self) -> bool {
+        !reserve_path(&self.path).exists()
+    }
+
+    /// Takes the reserve back when the disk has room for it and as much again; does
+    /// nothing if it is there. Called after acknowledgements, so a recorder that was full
+    /// recovers its slack without a restart.
+    fn keep_reserve(&self) {
+        let reserve = reserve_path(&self.path);
+        if reserve.exists() {
+            return;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        if crate::resources::disk_free_bytes(dir).is_some_and(|free| free >= 2 * RESERVE_BYTES)
+            && write_reserve(&reserve).is_ok()
+        {
+            eprintln!(
+                "outbox {}: the disk has room again; the {} MiB reserve is back",
+                self.path.display(),
+                RESERVE_BYTES >> 20
+            );
+        }
+    }
+
+    fn encode<'e>(
+        &self,
+        events: &'e [Detection],
+    ) -> Result<Vec<(&'e str, String, u64)>, OutboxError> {
         let mut encoded = Vec::with_capacity(events.len());
         for e in events {
             let json = serde_json::to_string(e).map_err(|err| OutboxError::Corrupt {
@@ -215,6 +332,10 @@ impl Outbox {
             }
             encoded.push((e.id.as_str(), json, size));
         }
+        Ok(encoded)
+    }
+
+    fn insert(&mut self, encoded: &[(&str, String, u64)]) -> Result<u64, OutboxError> {
         let path = &self.path;
         let e = |source| self_err(path, source);
         let tx = begin_write(&mut self.conn, path)?;
@@ -236,7 +357,7 @@ impl Outbox {
             let mut oldest = tx
                 .prepare_cached("DELETE FROM events WHERE rowid = (SELECT MIN(rowid) FROM events) RETURNING bytes")
                 .map_err(e)?;
-            for (id, json, size) in &encoded {
+            for (id, json, size) in encoded {
                 // The archive yields first: it was delivered once already.
                 while pending_bytes + sent_bytes + size > self.quota_bytes && sent_bytes > 0 {
                     let freed: Option<i64> = oldest_sent
@@ -310,14 +431,14 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`]; then none is removed, and they are sent again later.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<u64, OutboxError> {
-        match self.ack_rows(rowids, true) {
-            Err(OutboxError::Sqlite { source, .. })
-                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
-            {
-                self.ack_rows(rowids, false)
+        let acked = match self.write_on_full_disk_too(|o| o.ack_rows(rowids, true)) {
+            Err(e) if e.is_disk_full() => {
+                self.write_on_full_disk_too(|o| o.ack_rows(rowids, false))
             }
             other => other,
-        }
+        }?;
+        self.keep_reserve();
+        Ok(acked)
     }
 
     /// Deletes acknowledged events, archiving them unless `archive` is false (then they
@@ -380,6 +501,10 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`]; then nothing is queued.
     pub fn replay(&mut self, boot: u64, first: u64, last: u64) -> Result<u64, OutboxError> {
+        self.write_on_full_disk_too(|o| o.replay_rows(boot, first, last))
+    }
+
+    fn replay_rows(&mut self, boot: u64, first: u64, last: u64) -> Result<u64, OutboxError> {
         let path = &self.path;
         let e = |source| self_err(path, source);
         let tx = begin_write(&mut self.conn, path)?;
@@ -445,9 +570,11 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`].
     pub fn mark_historical(&mut self) -> Result<(), OutboxError> {
-        self.conn
-            .execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
-            .map_err(|e| self.err(e))?;
+        self.write_on_full_disk_too(|o| {
+            o.conn
+                .execute("UPDATE events SET historical = 1 WHERE historical = 0", [])
+                .map_err(|e| o.err(e))
+        })?;
         Ok(())
     }
 

@@ -276,6 +276,7 @@ fn spawn_presence(
                     // Lost to the quota, or acknowledged but not archived (a full disk).
                     "outbox_dropped": outbox_stats.map(|s| s.dropped_total),
                     "outbox_unarchived": outbox_stats.map(|s| s.unarchived_total),
+                    "outbox_reserve": outbox.as_ref().map(|o| if o.borrow().reserve_released() { "released" } else { "kept" }),
                     "replay_requests": health.replay_requests.load(Ordering::Relaxed),
                     "replayed": health.replayed.load(Ordering::Relaxed),
                     "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
@@ -338,45 +339,45 @@ fn spawn_delivery(
                 return;
             };
             runtime.block_on(async {
-                // A broker that refuses the station's topic refuses it every time: said
-                // once (and again if the refusal changes), then asked again each minute
-                // in case the ACL was put right; the events wait in the outbox.
-                let mut refused: Option<(String, &str)> = None;
+                // A problem that lasts (a broker that refuses the station's topic, a full
+                // disk) is said once, not twice a second, and its end is said too. A
+                // refusal is asked about again each minute, in case the ACL was put
+                // right; the events wait in the outbox.
+                let mut problem: Option<String> = None;
                 loop {
                     let last = stop.load(Ordering::Relaxed);
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     let mut pause = Duration::from_millis(500);
-                    match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
-                        Ok(report) => {
-                            health.outbox_depth.store(report.pending, Ordering::Relaxed);
-                            if refused.take().is_some() {
-                                eprintln!(
-                                    "delivery: the broker accepts the station's detections again"
-                                );
+                    let now =
+                        match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
+                            Ok(report) => {
+                                health.outbox_depth.store(report.pending, Ordering::Relaxed);
+                                health.delivery_refused.store(false, Ordering::Relaxed);
+                                None
                             }
-                            health.delivery_refused.store(false, Ordering::Relaxed);
-                        }
-                        Err(e) => match &e {
-                            DeliveryError::Refused {
-                                topic,
-                                reason,
-                                kept,
-                            } => {
-                                health.outbox_depth.store(*kept, Ordering::Relaxed);
-                                health.delivery_refused.store(true, Ordering::Relaxed);
-                                let now = Some((topic.clone(), *reason));
-                                if refused != now {
-                                    let said = format!("delivery: {e}; asking again every minute");
-                                    eprintln!("{said}");
-                                    let _ =
-                                        sd_notify::notify(&[sd_notify::NotifyState::Status(&said)]);
-                                    refused = now;
+                            Err(e) => {
+                                let mut said = format!("delivery: {e}");
+                                if let DeliveryError::Refused { kept, .. } = &e {
+                                    health.outbox_depth.store(*kept, Ordering::Relaxed);
+                                    health.delivery_refused.store(true, Ordering::Relaxed);
+                                    said.push_str("; asking again every minute");
+                                    pause = Duration::from_secs(60);
                                 }
-                                pause = Duration::from_secs(60);
+                                Some(said)
                             }
-                            _ => eprintln!("delivery: {e}"),
-                        },
+                        };
+                    // The same problem again (the count of events kept may differ).
+                    let same = |a: &str, b: &str| a.split("; ").next() == b.split("; ").next();
+                    match (&problem, &now) {
+                        (Some(_), None) => eprintln!("delivery: working again"),
+                        (Some(old), Some(new)) if same(old, new) => {}
+                        (_, Some(new)) => {
+                            eprintln!("{new}");
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(new)]);
+                        }
+                        (None, None) => {}
                     }
+                    problem = now;
                     if last {
                         break;
                     }
