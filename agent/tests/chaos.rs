@@ -154,19 +154,12 @@ fn a_station_under_chaos_loses_forges_and_duplicates_nothing() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}outbox_quota_mb = 0.02\n")).unwrap();
     let db = dir.path().join("collected.sqlite");
-    let mut collector = Running::new(
-        Command::new(env!("CARGO_BIN_EXE_warble-collect"))
-            .args([
-                "run",
-                "--broker",
-                &format!("mqtt://127.0.0.1:{}", broker.port()),
-            ])
-            .args(["--db", db.to_str().unwrap(), "--duration", "100"])
-            .args(["--request-replays", "1"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("collector.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut collector = common::collector(
+        broker.port(),
+        &db,
+        100,
+        &["--request-replays", "1"],
+        &dir.path().join("collector.log"),
     );
     common::wait_for(&broker, "Received SUBSCRIBE from warble-collect", 1);
 

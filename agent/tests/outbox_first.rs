@@ -102,12 +102,7 @@ fn a_station_whose_output_file_is_full_keeps_every_detection_in_the_outbox() {
         stderr.contains("every detection is in the outbox"),
         "{stderr}"
     );
-    let made: usize = stderr
-        .split(" detections,")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a run summary: {stderr}"));
+    let made = common::count_before(&stderr, " detections,") as usize;
     assert!(made >= 20, "{stderr}");
     let outbox = Outbox::open(dir.path().join("data-full/outbox.sqlite"), 1 << 30).unwrap();
     let seqs: Vec<u64> = outbox

@@ -419,3 +419,38 @@ pub fn report_reliability(
         produced.len() - delivered,
     );
 }
+
+/// The number before `word` in `text` (`"… 18 detections, …"`, `"… 3 connection(s)"`).
+pub fn count_before(text: &str, word: &str) -> u64 {
+    text.split(word)
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count before `{word}` in: {text}"))
+}
+
+/// `warble-collect run` on the broker at 127.0.0.1:`port` into `db` for `seconds` (plus
+/// `extra` arguments), its log in `log`; killed when dropped.
+pub fn collector(
+    port: u16,
+    db: &std::path::Path,
+    seconds: u32,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> Running {
+    Running::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+            .args(["run", "--broker", &format!("mqtt://127.0.0.1:{port}")])
+            .args([
+                "--db",
+                db.to_str().unwrap(),
+                "--duration",
+                &seconds.to_string(),
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
