@@ -166,6 +166,11 @@ fn display_name(target: &str) -> String {
     }
 }
 
+/// Column `i` of a row as a count (negative values, which the store never writes, as 0).
+fn count_at(row: &[Val], i: usize) -> Option<u64> {
+    row.get(i).and_then(Val::int).map(|v| v.max(0) as u64)
+}
+
 /// A message on `topic_station`'s detections topic as an event, or why it is none.
 fn parse_event(topic_station: &str, payload: &[u8]) -> Result<Detection, String> {
     if payload.len() > MAX_EVENT_BYTES {
@@ -512,8 +517,8 @@ impl Store {
             .collect())
     }
 
-    /// Per boot of `station`: events stored, lowest and highest seq stored, and one past
-    /// what its heartbeats say the broker acknowledged.
+    /// Per boot of `station`: events stored, lowest and highest seq stored, one past what
+    /// its heartbeats say the broker acknowledged, and the floor of what it still holds.
     fn boots(&mut self, station: &str) -> Result<Vec<BootSummary>, CollectError> {
         let mut boots: std::collections::BTreeMap<u64, BootSummary> = Default::default();
         let arg = [Val::Text(station.into())];
@@ -523,7 +528,7 @@ impl Store {
             &arg,
         )?;
         for r in held {
-            let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+            let int = |i: usize| count_at(&r, i);
             if let (Some(boot), Some(events), Some(lowest), Some(highest)) =
                 (int(0), int(1), int(2), int(3))
             {
@@ -535,7 +540,7 @@ impl Store {
             "SELECT boot, next_seq FROM delivered WHERE station = $1",
             &arg,
         )? {
-            let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+            let int = |i: usize| count_at(&r, i);
             if let (Some(boot), Some(next_seq)) = (int(0), int(1)) {
                 let b = boots.entry(boot).or_default();
                 (b.boot, b.acknowledged) = (boot, next_seq);
@@ -550,7 +555,7 @@ impl Store {
                 "SELECT boot, archived_from FROM archived WHERE station = $1",
                 &arg,
             )? {
-                let int = |i: usize| r.get(i).and_then(Val::int).map(|v| v.max(0) as u64);
+                let int = |i: usize| count_at(&r, i);
                 if let (Some(boot), Some(from)) = (int(0), int(1)) {
                     floors.insert(boot, from);
                 }
@@ -578,18 +583,22 @@ impl Store {
         from: (u64, u64),
         limit: usize,
     ) -> Result<Vec<(u64, u64, u64)>, CollectError> {
-        self.ranges(station, from, limit, Missing::Requestable)
+        let boots = self.boots(station)?;
+        self.ranges(station, &boots, from, limit, Missing::Requestable)
     }
 
+    /// [`Store::gaps`] of the boots `boots` (of [`Store::boots`]), or those below their
+    /// floors.
     fn ranges(
         &mut self,
         station: &str,
+        boots: &[BootSummary],
         from: (u64, u64),
         limit: usize,
         which: Missing,
     ) -> Result<Vec<(u64, u64, u64)>, CollectError> {
         let mut out = Vec::new();
-        for b in self.boots(station)? {
+        for b in boots {
             if b.boot < from.0 {
                 continue;
             }
@@ -673,8 +682,8 @@ impl Store {
                 duplicates: self.counter(&station, "duplicates")?,
                 conflicts: self.counter(&station, "conflicts")?,
                 late: self.counter(&station, "late")?,
-                gaps: self.gaps(&station, (0, 0), usize::MAX)?,
-                lost: self.ranges(&station, (0, 0), usize::MAX, Missing::Lost)?,
+                gaps: self.ranges(&station, &boots, (0, 0), usize::MAX, Missing::Requestable)?,
+                lost: self.ranges(&station, &boots, (0, 0), usize::MAX, Missing::Lost)?,
                 invalid,
                 station,
             });

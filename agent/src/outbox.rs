@@ -176,23 +176,19 @@ fn reserve_path(outbox: &Path) -> PathBuf {
 }
 
 /// Writes the reserve with real blocks (zeros, synced; a sparse file would hold none),
-/// under a temporary name first, so a reserve is whole or absent.
+/// under a temporary name of its own first (the handles of one station may write it at
+/// once), so a reserve is whole or absent; a failed one leaves nothing behind.
 fn write_reserve(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("reserve.tmp");
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        let block = vec![0u8; 64 << 10];
-        for _ in 0..RESERVE_BYTES / block.len() as u64 {
-            f.write_all(&block)?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let block = vec![0u8; 64 << 10];
+    for _ in 0..RESERVE_BYTES / block.len() as u64 {
+        tmp.write_all(&block)?;
     }
-    result
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// How long a writer waits for another connection's write lock.
@@ -206,6 +202,7 @@ impl Outbox {
     /// [`OutboxError::Sqlite`] naming the file (unwritable directory, corrupt database…).
     pub fn open(path: impl AsRef<Path>, quota_bytes: u64) -> Result<Self, OutboxError> {
         let path = path.as_ref().to_path_buf();
+        let fresh = !path.exists();
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
             source,
@@ -227,7 +224,9 @@ impl Outbox {
             path,
             quota_bytes,
         };
-        outbox.keep_reserve();
+        // A new outbox gets its first reserve quietly; an old one without it lost it to a
+        // full disk.
+        outbox.keep_reserve(!fresh);
         Ok(outbox)
     }
 
@@ -248,8 +247,8 @@ impl Outbox {
 
     /// Runs a write; if the disk is full, checkpoints the write-ahead log so that the next
     /// write reuses the log's space from its start instead of growing it, and tries once
-    /// more. (A log grows until its checkpoint at 1,000 pages; on a full disk it cannot,
-    /// and without this every write fails until space returns.)
+    /// more. (A log grows until its checkpoint at 256 pages; on a full disk it cannot, and
+    /// without this every write fails until space returns.)
     fn write_on_full_disk_too<T>(
         &mut self,
         mut write: impl FnMut(&mut Self) -> Result<T, OutboxError>,
@@ -292,10 +291,10 @@ impl Outbox {
         !reserve_path(&self.path).exists()
     }
 
-    /// Takes the reserve back when the disk has room for it and as much again; does
-    /// nothing if it is there. Called after acknowledgements, so a recorder that was full
-    /// recovers its slack without a restart.
-    fn keep_reserve(&self) {
+    /// Takes the reserve back when the disk has room for it and as much again (saying so
+    /// if `announce`); does nothing if it is there. Called after acknowledgements, so a
+    /// recorder that was full recovers its slack without a restart.
+    fn keep_reserve(&self, announce: bool) {
         let reserve = reserve_path(&self.path);
         if reserve.exists() {
             return;
@@ -303,6 +302,7 @@ impl Outbox {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         if crate::resources::disk_free_bytes(dir).is_some_and(|free| free >= 2 * RESERVE_BYTES)
             && write_reserve(&reserve).is_ok()
+            && announce
         {
             eprintln!(
                 "outbox {}: the disk has room again; the {} MiB reserve is back",
@@ -437,7 +437,7 @@ impl Outbox {
             }
             other => other,
         }?;
-        self.keep_reserve();
+        self.keep_reserve(true);
         Ok(acked)
     }
 

@@ -342,7 +342,8 @@ fn spawn_delivery(
                 // A problem that lasts (a broker that refuses the station's topic, a full
                 // disk) is said once, not twice a second, and its end is said too. A
                 // refusal is asked about again each minute, in case the ACL was put
-                // right; the events wait in the outbox.
+                // right; the events wait in the outbox. A problem is the same while its
+                // error is (less the count of events kept, which changes meanwhile).
                 let mut problem: Option<String> = None;
                 loop {
                     let last = stop.load(Ordering::Relaxed);
@@ -356,28 +357,36 @@ fn spawn_delivery(
                                 None
                             }
                             Err(e) => {
-                                let mut said = format!("delivery: {e}");
-                                if let DeliveryError::Refused { kept, .. } = &e {
-                                    health.outbox_depth.store(*kept, Ordering::Relaxed);
-                                    health.delivery_refused.store(true, Ordering::Relaxed);
-                                    said.push_str("; asking again every minute");
-                                    pause = Duration::from_secs(60);
-                                }
-                                Some(said)
+                                let key = match &e {
+                                    DeliveryError::Refused {
+                                        topic,
+                                        reason,
+                                        kept,
+                                    } => {
+                                        health.outbox_depth.store(*kept, Ordering::Relaxed);
+                                        health.delivery_refused.store(true, Ordering::Relaxed);
+                                        pause = Duration::from_secs(60);
+                                        format!("refused {topic} {reason}")
+                                    }
+                                    other => other.to_string(),
+                                };
+                                Some((key, e))
                             }
                         };
-                    // The same problem again (the count of events kept may differ).
-                    let same = |a: &str, b: &str| a.split("; ").next() == b.split("; ").next();
+                    let say = |said: &str| {
+                        eprintln!("{said}");
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(said)]);
+                    };
                     match (&problem, &now) {
-                        (Some(_), None) => eprintln!("delivery: working again"),
-                        (Some(old), Some(new)) if same(old, new) => {}
-                        (_, Some(new)) => {
-                            eprintln!("{new}");
-                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(new)]);
+                        (Some(_), None) => say("delivery: working again"),
+                        (Some(old), Some((key, _))) if old == key => {}
+                        (_, Some((_, e @ DeliveryError::Refused { .. }))) => {
+                            say(&format!("delivery: {e}; asking again every minute"));
                         }
+                        (_, Some((_, e))) => say(&format!("delivery: {e}")),
                         (None, None) => {}
                     }
-                    problem = now;
+                    problem = now.map(|(key, _)| key);
                     if last {
                         break;
                     }

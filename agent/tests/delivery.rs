@@ -751,23 +751,14 @@ fn start_station(dir: &Path, station: &Path, seconds: u32) -> std::process::Chil
 }
 
 /// A collector asking for its gaps every second; its output goes to `dir/collector.log`.
-fn start_replaying_collector(port: u16, db: &Path, dir: &Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
-        .args([
-            "run",
-            "--broker",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--db",
-            db.to_str().unwrap(),
-            "--duration",
-            "90",
-            "--request-replays",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("collector.log")).unwrap())
-        .spawn()
-        .unwrap()
+fn start_replaying_collector(port: u16, db: &Path, dir: &Path) -> common::Running {
+    common::collector(
+        port,
+        db,
+        90,
+        &["--request-replays", "1"],
+        &dir.join("collector.log"),
+    )
 }
 
 /// Waits (at most `limit`) until the collector's store holds `want` ids of `station` and
@@ -883,7 +874,7 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
     let (held, _) = wait_complete(&db, "marsh-9", &queued, Duration::from_secs(40));
     let took = started.elapsed();
     terminate(&mut agent);
-    terminate(&mut collector);
+    terminate(collector.child());
     let (agent_log, collector_log) = (
         log(dir.path(), "agent.log"),
         log(dir.path(), "collector.log"),
@@ -961,7 +952,7 @@ fn a_broker_crash_mid_stream_loses_nothing(persistent: bool) {
     let (held, duplicates) = wait_complete(&db, "marsh-8", &queued, Duration::from_secs(60));
     let (total, after) = (started.elapsed(), restarted.elapsed());
     terminate(&mut agent);
-    terminate(&mut collector);
+    terminate(collector.child());
     let (agent_log, collector_log) = (
         log(dir.path(), "agent.log"),
         log(dir.path(), "collector.log"),
