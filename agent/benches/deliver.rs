@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use warble_agent::outbox::Outbox;
 use warble_agent::publish::{BrokerConfig, drain};
 use warble_core::event::Detection;
+use warble_core::wire::{StationId, TopicPrefix, Topics};
+use warble_mqtt::Endpoint;
 use warble_tests::broker::Mosquitto;
 
 const EVENTS: u64 = 5_000;
@@ -31,15 +33,13 @@ fn main() {
             outbox.push(chunk).unwrap();
         }
         let cfg = BrokerConfig {
-            host: "127.0.0.1".into(),
-            port: broker.port(),
+            endpoint: Endpoint::new("127.0.0.1", broker.port()),
             client_id: format!("bench-{window}"),
-            topic_prefix: "warble".into(),
-            station: "wetland-03".into(),
-            credentials: None,
-            keep_alive: Duration::from_secs(30),
+            topics: Topics::new(
+                TopicPrefix::new("warble").unwrap(),
+                StationId::new("wetland-03").unwrap(),
+            ),
             window,
-            tls: None,
             ha_discovery: false,
         };
         let started = Instant::now();

@@ -323,6 +323,11 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
             })?;
         }
     }
+    // A code the model lacks would do nothing (a privacy class that protects nothing).
+    if let Some(s) = st {
+        let model = format!("{} {}, {} classes", m.model_id, m.version, m.num_classes);
+        warble_agent::species::check(s, bundle.labels(), &model)?;
+    }
     eprintln!(
         "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
         m.model_id,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use ringbuf::traits::{Consumer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
+use warble_core::backoff::Backoff;
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,16 +127,9 @@ impl Shared {
 
 /// How long to wait before reopening a failed device: 1 s doubling to 60 s, so an
 /// unplugged microphone costs a wake-up a minute, not a busy loop.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    first: Duration,
-    max: Duration,
+fn device_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
 }
-
-const BACKOFF: Backoff = Backoff {
-    first: Duration::from_secs(1),
-    max: Duration::from_secs(60),
-};
 
 /// A running capture.
 pub struct Capture {
@@ -165,7 +159,7 @@ impl Capture {
     /// [`CaptureError`] naming the device, when it cannot be opened at the start.
     pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
         let thread_cfg = cfg.clone();
-        Self::supervised(cfg, BACKOFF, move |producer, shared| {
+        Self::supervised(cfg, device_backoff(), move |producer, shared| {
             open_stream(&thread_cfg, producer, shared)
         })
     }
@@ -180,20 +174,20 @@ impl Capture {
         keep_waiting: impl FnMut() -> bool,
         waiting: impl FnMut(&CaptureError, Duration),
     ) -> Option<Self> {
-        Self::retry_until_open(BACKOFF, keep_waiting, waiting, || Self::start(cfg))
+        Self::retry_until_open(device_backoff(), keep_waiting, waiting, || Self::start(cfg))
     }
 
     fn retry_until_open<T>(
-        backoff: Backoff,
+        mut backoff: Backoff,
         mut keep_waiting: impl FnMut() -> bool,
         mut waiting: impl FnMut(&CaptureError, Duration),
         mut open: impl FnMut() -> Result<T, CaptureError>,
     ) -> Option<T> {
-        let mut wait = backoff.first;
         loop {
             if !keep_waiting() {
                 return None;
             }
+            let wait = backoff.take();
             match open() {
                 Ok(opened) => return Some(opened),
                 Err(e) => waiting(&e, wait),
@@ -205,7 +199,6 @@ impl Capture {
                 }
                 std::thread::sleep(Duration::from_millis(100).min(wait));
             }
-            wait = (wait * 2).min(backoff.max);
         }
     }
 
@@ -213,7 +206,7 @@ impl Capture {
     /// its error callback fires.
     fn supervised<S: 'static>(
         cfg: &CaptureConfig,
-        backoff: Backoff,
+        mut backoff: Backoff,
         mut open: impl FnMut(HeapProd<f32>, Arc<Shared>) -> Result<S, CaptureError> + Send + 'static,
     ) -> Result<Self, CaptureError> {
         let shared = Arc::new(Shared::default());
@@ -228,7 +221,6 @@ impl Capture {
             .spawn(move || {
                 let shared = thread_shared;
                 let mut ready = Some(ready_tx);
-                let mut wait = backoff.first;
                 loop {
                     let (producer, consumer) = HeapRb::<f32>::new(ring).split();
                     shared.failed.store(false, Ordering::Relaxed);
@@ -243,7 +235,7 @@ impl Capture {
                                 }
                                 None => eprintln!("audio device `{device}` reopened"),
                             }
-                            wait = backoff.first;
+                            backoff.reset();
                             // Owns the stream until told to stop, or until it fails.
                             loop {
                                 match stop_rx.recv_timeout(Duration::from_millis(200)) {
@@ -270,6 +262,7 @@ impl Capture {
                             shared.fail(e.to_string());
                         }
                     }
+                    let wait = backoff.take();
                     eprintln!(
                         "audio device `{device}`: reopening in {:.0} s",
                         wait.as_secs_f64()
@@ -278,7 +271,6 @@ impl Capture {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    wait = (wait * 2).min(backoff.max);
                 }
             })
             .map_err(|e| CaptureError::Device {
@@ -414,14 +406,11 @@ mod tests {
 
     #[test]
     fn a_device_missing_at_the_start_is_waited_for_with_backoff() {
-        let backoff = Backoff {
-            first: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        };
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
         let mut attempts = 0;
         let mut waits = Vec::new();
         let opened = Capture::retry_until_open(
-            backoff,
+            backoff.clone(),
             || true,
             |e, wait| waits.push((e.to_string(), wait)),
             || {
@@ -471,10 +460,7 @@ mod tests {
             gain_db: 0.0,
             ring_samples: 4096,
         };
-        let backoff = Backoff {
-            first: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        };
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
         let mut capture = Capture::supervised(&cfg, backoff, move |producer, shared| {
             let mut d = device.lock().unwrap();
             d.opens += 1;
@@ -537,7 +523,7 @@ mod tests {
             gain_db: 0.0,
             ring_samples: 4096,
         };
-        let err = Capture::supervised(&cfg, BACKOFF, |_, _| -> Result<(), CaptureError> {
+        let err = Capture::supervised(&cfg, device_backoff(), |_, _| -> Result<(), CaptureError> {
             Err(CaptureError::NoDevice("nowhere".into()))
         })
         .unwrap_err();

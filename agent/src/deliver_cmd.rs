@@ -40,8 +40,8 @@ pub fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
         "{} event(s) waiting in {}; delivering to {}:{} as {}",
         before.depth,
         path.display(),
-        broker.host,
-        broker.port,
+        broker.endpoint.host,
+        broker.endpoint.port,
         broker.client_id
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

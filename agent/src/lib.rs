@@ -10,11 +10,9 @@
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
 //!   the station's presence (status, heartbeats, replay requests).
-//! - [`replay`]: requests from subscribers to send missing events again.
-//! - [`collect`]: the collector's store (`warble-collect`): events once by id, gaps,
-//!   duplicates, late arrivals.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
+//! - [`species`]: the station file's species codes checked against the model's labels.
 //! - [`station`]: the persisted boot counter behind unique event ids.
 //!
 //! - [`capture`]: live audio through cpal into a lock-free ring buffer.
@@ -24,7 +22,6 @@
 pub mod analyze;
 pub mod capture;
 pub mod clips;
-pub mod collect;
 pub mod detect;
 pub mod events;
 pub mod features;
@@ -32,7 +29,7 @@ pub mod outbox;
 pub mod output;
 pub mod pcm;
 pub mod publish;
-pub mod replay;
 pub mod resources;
+pub mod species;
 pub mod station;
 pub mod timeline;

@@ -23,36 +23,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngExt;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet};
 use rumqttc::v5::mqttbytes::{self, QoS};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
-use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, StateError};
 use tokio::time::Instant;
+
+use warble_core::backoff::Backoff;
+use warble_core::wire::{Heartbeat, Leaf, Status, Topics};
+use warble_mqtt::{Endpoint, SetupError, explain, puback_refusal, reconnect_backoff};
 
 use crate::outbox::{Outbox, OutboxError};
 
 /// Where and how to deliver.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// The broker, with the station's login and TLS.
+    pub endpoint: Endpoint,
     /// MQTT client id (stable per station: the broker keeps its session).
     pub client_id: String,
-    /// Topic prefix (`warble`).
-    pub topic_prefix: String,
-    /// Station id (second topic level).
-    pub station: String,
-    /// Username and password.
-    pub credentials: Option<(String, String)>,
-    /// Keep-alive interval.
-    pub keep_alive: Duration,
+    /// The station's topics (`<prefix>/<station>/<leaf>`).
+    pub topics: Topics,
     /// Events in flight at once.
     pub window: usize,
-    /// TLS (`mqtts://`), with its trust roots and optional client identity.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Publish Home Assistant MQTT discovery configs with the presence.
     pub ha_discovery: bool,
 }
@@ -60,21 +53,23 @@ pub struct BrokerConfig {
 /// Home Assistant MQTT discovery: retained config topics that turn the station's status
 /// and heartbeat into entities (a connectivity sensor and a few figures).
 pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
-    let node = format!("warble_{}", cfg.station.replace('-', "_"));
+    let station = cfg.topics.station().as_str();
+    let node = format!("warble_{}", station.replace('-', "_"));
+    let status = cfg.topics.topic(Leaf::Status);
     let device = serde_json::json!({
         "identifiers": [node],
-        "name": format!("Warble {}", cfg.station),
+        "name": format!("Warble {station}"),
         "manufacturer": "Warble",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });
-    let heartbeat = cfg.topic("heartbeat");
+    let heartbeat = cfg.topics.topic(Leaf::Heartbeat);
     let mut out = vec![(
         format!("homeassistant/binary_sensor/{node}/online/config"),
         serde_json::json!({
             "name": "Online",
             "unique_id": format!("{node}_online"),
             "device_class": "connectivity",
-            "state_topic": cfg.topic("status"),
+            "state_topic": status,
             "value_template": "{{ value_json.state }}",
             "payload_on": "online",
             "payload_off": "offline",
@@ -82,19 +77,13 @@ pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
         })
         .to_string(),
     )];
-    for (key, name, unit) in [
-        ("detections", "Detections", None),
-        ("outbox_depth", "Outbox depth", None),
-        ("overruns", "Audio overruns", None),
-        ("audio_level_dbfs", "Audio level", Some("dBFS")),
-        ("uptime_s", "Uptime", Some("s")),
-    ] {
+    for &(key, name, unit) in Heartbeat::SENSORS {
         let mut c = serde_json::json!({
             "name": name,
             "unique_id": format!("{node}_{key}"),
             "state_topic": heartbeat,
             "value_template": format!("{{{{ value_json.{key} }}}}"),
-            "availability_topic": cfg.topic("status"),
+            "availability_topic": status,
             "availability_template": "{{ value_json.state }}",
             "device": device,
         });
@@ -107,94 +96,6 @@ pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
         ));
     }
     out
-}
-
-/// The TLS client configuration of a station: trust the CA file if given, else the
-/// system's roots; present the client certificate and key for mutual TLS if given. The
-/// ring provider (pure Rust and C, no system OpenSSL) does the cryptography.
-///
-/// # Errors
-/// Unreadable or unparsable PEM files, each named.
-pub fn tls_config(
-    ca_file: Option<&std::path::Path>,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<Arc<rustls::ClientConfig>, DeliveryError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_err = |path: &std::path::Path, reason: String| DeliveryError::Tls {
-        path: path.to_owned(),
-        reason,
-    };
-    let read = |path: &std::path::Path| {
-        warble_core::files::read_limited(path, warble_core::files::SMALL_FILE_LIMIT)
-            .map_err(|e| tls_err(path, e.to_string()))
-    };
-    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, DeliveryError> {
-        let pem = read(path)?;
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls_err(path, format!("not PEM certificates: {e}")))?;
-        if certs.is_empty() {
-            return Err(tls_err(path, "holds no certificate".into()));
-        }
-        Ok(certs)
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_err(path, format!("unusable CA certificate: {e}")))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-            if roots.is_empty() {
-                return Err(tls_err(
-                    std::path::Path::new("(system roots)"),
-                    "no trusted CA certificates found; set mqtt.ca_file".into(),
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(std::path::Path::new("(TLS)"), e.to_string()))?
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => {
-            let chain = certs(cert)?;
-            let pem = read(key)?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| tls_err(key, format!("not a PEM private key: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| tls_err(cert, format!("client certificate and key do not fit: {e}")))?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
-
-/// Reads `username:password` from the first line of a credentials file (kept out of the
-/// station file so that the file can be shared and the secret stays 0600).
-///
-/// # Errors
-/// [`DeliveryError::Credentials`] naming the file.
-pub fn read_credentials(path: &std::path::Path) -> Result<(String, String), DeliveryError> {
-    let err = |reason: String| DeliveryError::Credentials {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = warble_core::files::read_small_text(path).map_err(|e| err(e.to_string()))?;
-    let line = text.lines().next().unwrap_or_default().trim();
-    let (user, pass) = line
-        .split_once(':')
-        .ok_or_else(|| err("expected `username:password` on the first line".into()))?;
-    Ok((user.to_owned(), pass.to_owned()))
 }
 
 impl BrokerConfig {
@@ -215,7 +116,7 @@ impl BrokerConfig {
                 .client_identity
                 .as_ref()
                 .map(|(c, k)| (base.join(c), base.join(k)));
-            Some(tls_config(
+            Some(warble_mqtt::tls_config(
                 ca.as_deref(),
                 identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
             )?)
@@ -225,66 +126,35 @@ impl BrokerConfig {
         let credentials = match &m.credentials_file {
             Some(file) => {
                 let path = base.join(file);
-                let (user, password) = read_credentials(&path)?;
+                let (user, password) = warble_mqtt::read_credentials(&path)?;
                 // The fleet's ACL lets a station publish only under its own id: a mismatch
                 // is refused here, before any event is sent to be denied.
                 if user != st.id.as_str() {
-                    return Err(DeliveryError::Credentials {
+                    return Err(SetupError::Credentials {
                         path,
                         reason: format!(
                             "the user `{}` is not the station id `{}`: stations log in to the broker with their id (the broker's ACL lets nobody else publish the station's detections)",
                             user.escape_debug(),
                             st.id
                         ),
-                    });
+                    }
+                    .into());
                 }
                 Some((user, password))
             }
             None => None,
         };
         Ok(Self {
-            host: m.host.clone(),
-            port: m.port,
+            endpoint: Endpoint {
+                credentials,
+                tls,
+                ..Endpoint::new(&m.host, m.port)
+            },
             client_id: m.client_id.clone(),
-            topic_prefix: m.topic_prefix.clone(),
-            station: st.id.as_str().to_owned(),
-            credentials,
-            keep_alive: Duration::from_secs(30),
+            topics: Topics::new(m.topic_prefix.clone(), st.id.clone()),
             window: 32,
-            tls,
             ha_discovery: m.ha_discovery,
         })
-    }
-
-    /// `<prefix>/<station>/<leaf>`.
-    pub fn topic(&self, leaf: &str) -> String {
-        format!("{}/{}/{leaf}", self.topic_prefix, self.station)
-    }
-}
-
-/// TCP without Nagle's algorithm, so that several small publishes in flight go out at
-/// once. (The broker needs the same — mosquitto's `set_tcp_nodelay true` — or it holds
-/// its PUBACKs ~40 ms each window: ~720 instead of ~30,000 events/s in the bench.)
-pub fn no_delay() -> rumqttc::NetworkOptions {
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    net
-}
-
-impl BrokerConfig {
-    /// Connection options with this station's credentials and TLS, for `client_id`.
-    fn options(&self, client_id: &str) -> MqttOptions {
-        let mut opts = MqttOptions::new(client_id, &self.host, self.port);
-        opts.set_keep_alive(self.keep_alive);
-        if let Some((user, pass)) = &self.credentials {
-            opts.set_credentials(user, pass);
-        }
-        if let Some(tls) = &self.tls {
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
-        opts
     }
 }
 
@@ -294,22 +164,9 @@ pub enum DeliveryError {
     /// The station file has no `[mqtt]` section.
     #[error("the station file has no [mqtt] section: detections stay local")]
     NotConfigured,
-    /// A TLS file cannot be used.
-    #[error("TLS: {}: {reason}", path.display())]
-    Tls {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The credentials file cannot be used.
-    #[error("credentials file {}: {reason}", path.display())]
-    Credentials {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A TLS or credentials file cannot be used.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The broker acknowledged a publish with a refusal that retrying cannot cure (its ACL
     /// does not let this station publish there, or the topic is invalid): delivery stops
     /// and every event stays in the outbox until the configuration is put right.
@@ -331,20 +188,6 @@ pub enum DeliveryError {
     Outbox(#[from] OutboxError),
 }
 
-/// A PUBACK's reason in words, and whether retrying could help.
-fn puback_refusal(reason: PubAckReason) -> Option<(&'static str, bool)> {
-    match reason {
-        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-        PubAckReason::NotAuthorized => Some(("not authorised", false)),
-        PubAckReason::TopicNameInvalid => Some(("topic name invalid", false)),
-        PubAckReason::PayloadFormatInvalid => Some(("payload format invalid", false)),
-        PubAckReason::QuotaExceeded => Some(("quota exceeded", true)),
-        PubAckReason::PacketIdentifierInUse => Some(("packet identifier in use", true)),
-        PubAckReason::UnspecifiedError => Some(("unspecified error", true)),
-        PubAckReason::ImplementationSpecificError => Some(("implementation-specific error", true)),
-    }
-}
-
 /// What a [`drain`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DrainReport {
@@ -364,31 +207,6 @@ enum SessionEnd {
     Deadline,
 }
 
-/// Waits 0.5 s doubling to 30 s, with up to 50 % random shortening.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn take(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-}
-
 /// Delivers the outbox's pending events, oldest first, until it is empty or `deadline`
 /// passes (then the rest stays for next time: nothing is lost).
 ///
@@ -401,7 +219,7 @@ pub async fn drain(
     deadline: Instant,
 ) -> Result<DrainReport, DeliveryError> {
     let mut report = DrainReport::default();
-    let mut backoff = Backoff::new();
+    let mut backoff = reconnect_backoff();
     while outbox.stats()?.depth > 0 && Instant::now() < deadline {
         report.connections += 1;
         match session(outbox, cfg, deadline, &mut report, &mut backoff).await? {
@@ -419,22 +237,6 @@ pub async fn drain(
     Ok(report)
 }
 
-/// A connection error as a technician needs it: refusals say what to check.
-fn explain(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(
-            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-        ) => format!(
-            "the broker refused the station's credentials ({code:?}): check mqtt.credentials_file \
-             and the broker's password file"
-        ),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection ({code:?})")
-        }
-        other => other.to_string(),
-    }
-}
-
 async fn session(
     outbox: &mut Outbox,
     cfg: &BrokerConfig,
@@ -442,17 +244,16 @@ async fn session(
     report: &mut DrainReport,
     backoff: &mut Backoff,
 ) -> Result<SessionEnd, DeliveryError> {
-    let mut opts = cfg.options(&cfg.client_id);
+    let mut opts = cfg.endpoint.options(&cfg.client_id);
     // A clean start: nothing is subscribed on this connection, and what was in flight on
     // the last one is sent again from the outbox. The outgoing size limit is the broker's
     // (its CONNACK); the outbox refuses events larger than a collector takes.
     opts.set_clean_start(true)
         .set_outgoing_inflight_upper_limit(100)
-        .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32))
-        .set_network_options(no_delay());
+        .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32));
     let window = cfg.window.clamp(1, 64);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
-    let topic = cfg.topic("detections");
+    let topic = cfg.topics.topic(Leaf::Detections);
     // Outbox rows in the order their publishes were requested.
     let mut requested: VecDeque<i64> = VecDeque::new();
     let mut in_flight: HashMap<u16, i64> = HashMap::new();
@@ -513,7 +314,11 @@ async fn session(
             }
             Ok(Err(e)) => {
                 report.delivered += outbox.ack_many(&acked)?;
-                return Ok(SessionEnd::Failed(explain(&e)));
+                return Ok(SessionEnd::Failed(explain(
+                    &e,
+                    "station",
+                    "mqtt.credentials_file",
+                )));
             }
             Ok(Ok(event)) => event,
         };
@@ -591,16 +396,16 @@ pub async fn presence(
     cfg: &BrokerConfig,
     interval: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    health: &dyn Fn() -> serde_json::Value,
+    health: &dyn Fn() -> Heartbeat,
     inbound: &mut dyn FnMut(Inbound<'_>),
 ) {
     use std::sync::atomic::Ordering;
-    let status = cfg.topic("status");
-    let offline = serde_json::json!({"state": "offline"}).to_string();
-    let mut backoff = Backoff::new();
+    let status = cfg.topics.topic(Leaf::Status);
+    let offline = Status::offline().to_json();
+    let mut backoff = reconnect_backoff();
     let mut status_refused = false;
     while !stop.load(Ordering::Relaxed) {
-        let mut opts = cfg.options(&format!("{}-status", cfg.client_id));
+        let mut opts = cfg.endpoint.options(&format!("{}-status", cfg.client_id));
         opts.set_clean_start(true)
             .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32))
             .set_last_will(LastWill::new(
@@ -610,7 +415,7 @@ pub async fn presence(
                 true,
                 None,
             ));
-        let replay = cfg.topic("replay");
+        let replay = cfg.topics.topic(Leaf::Replay);
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
         let mut next_beat = Instant::now();
         let mut failed = false;
@@ -640,8 +445,8 @@ pub async fn presence(
                     Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                         connected = true;
                         backoff.reset();
-                        let birth = serde_json::json!({"state": "online", "agent": env!("CARGO_PKG_VERSION")});
-                        let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth.to_string());
+                        let birth = Status::online(env!("CARGO_PKG_VERSION")).to_json();
+                        let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth);
                         if cfg.ha_discovery {
                             for (topic, config) in ha_discovery_configs(cfg) {
                                 let _ = client.try_publish(topic, QoS::AtLeastOnce, true, config);
@@ -677,7 +482,7 @@ pub async fn presence(
                 },
                 _ = tick, if connected => {
                     if Instant::now() >= next_beat {
-                        let _ = client.try_publish(cfg.topic("heartbeat"), QoS::AtMostOnce, false, health().to_string());
+                        let _ = client.try_publish(cfg.topics.topic(Leaf::Heartbeat), QoS::AtMostOnce, false, health().to_json());
                         next_beat = Instant::now() + interval;
                     }
                 }
@@ -691,31 +496,5 @@ pub async fn presence(
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_device_as_credentials_file_is_refused() {
-        let err = read_credentials(std::path::Path::new("/dev/zero")).unwrap_err();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new();
-        let waits: Vec<Duration> = (0..10).map(|_| b.take()).collect();
-        for (i, w) in waits.iter().enumerate() {
-            let nominal = (Backoff::FIRST * 2u32.pow(i as u32)).min(Backoff::MAX);
-            assert!(
-                *w <= nominal && *w >= nominal / 2,
-                "{i}: {w:?} vs {nominal:?}"
-            );
-        }
-        b.reset();
-        assert!(b.take() <= Backoff::FIRST);
     }
 }

@@ -39,7 +39,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Also write the captured audio (after mixdown and gain, at the capture rate) to this
-    /// WAV file, e.g. to check a new microphone.
+    /// WAV file, e.g. to check a new microphone: everything captured, inside the
+    /// schedule's listening windows or not.
     #[arg(long)]
     pub record: Option<PathBuf>,
 }
@@ -224,7 +225,7 @@ fn spawn_presence(
             };
             let mut inbound = |msg: warble_agent::publish::Inbound<'_>| {
                 use warble_agent::publish::Inbound;
-                use warble_agent::replay::ReplayRequest;
+                use warble_core::wire::ReplayRequest;
                 let parsed = match msg {
                     Inbound::Replay(payload) => ReplayRequest::parse(payload).map_err(|e| e.to_string()),
                     Inbound::Oversized(size) => Err(format!("{size} bytes, too large to read")),
@@ -257,51 +258,41 @@ fn spawn_presence(
                 let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
                 let busy_s = health.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
                 let outbox_stats = outbox.as_ref().and_then(|o| o.borrow().stats().ok());
-                serde_json::json!({
-                    "uptime_s": started.elapsed().as_secs(),
-                    "cpu_s": warble_agent::resources::cpu_seconds(),
-                    "peak_rss_bytes": warble_agent::resources::peak_rss_bytes(),
-                    "audio_s": audio_s,
-                    "audio_level_dbfs": level.is_finite().then_some(level),
-                    "overruns": health.overruns.load(Ordering::Relaxed),
-                    "detections": health.detections.load(Ordering::Relaxed),
-                    "outbox_depth": health.outbox_depth.load(Ordering::Relaxed),
-                    "disk_free_bytes": warble_agent::resources::disk_free_bytes(&data_dir),
-                    "windows": windows,
-                    "inference_ms": per_window_ms(health.inference_us.load(Ordering::Relaxed)),
-                    "latency_p99_ms": (windows > 0).then(|| health.latency_p99_us.load(Ordering::Relaxed) as f64 / 1000.0),
-                    // Audio seconds processed per second of processing: the headroom.
-                    "realtime_factor": (busy_s > 0.0).then(|| audio_s / busy_s),
-                    "delivered": delivered(),
+                use warble_core::wire::{ClockState, DeliveryState, DeviceState, Heartbeat, ReserveState};
+                let flag = |f: &AtomicBool| f.load(Ordering::Relaxed);
+                let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                Heartbeat {
+                    uptime_s: started.elapsed().as_secs(),
+                    cpu_s: warble_agent::resources::cpu_seconds(),
+                    peak_rss_bytes: warble_agent::resources::peak_rss_bytes(),
+                    audio_s,
+                    audio_level_dbfs: level.is_finite().then_some(level),
+                    overruns: count(&health.overruns),
+                    detections: count(&health.detections),
+                    outbox_depth: count(&health.outbox_depth),
+                    disk_free_bytes: warble_agent::resources::disk_free_bytes(&data_dir),
+                    windows,
+                    inference_ms: per_window_ms(count(&health.inference_us)),
+                    latency_p99_ms: (windows > 0).then(|| count(&health.latency_p99_us) as f64 / 1000.0),
+                    realtime_factor: (busy_s > 0.0).then(|| audio_s / busy_s),
+                    delivered: delivered(),
                     // Lost to the quota, or acknowledged but not archived (a full disk).
-                    "outbox_dropped": outbox_stats.map(|s| s.dropped_total),
-                    "outbox_unarchived": outbox_stats.map(|s| s.unarchived_total),
-                    "outbox_reserve": outbox.as_ref().map(|o| if o.borrow().reserve_released() { "released" } else { "kept" }),
-                    "replay_requests": health.replay_requests.load(Ordering::Relaxed),
-                    "replayed": health.replayed.load(Ordering::Relaxed),
-                    "inbound_rejected": health.inbound_rejected.load(Ordering::Relaxed),
-                    "device_failures": health.device_failures.load(Ordering::Relaxed),
-                    "audio_device": if health.waiting_for_device.load(Ordering::Relaxed) {
-                        "waiting"
-                    } else {
-                        "open"
-                    },
-                    "delivery": if health.delivery_refused.load(Ordering::Relaxed) {
-                        "refused"
-                    } else {
-                        "accepted"
-                    },
-                    "clock": if health.waiting_for_clock.load(Ordering::Relaxed) {
-                        "waiting"
-                    } else {
-                        "set"
-                    },
-                    "outbox_failures": health.outbox_failures.load(Ordering::Relaxed),
-                    "held_events": health.held_events.load(Ordering::Relaxed),
-                    "output_failures": health.output_failures.load(Ordering::Relaxed),
-                    "model": {"id": model.id, "version": model.version},
-                    "boot": boot,
-                })
+                    outbox_dropped: outbox_stats.map(|s| s.dropped_total),
+                    outbox_unarchived: outbox_stats.map(|s| s.unarchived_total),
+                    outbox_reserve: outbox.as_ref().map(|o| if o.borrow().reserve_released() { ReserveState::Released } else { ReserveState::Kept }),
+                    replay_requests: count(&health.replay_requests),
+                    replayed: count(&health.replayed),
+                    inbound_rejected: count(&health.inbound_rejected),
+                    device_failures: count(&health.device_failures),
+                    audio_device: if flag(&health.waiting_for_device) { DeviceState::Waiting } else { DeviceState::Open },
+                    delivery: if flag(&health.delivery_refused) { DeliveryState::Refused } else { DeliveryState::Accepted },
+                    clock: if flag(&health.waiting_for_clock) { ClockState::Waiting } else { ClockState::Set },
+                    outbox_failures: count(&health.outbox_failures),
+                    held_events: count(&health.held_events),
+                    output_failures: count(&health.output_failures),
+                    model: model.clone(),
+                    boot,
+                }
             };
             runtime.block_on(warble_agent::publish::presence(
                 &broker,
@@ -688,17 +679,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let power = raw.iter().map(|x| x * x).sum::<f32>() / raw.len().max(1) as f32;
         let level = 10.0 * power.max(1e-12).log10();
         health.level_dbfs.store(level.to_bits(), Ordering::Relaxed);
+        // What is captured, listening or not: a technician checks a microphone at noon
+        // on a dawn-only schedule.
+        if let Some(w) = recording.as_mut()
+            && let Err(e) = raw.iter().try_for_each(|&x| w.write_sample(x))
+        {
+            break Err(anyhow::Error::from(e).context("writing the recording"));
+        }
         let Some(active_stream) = stream.as_mut() else {
             continue;
         };
         timeline
             .borrow_mut()
             .observe(raw.len(), dropped, chrono::Utc::now());
-        if let Some(w) = recording.as_mut()
-            && let Err(e) = raw.iter().try_for_each(|&x| w.write_sample(x))
-        {
-            break Err(anyhow::Error::from(e).context("writing the recording"));
-        }
         let samples = match resampler.as_mut() {
             Some(r) => {
                 chunk.clear();

@@ -218,7 +218,7 @@ fn a_station_under_chaos_loses_forges_and_duplicates_nothing() {
         made_ids.is_subset(held) && !gaps.iter().any(|g| boots.contains(&g.0))
     };
     let (held, report) = loop {
-        let report = warble_agent::collect::Store::open(&db)
+        let report = warble_collect::store::Store::open(&db)
             .unwrap()
             .report()
             .unwrap()

@@ -295,12 +295,12 @@ fn each_run_with_a_data_dir_takes_a_new_boot_even_after_the_folder_is_wiped() {
         runs.push(events);
     }
     // A collector stores every run's events: none is taken for an earlier one.
-    let mut store = warble_agent::collect::Store::open(dir.path().join("c.sqlite")).unwrap();
+    let mut store = warble_collect::store::Store::open(dir.path().join("c.sqlite")).unwrap();
     for event in runs.iter().flatten() {
         let payload = serde_json::to_vec(event).unwrap();
         assert_eq!(
             store.ingest("marsh-7", &payload).unwrap(),
-            warble_agent::collect::Ingest::Stored
+            warble_collect::store::Ingest::Stored
         );
     }
 }
@@ -459,6 +459,58 @@ fn a_station_file_configures_analysis_and_a_broken_one_is_refused_with_every_pro
         "{stderr}"
     );
     assert!(stderr.contains("did you mean `thresholds`?"), "{stderr}");
+}
+
+/// A species code the model does not have would do nothing — a privacy class that never
+/// withholds a clip, an exclusion that excludes nothing — so the agent refuses to start,
+/// naming each code, its setting and the near-miss. (Before: accepted and ignored.)
+#[test]
+fn species_codes_the_model_lacks_are_refused_before_any_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = dir.path().join("station.toml");
+    std::fs::copy(repo_file(KEY), dir.path().join("fleet.pub")).unwrap();
+    let write = |model: &str| {
+        std::fs::write(
+            &station,
+            format!(
+                "[station]\nid = \"marsh-9\"\n\n[model]\nbundle = \"{}\"\ntrusted_keys = [\"fleet.pub\"]\n{model}\n\n\
+                 [storage]\ndata_dir = \"{}\"\n",
+                repo_file(BUNDLE).display(),
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        agent(&[
+            "analyze",
+            "--config",
+            station.to_str().unwrap(),
+            repo_file("demo/soundscape.flac").to_str().unwrap(),
+        ])
+    };
+    write(
+        "privacy_classes = [\"human\"]\nexclude = [\"syn3\"]\n[model.thresholds]\nsyn04 = 0.6\nsyn99 = 0.6",
+    );
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "nothing analysed: {stdout}");
+    for needle in [
+        "model.privacy_classes: `human` is not one of its classes (no clip would ever be withheld for it)",
+        "model.exclude: `syn3` is not one of its classes (it would exclude nothing); did you mean `syn03`",
+        "model.thresholds.syn99: `syn99`",
+        "warble-demo 0.1.0, 25 classes",
+    ] {
+        assert!(stderr.contains(needle), "{needle}\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("`syn04`"),
+        "a known code is not named: {stderr}"
+    );
+    // With the model's own codes it runs.
+    write("privacy_classes = [\"syn01\"]\nexclude = [\"syn03\"]\n[model.thresholds]\nsyn04 = 0.6");
+    let (code, _, stderr) = run();
+    assert_eq!(code, 0, "{stderr}");
 }
 
 /// `analyze -` with raw PCM piped in; returns (exit code, stdout, stderr).

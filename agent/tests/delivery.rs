@@ -153,7 +153,7 @@ fn collector(port: u16, db: &Path, seconds: u32) -> std::process::Child {
 }
 
 fn collector_with(port: u16, db: &Path, seconds: u32, extra: &[&str]) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    std::process::Command::new(common::collector_bin())
         .args([
             "run",
             "--broker",
@@ -230,7 +230,7 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
         "{said}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let out = std::process::Command::new(common::collector_bin())
         .args(["report", "--db", db.to_str().unwrap()])
         .output()
         .unwrap();
@@ -244,7 +244,7 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
         "{report}"
     );
     let csv = dir.path().join("events.csv");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let out = std::process::Command::new(common::collector_bin())
         .args([
             "export",
             "--db",
@@ -410,7 +410,7 @@ fn collectors_sharing_a_subscription_split_the_events_between_them() {
         assert!(d.status.success());
     }
     let stored = |db: &Path| -> BTreeSet<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        let out = std::process::Command::new(common::collector_bin())
             .args([
                 "export",
                 "--db",
@@ -496,7 +496,7 @@ fn an_agent_killed_again_and_again_while_delivering_loses_nothing() {
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
-    let report = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let report = std::process::Command::new(common::collector_bin())
         .args(["report", "--db", db.to_str().unwrap()])
         .output()
         .unwrap();
@@ -571,7 +571,7 @@ fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
     assert!(done.status.success(), "{out}{err}");
     assert!(out.contains("stored 3 new event(s)"), "{out}{err}");
     assert!(err.contains("ignored a message"), "{err}");
-    let report = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let report = std::process::Command::new(common::collector_bin())
         .args(["report", "--db", db.to_str().unwrap()])
         .output()
         .unwrap();
@@ -660,7 +660,7 @@ fn a_wrong_password_is_a_clear_error_retried_with_backoff_and_loses_nothing() {
     let collector_credentials = dir.path().join("collector.credentials");
     std::fs::write(&collector_credentials, "collector:c0llect\n").unwrap();
     let db = dir.path().join("collected.sqlite");
-    let c = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let c = std::process::Command::new(common::collector_bin())
         .args([
             "run",
             "--broker",
@@ -771,7 +771,7 @@ fn wait_complete(
 ) -> (BTreeSet<String>, u64) {
     let deadline = Instant::now() + limit;
     loop {
-        let mut store = warble_agent::collect::Store::open(db).unwrap();
+        let mut store = warble_collect::store::Store::open(db).unwrap();
         let report = store.report().unwrap();
         let r = report.iter().find(|r| r.station == station);
         let held = stored_ids(db, station);
@@ -890,7 +890,7 @@ fn a_collector_that_missed_events_gets_them_again_from_the_station() {
         collector_log.contains("asked marsh-9 to send boot 1000"),
         "{collector_log}"
     );
-    let report = warble_agent::collect::Store::open(&db)
+    let report = warble_collect::store::Store::open(&db)
         .unwrap()
         .report()
         .unwrap();
@@ -1027,7 +1027,7 @@ fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once(
         events.len(),
         "the two stored each event once between them"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let out = std::process::Command::new(common::collector_bin())
         .args(["report", "--db", &url])
         .output()
         .unwrap();
@@ -1045,7 +1045,7 @@ fn collectors_sharing_a_subscription_and_a_postgres_store_keep_every_event_once(
         &ids(&events),
     );
     // A wrong address is a clear error that names the store but not a password.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+    let out = std::process::Command::new(common::collector_bin())
         .args([
             "report",
             "--db",

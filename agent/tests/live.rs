@@ -190,8 +190,15 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         .unwrap()
         .replace("[model]", &window);
     std::fs::write(&station, text).unwrap();
-    let alsa = file_microphone(dir.path(), &vec![0.0; 32_000 * 3]);
-    let out = run_station(&alsa, &station, &["--duration", "2"]);
+    let alsa = file_microphone(dir.path(), &vec![0.1; 32_000 * 3]);
+    // `--record` checks a microphone whenever the technician is there: it records what
+    // is captured, listening or not. (Before: an empty file outside the windows.)
+    let recording = dir.path().join("check.wav");
+    let out = run_station(
+        &alsa,
+        &station,
+        &["--duration", "2", "--record", recording.to_str().unwrap()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("listening (station schedule)"), "{stderr}");
@@ -199,6 +206,17 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         stderr.contains("0.0 s of audio, 0 windows, 0 detections"),
         "{stderr}"
     );
+    let recorded: Vec<f32> = hound::WavReader::open(&recording)
+        .unwrap()
+        .into_samples::<f32>()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        recorded.len() >= 32_000,
+        "{} samples recorded",
+        recorded.len()
+    );
+    assert!(recorded.iter().all(|&x| (x - 0.1).abs() < 1e-6));
 }
 
 #[test]

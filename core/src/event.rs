@@ -23,7 +23,7 @@ pub const MAX_TEXT_BYTES: usize = 256;
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// The model that produced a detection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelRef {
     /// Model id from the bundle manifest.
     pub id: String,
@@ -32,7 +32,7 @@ pub struct ModelRef {
 }
 
 /// Where the station is.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Location {
     /// Latitude in degrees.
     pub lat: f64,
@@ -41,7 +41,7 @@ pub struct Location {
 }
 
 /// One detection of one species in one stretch of audio.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Detection {
     /// Always [`DETECTION_SCHEMA`].

@@ -16,7 +16,9 @@ pub const MAX_CODE_BYTES: usize = 64;
 /// A species code (e.g. eBird's `eurrob1`): 1–64 bytes, no whitespace or control
 /// characters, and none of `,` `;` `"` `/` `\` so it can sit in CSV cells,
 /// `;`-separated label lists and file names unquoted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SpeciesCode(String);
 

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod audio;
+pub mod backoff;
 pub mod bundle;
 pub mod event;
 pub mod files;

@@ -1,10 +1,21 @@
-//! What stations, collectors and the broker's ACL must agree on, typed once: station ids
-//! and group names (they become MQTT topic levels, broker user names and ACL lines),
+//! What stations, collectors and the broker's ACL must agree on, typed once: the topic
+//! tree ([`Topics`], [`Leaf`]), the messages besides detections ([`Status`],
+//! [`Heartbeat`], [`ReplayRequest`]), station ids and group names (they become MQTT topic levels, broker user names and ACL lines),
 //! topic prefixes and broker user names. Each check refuses what would let a name reach
 //! beyond its place: wildcards (`+`, `#`), level separators, whitespace and control
 //! characters (a newline in an ACL name starts a new ACL line).
 
 use std::fmt;
+
+mod messages;
+mod replay;
+mod topics;
+
+pub use messages::{
+    ClockState, DeliveryState, DeviceState, Heartbeat, Presence, ReserveState, Status,
+};
+pub use replay::{InboundError, MAX_RANGE, MAX_REQUEST_BYTES, ReplayRequest};
+pub use topics::{Leaf, TopicPrefix, Topics};
 
 /// The most boots one heartbeat lists (a collector ignores a heartbeat with more): a
 /// station restarting every few minutes for a week holds more, and then lists the newest.
@@ -14,7 +25,9 @@ pub const MAX_HEARTBEAT_BOOTS: usize = 1024;
 /// list names every boot the station still holds events of (archived after delivery, or
 /// waiting), up to [`MAX_HEARTBEAT_BOOTS`]; a boot it does not name has nothing left to
 /// replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct BootHeld {
     /// The boot.
     pub boot: u64,

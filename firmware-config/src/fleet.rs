@@ -16,6 +16,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
+use warble_core::wire::Leaf;
+
 use crate::problem::{Problem, Problems, problem};
 
 /// `fleet.toml`.
@@ -449,7 +451,10 @@ pub fn render(
                     .find(|e| e.id == *id)
                     .map(|e| e.group.clone())
                     .unwrap_or_default();
-                let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
+                let prefix = cfg
+                    .mqtt
+                    .as_ref()
+                    .map(|m| m.topic_prefix.as_str().to_owned());
                 access.push((id.clone(), group, prefix));
                 rendered.push(id.clone());
             }
@@ -550,20 +555,21 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
     }
     let _ = writeln!(acl, "\nuser {}", info.collector_user);
     for p in &prefixes {
-        for leaf in ["detections", "status", "heartbeat", "model"] {
+        for leaf in Leaf::STATION_PUBLISHES {
             let _ = writeln!(acl, "topic read {p}/+/{leaf}");
         }
-        let _ = writeln!(acl, "topic write {p}/+/replay");
+        let _ = writeln!(acl, "topic write {p}/+/{}", Leaf::Replay);
     }
     for (id, group, prefix) in access {
         let Some(p) = prefix else { continue };
         let _ = writeln!(acl, "\nuser {id}");
-        for leaf in ["detections", "status", "heartbeat", "model"] {
+        for leaf in Leaf::STATION_PUBLISHES {
             let _ = writeln!(acl, "topic write {p}/{id}/{leaf}");
         }
-        let _ = writeln!(acl, "topic read {p}/{id}/bundle");
-        let _ = writeln!(acl, "topic read {p}/{id}/replay");
-        let _ = writeln!(acl, "topic read {p}/fleet/{group}/bundle");
+        for leaf in Leaf::STATION_READS {
+            let _ = writeln!(acl, "topic read {p}/{id}/{leaf}");
+        }
+        let _ = writeln!(acl, "topic read {p}/fleet/{group}/{}", Leaf::Bundle);
     }
     acl
 }

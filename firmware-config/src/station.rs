@@ -81,7 +81,7 @@ pub struct Mqtt {
     /// Client id.
     pub client_id: String,
     /// Topic prefix.
-    pub topic_prefix: String,
+    pub topic_prefix: warble_core::wire::TopicPrefix,
     /// Heartbeat interval.
     pub heartbeat: Duration,
     /// `username:password` file.
@@ -119,8 +119,6 @@ pub struct StationConfig {
     pub schedule: Schedule,
     /// Bundle path.
     pub bundle: PathBuf,
-    /// Model slot folder.
-    pub slot_dir: PathBuf,
     /// Trusted public keys.
     pub trusted_keys: Vec<PathBuf>,
     /// Global confidence floor.
@@ -447,6 +445,13 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         1_000_000.0,
         " MB",
     );
+    if raw.model.slot_dir.is_some() {
+        f.add(
+            "model.slot_dir",
+            "is not used yet: the agent runs model.bundle (model updates with A/B slots are \
+             not built); remove this line",
+        );
+    }
     if s.disk_quota_mb.is_some() {
         f.add(
             "storage.disk_quota_mb",
@@ -464,9 +469,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
 
     let mqtt = raw.mqtt.as_ref().and_then(|q| {
         let broker = crate::broker::BrokerUrl::parse(&q.broker).map_err(|e| f.add("mqtt.broker", e)).ok();
-        if let Err(e) = warble_core::wire::check_topic_prefix(&q.topic_prefix) {
-            f.add("mqtt.topic_prefix", e);
-        }
+        let prefix = warble_core::wire::TopicPrefix::new(&q.topic_prefix).map_err(|e| f.add("mqtt.topic_prefix", e)).ok();
         f.range("mqtt.heartbeat_s", q.heartbeat_s as f64, 5.0, 3600.0, " s");
         for (key, file) in [("credentials_file", &q.credentials_file), ("ca_file", &q.ca_file), ("client_cert", &q.client_cert), ("client_key", &q.client_key)] {
             if let Some(file) = file {
@@ -481,7 +484,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
                 None
             }
         };
-        let broker = broker?;
+        let (broker, topic_prefix) = (broker?, prefix?);
         if !broker.tls && (q.ca_file.is_some() || identity.is_some()) {
             f.add("mqtt.broker", "TLS files are set but the broker URL is mqtt:// (use mqtts://)");
         }
@@ -496,7 +499,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
             port: broker.port,
             tls: broker.tls,
             client_id: q.client_id.clone().unwrap_or_else(|| format!("warble-{}", raw.station.id)),
-            topic_prefix: q.topic_prefix.clone(),
+            topic_prefix,
             heartbeat: Duration::from_secs(q.heartbeat_s),
             credentials_file: q.credentials_file.clone(),
             ca_file: q.ca_file.clone(),
@@ -551,10 +554,6 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         buffer: seconds(a.buffer_s),
         schedule,
         bundle: m.bundle.clone(),
-        slot_dir: m
-            .slot_dir
-            .clone()
-            .unwrap_or_else(|| s.data_dir.join("models")),
         trusted_keys: m.trusted_keys.clone(),
         min_confidence,
         thresholds,

@@ -132,7 +132,7 @@ pub fn station_config(data: &[u8]) {
 /// Any bytes as a replay request from the collector: refused, or a request whose
 /// range is within the limit.
 pub fn replay_request(data: &[u8]) {
-    use warble_agent::replay::{MAX_RANGE, ReplayRequest};
+    use warble_core::wire::{MAX_RANGE, ReplayRequest};
     if let Ok(req) = ReplayRequest::parse(data) {
         assert!(req.first <= req.last && req.last - req.first < MAX_RANGE);
     }
@@ -141,7 +141,7 @@ pub fn replay_request(data: &[u8]) {
 /// Any bytes on a station's detections or heartbeat topic (the first byte says which):
 /// the collector stores, counts or refuses them, and its store keeps working.
 pub fn collector_message(data: &[u8]) {
-    use warble_agent::collect::Store;
+    use warble_collect::store::Store;
     static STORE: OnceLock<Mutex<(tempfile::TempDir, Store)>> = OnceLock::new();
     let Some((&kind, payload)) = data.split_first() else {
         return;

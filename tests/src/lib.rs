@@ -2,5 +2,7 @@
 //! ports, with their own configuration and data directories, stopped when dropped.
 #![deny(missing_docs)]
 
+pub mod bins;
 pub mod broker;
+pub mod events;
 pub mod postgres;

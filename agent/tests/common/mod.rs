@@ -11,36 +11,8 @@ pub fn repo_file(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// A detection of station `wetland-03`, boot 7, number `seq`: 3 s of robin song (for
-/// outbox tests and benches).
-pub fn sample_event(seq: u64) -> warble_core::event::Detection {
-    use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
-    let start = chrono::DateTime::parse_from_rfc3339("2026-05-01T04:30:00Z")
-        .expect("a valid time")
-        .to_utc();
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        id: Detection::make_id("wetland-03", 7, seq),
-        station: "wetland-03".into(),
-        boot: 7,
-        seq,
-        start,
-        end: start + chrono::Duration::seconds(3),
-        start_sample: seq * 96_000,
-        end_sample: seq * 96_000 + 96_000,
-        code: warble_core::SpeciesCode::new("eurrob1").expect("a valid code"),
-        scientific: "Erithacus rubecula".into(),
-        common: "European Robin".into(),
-        confidence: 0.87,
-        model: ModelRef {
-            id: "warble-demo".into(),
-            version: "0.1.0".into(),
-        },
-        location: None,
-        clip: None,
-        historical: false,
-    }
-}
+#[allow(unused_imports, reason = "not every test binary uses it")]
+pub use warble_tests::events::sample_event;
 
 /// Runs `warble-agent` with `args`: exit code, stdout, stderr.
 pub fn agent(args: &[&str]) -> (i32, String, String) {
@@ -358,24 +330,12 @@ pub fn publish_all(port: u16, id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
 /// The ids a collector's store (an SQLite file or a `postgres://` URL) holds for
 /// `station`.
 pub fn stored_ids(db: &std::path::Path, station: &str) -> std::collections::BTreeSet<String> {
-    let target = db.to_string_lossy();
-    if target.starts_with("postgres://") {
-        let mut client = postgres::Client::connect(&target, postgres::NoTls).unwrap();
-        return client
-            .query("SELECT id FROM events WHERE station = $1", &[&station])
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect();
-    }
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id FROM events WHERE station = ?1")
-        .unwrap();
-    stmt.query_map([station], |r| r.get::<_, String>(0))
+    warble_collect::store::Store::open(db)
         .unwrap()
-        .collect::<Result<_, _>>()
+        .ids(station)
         .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// SIGTERM, then SIGKILL after 15 s.
@@ -404,7 +364,7 @@ pub fn report_reliability(
     station: &str,
     produced: &std::collections::BTreeSet<String>,
 ) {
-    let report = warble_agent::collect::Store::open(db)
+    let report = warble_collect::store::Store::open(db)
         .expect("the collector's store opens")
         .report()
         .expect("the collector's report");
@@ -439,7 +399,7 @@ pub fn collector(
     log: &std::path::Path,
 ) -> Running {
     Running::new(
-        std::process::Command::new(env!("CARGO_BIN_EXE_warble-collect"))
+        std::process::Command::new(collector_bin())
             .args(["run", "--broker", &format!("mqtt://127.0.0.1:{port}")])
             .args([
                 "--db",
@@ -452,5 +412,18 @@ pub fn collector(
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
+    )
+}
+
+/// The collector's binary (another package's: see [`warble_tests::bins`]).
+pub fn collector_bin() -> std::path::PathBuf {
+    warble_tests::bins::workspace_bin(
+        "warble-collect",
+        &[
+            "collector/src",
+            "mqtt/src",
+            "core/src",
+            "firmware-config/src",
+        ],
     )
 }

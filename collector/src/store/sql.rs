@@ -130,6 +130,20 @@ pub(crate) fn is_postgres(target: &str) -> bool {
     target.starts_with("postgres://") || target.starts_with("postgresql://")
 }
 
+/// An SQLite store, durable: WAL with `synchronous = FULL` (a message is acknowledged to
+/// the broker only once committed, so a commit must survive a power cut), and a busy
+/// timeout so that `report` or a second collector beside `run` waits for the write lock
+/// instead of failing. (Unlike a station's outbox it has no full-disk reserve to fit in,
+/// so SQLite's own checkpoint interval stands.)
+fn open_sqlite(path: &std::path::Path, schema: &str) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
 impl Db {
     /// Connects to `postgres://…` or opens (creates) an SQLite file, durable (WAL,
     /// `synchronous = FULL`), then runs `schema` (statements separated by `;`).
@@ -143,8 +157,10 @@ impl Db {
             ))?;
             Ok(Self::Postgres(Box::new(client)))
         } else {
-            let conn = crate::outbox::open_durable(std::path::Path::new(target), schema)?;
-            Ok(Self::Sqlite(conn))
+            Ok(Self::Sqlite(open_sqlite(
+                std::path::Path::new(target),
+                schema,
+            )?))
         }
     }
 

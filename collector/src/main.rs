@@ -11,7 +11,7 @@
 //! larger than [`MAX_PACKET_BYTES`], so one oversized message cannot wedge the session (a
 //! 3.1.1 client can only fail on it, reconnect, and be sent it again, forever). Smaller
 //! messages that are not events — malformed, wrong schema, over
-//! [`warble_agent::collect::MAX_EVENT_BYTES`] — are acknowledged, ignored and counted.
+//! [`warble_collect::store::MAX_EVENT_BYTES`] — are acknowledged, ignored and counted.
 //!
 //! Proving nothing was lost: the collector also reads the stations' heartbeats, which say
 //! how far their broker acknowledged each boot, so events lost *after* the broker took
@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use warble_agent::collect::{Ingest, ReplayPlanner, Store};
+use rumqttc::v5::{AsyncClient, Event};
+use warble_collect::store::{Ingest, ReplayPlanner, Store};
+use warble_core::wire::{Leaf, StationId, TopicPrefix, Topics};
 
 /// The largest MQTT packet the broker may send the collector.
 const MAX_PACKET_BYTES: u32 = 1 << 20;
@@ -61,9 +61,10 @@ enum Command {
         /// by a fleet's collectors, `postgres://user[:password]@host[:port]/database`.
         #[arg(long)]
         db: PathBuf,
-        /// Topic filter.
-        #[arg(long, default_value = "warble/+/detections")]
-        topic: String,
+        /// Topic prefix of the stations: detections are read from
+        /// `<prefix>/+/detections`, the `+` level naming the station that sent each event.
+        #[arg(long, default_value = "warble")]
+        prefix: String,
         /// Share the subscription with other collectors of this group (`$share/<group>/…`).
         #[arg(long)]
         share: Option<String>,
@@ -127,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             broker,
             db,
-            topic,
+            prefix,
             share,
             client_id,
             duration,
@@ -142,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warble_config::broker::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
             let credentials = credentials_file
                 .as_deref()
-                .map(warble_agent::publish::read_credentials)
+                .map(warble_mqtt::read_credentials)
                 .transpose()?;
             anyhow::ensure!(
                 url.tls || url.is_loopback() || credentials.is_none() || allow_plaintext,
@@ -152,10 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let tls = if url.tls {
                 let identity = client_cert.as_deref().zip(client_key.as_deref());
-                Some(warble_agent::publish::tls_config(
-                    ca_file.as_deref(),
-                    identity,
-                )?)
+                Some(warble_mqtt::tls_config(ca_file.as_deref(), identity)?)
             } else {
                 anyhow::ensure!(
                     ca_file.is_none() && client_cert.is_none(),
@@ -169,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "--request-replays {s}: at least 0.5 seconds"
                 );
                 anyhow::ensure!(
-                    share.is_none() || warble_agent::collect::is_shared_store(&db),
+                    share.is_none() || warble_collect::store::is_shared_store(&db),
                     "--request-replays with --share needs a store all the sharing collectors \
                      write to (postgres://…): {} sees only this collector's part",
                     db.display()
@@ -178,15 +176,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // `<prefix>/+/detections`: the level `+` names the station that sent each
             // event (the broker's ACL binds it to the station's credentials); heartbeats
             // and replay requests live beside them.
-            let prefix = topic
-                .strip_suffix("/+/detections")
-                .filter(|p| !p.is_empty() && !p.contains(['+', '#']))
-                .map(str::to_owned)
-                .with_context(|| {
-                    format!(
-                        "--topic `{topic}` must be <prefix>/+/detections: its station level says who sent each event"
-                    )
-                })?;
+            let prefix = TopicPrefix::new(&prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+            let topic = prefix.filter(Leaf::Detections);
             let filter = match share {
                 Some(group) => format!("$share/{group}/{topic}"),
                 None => topic,
@@ -195,8 +186,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 filter,
                 prefix,
                 request_replays: request_replays.map(Duration::from_secs_f64),
-                credentials,
-                tls,
+                endpoint: warble_mqtt::Endpoint {
+                    credentials,
+                    tls,
+                    ..warble_mqtt::Endpoint::new(&url.host, url.port)
+                },
             };
             let mut store = Store::open(&db)?;
             // Multi-threaded (one worker) so that store calls can block in place: the
@@ -205,8 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            let stored =
-                runtime.block_on(collect(&url, &client_id, &link, &mut store, duration))?;
+            let stored = runtime.block_on(collect(&client_id, &link, &mut store, duration))?;
             println!("stored {stored} new event(s) in {}", db.display());
         }
         Command::Report { db } => {
@@ -267,23 +260,11 @@ struct Link {
     /// Detections (possibly `$share/…`).
     filter: String,
     /// Topic prefix: the filter is `<prefix>/+/detections`.
-    prefix: String,
+    prefix: TopicPrefix,
     /// How often to ask for missing events.
     request_replays: Option<Duration>,
-    /// User name and password.
-    credentials: Option<(String, String)>,
-    /// TLS for `mqtts://`.
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-}
-
-/// The station of a `<prefix>/<station>/<leaf>` topic.
-fn topic_station<'t>(prefix: &str, topic: &'t str, leaf: &str) -> Option<&'t str> {
-    topic
-        .strip_prefix(prefix)?
-        .strip_prefix('/')?
-        .strip_suffix(leaf)?
-        .strip_suffix('/')
-        .filter(|s| !s.is_empty() && !s.contains('/'))
+    /// The broker, with the collector's login and TLS.
+    endpoint: warble_mqtt::Endpoint,
 }
 
 /// Publishes this round's replay requests for the store's gaps (see [`ReplayPlanner`]).
@@ -291,11 +272,14 @@ fn request_replays(
     store: &mut Store,
     planner: &mut ReplayPlanner,
     client: &AsyncClient,
-    prefix: &str,
+    prefix: &TopicPrefix,
 ) -> anyhow::Result<usize> {
     let mut sent = 0;
     for (station, req) in planner.plan(store)? {
-        let topic = format!("{prefix}/{station}/replay");
+        let Ok(id) = StationId::new(&station) else {
+            continue; // stored only from checked topics: not reached
+        };
+        let topic = Topics::new(prefix.clone(), id).topic(Leaf::Replay);
         let payload = serde_json::to_vec(&req)?;
         if client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
@@ -317,20 +301,25 @@ fn commit(
     store: &mut Store,
     batch: &mut Vec<Publish>,
     unacked: &mut std::collections::VecDeque<Publish>,
-    prefix: &str,
+    prefix: &TopicPrefix,
 ) -> anyhow::Result<u64> {
     // Heartbeats (QoS 0) only update what the stations say they delivered.
     let mut events = Vec::with_capacity(batch.len());
     for p in batch.drain(..) {
         let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        if let Some(station) = topic_station(prefix, &topic, "heartbeat") {
-            store.note_heartbeat(station, &p.payload)?;
-        } else {
-            // The subscription is `<prefix>/+/detections`: the topic names the sender.
-            let station = topic_station(prefix, &topic, "detections")
-                .unwrap_or_default()
-                .to_owned();
-            events.push((station, p));
+        match prefix.parse(&topic) {
+            Some((station, Leaf::Heartbeat)) => {
+                store.note_heartbeat(station, &p.payload)?;
+            }
+            // The subscription is `<prefix>/+/detections`: the topic names the sender (a
+            // topic that does not is stored under no station: refused as invalid).
+            parsed => {
+                let station = match parsed {
+                    Some((station, Leaf::Detections)) => station.to_owned(),
+                    _ => String::new(),
+                };
+                events.push((station, p));
+            }
         }
     }
     let results = store.ingest_many(
@@ -357,27 +346,17 @@ fn commit(
 
 /// Subscribes and stores until the duration ends or Ctrl-C; returns the new events stored.
 async fn collect(
-    url: &warble_config::broker::BrokerUrl,
     client_id: &str,
     link: &Link,
     store: &mut Store,
     duration: Option<f64>,
 ) -> anyhow::Result<u64> {
-    let prefix = link.prefix.as_str();
-    let mut opts = MqttOptions::new(client_id, &url.host, url.port);
+    let prefix = &link.prefix;
+    let mut opts = link.endpoint.options(client_id);
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
         .set_max_packet_size(Some(MAX_PACKET_BYTES))
-        .set_keep_alive(Duration::from_secs(30))
         .set_manual_acks(true);
-    if let Some((user, pass)) = &link.credentials {
-        opts.set_credentials(user, pass);
-    }
-    if let Some(tls) = &link.tls {
-        opts.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     // Acks wait here when the request queue is full; they go out as the loop polls.
     let mut unacked: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
@@ -392,7 +371,7 @@ async fn collect(
     };
     tokio::pin!(stop);
     let mut stored = 0u64;
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = warble_mqtt::reconnect_backoff();
     let mut replays =
         tokio::time::interval(link.request_replays.unwrap_or(Duration::from_secs(3600)));
     replays.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -430,12 +409,12 @@ async fn collect(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                wait = Duration::from_millis(500);
+                backoff.reset();
                 connected = true;
                 if !ack.session_present {
                     // Queued behind acknowledgements of the last connection if need be.
                     subscriptions = vec![(link.filter.clone(), QoS::AtLeastOnce)];
-                    subscriptions.push((format!("{prefix}/+/heartbeat"), QoS::AtMostOnce));
+                    subscriptions.push((prefix.filter(Leaf::Heartbeat), QoS::AtMostOnce));
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -461,12 +440,16 @@ async fn collect(
                 // Not acknowledged: the broker sends them again on the persistent session.
                 batch.clear();
                 connected = false;
-                eprintln!("broker: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                let wait = backoff.take();
+                eprintln!(
+                    "broker: {}; retrying in {:.1} s",
+                    warble_mqtt::explain(&e, "collector", "--credentials-file"),
+                    wait.as_secs_f64()
+                );
                 tokio::select! {
                     _ = &mut stop => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -5,13 +5,11 @@
 //! export.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use warble_agent::collect::{Ingest, Store};
+use warble_collect::store::{Ingest, Store};
 use warble_core::event::Detection;
 
 fn detection(station: &str, boot: u64, seq: u64, historical: bool) -> Detection {
-    let mut e = common::sample_event(seq);
+    let mut e = warble_tests::events::sample_event(seq);
     e.station = station.into();
     e.boot = boot;
     e.id = Detection::make_id(station, boot, seq);
@@ -44,7 +42,7 @@ fn hostile() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("confidence", json(&e)));
     out.push((
         "oversized",
-        vec![b' '; warble_agent::collect::MAX_EVENT_BYTES + 1],
+        vec![b' '; warble_collect::store::MAX_EVENT_BYTES + 1],
     ));
     out
 }

@@ -269,7 +269,12 @@ impl Store {
         &mut self,
         mut work: impl FnMut(&mut Self) -> Result<T, CollectError>,
     ) -> Result<T, CollectError> {
-        let mut wait = std::time::Duration::from_millis(10);
+        // Jittered, so that two collectors that deadlocked do not collide again in step.
+        let mut backoff = warble_core::backoff::Backoff::new(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        )
+        .with_jitter();
         let mut attempt = 1;
         loop {
             self.tally.clear();
@@ -285,8 +290,7 @@ impl Store {
                 Err(CollectError::Db { source, .. })
                     if source.is_transient() && attempt < BATCH_ATTEMPTS =>
                 {
-                    std::thread::sleep(wait.mul_f64(rand::random_range(0.5..=1.5)));
-                    wait *= 2;
+                    std::thread::sleep(backoff.take());
                     attempt += 1;
                 }
                 other => return other,
@@ -413,20 +417,19 @@ impl Store {
     /// # Errors
     /// [`CollectError::Db`].
     pub fn note_heartbeat(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
-        use warble_core::wire::BootHeld;
-        #[derive(serde::Deserialize)]
-        struct Beat {
-            delivered: Vec<BootHeld>,
-        }
         if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
             return Ok(false);
         }
-        let Ok(beat) = serde_json::from_slice::<Beat>(payload) else {
+        // A heartbeat that cannot say what the station holds says nothing here.
+        let Some(delivered) = serde_json::from_slice::<warble_core::wire::Heartbeat>(payload)
+            .ok()
+            .and_then(|beat| beat.delivered)
+        else {
             return Ok(false);
         };
         // Counters a database holds; a few boots (the archive keeps a week).
-        if beat.delivered.len() > MAX_HEARTBEAT_BOOTS
-            || beat.delivered.iter().any(|t| {
+        if delivered.len() > MAX_HEARTBEAT_BOOTS
+            || delivered.iter().any(|t| {
                 t.boot > MAX_COUNTER
                     || t.next_seq > MAX_COUNTER
                     || t.archived_from.is_some_and(|f| f > MAX_COUNTER)
@@ -435,10 +438,10 @@ impl Store {
             return Ok(false);
         }
         // Agents before 0.2 do not say what they hold: then nothing is known to be gone.
-        let says_what_it_holds = beat.delivered.iter().all(|t| t.archived_from.is_some());
+        let says_what_it_holds = delivered.iter().all(|t| t.archived_from.is_some());
         let station = Val::Text(station.into());
         self.transaction(|store| {
-            for t in &beat.delivered {
+            for t in &delivered {
                 store.execute(
                     "INSERT INTO delivered (station, boot, next_seq) VALUES ($1, $2, $3)
                      ON CONFLICT (station, boot) DO UPDATE SET next_seq = CASE
@@ -454,7 +457,7 @@ impl Store {
                     &[station.clone(), Val::Text(chrono::Utc::now().to_rfc3339())],
                 )?;
                 store.execute("DELETE FROM archived WHERE station = $1", std::slice::from_ref(&station))?;
-                for t in &beat.delivered {
+                for t in &delivered {
                     store.execute(
                         "INSERT INTO archived (station, boot, archived_from) VALUES ($1, $2, $3)
                          ON CONFLICT (station, boot) DO UPDATE SET archived_from = excluded.archived_from",
@@ -510,6 +513,21 @@ impl Store {
             "SELECT station FROM events GROUP BY station
              UNION SELECT station FROM delivered ORDER BY station",
             &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.first().and_then(Val::text).map(str::to_owned))
+            .collect())
+    }
+
+    /// The ids of the events stored from `station`, in id order.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn ids(&mut self, station: &str) -> Result<Vec<String>, CollectError> {
+        let rows = self.query(
+            "SELECT id FROM events WHERE station = $1 ORDER BY id",
+            &[Val::Text(station.into())],
         )?;
         Ok(rows
             .iter()
@@ -755,7 +773,7 @@ impl ReplayPlanner {
     pub fn plan(
         &mut self,
         store: &mut Store,
-    ) -> Result<Vec<(String, crate::replay::ReplayRequest)>, CollectError> {
+    ) -> Result<Vec<(String, warble_core::wire::ReplayRequest)>, CollectError> {
         let stations = store.stations()?;
         let mut out = Vec::new();
         let n = stations.len();
@@ -788,12 +806,12 @@ impl ReplayPlanner {
         station: &str,
         from: (u64, u64),
         room: usize,
-    ) -> Result<Vec<crate::replay::ReplayRequest>, CollectError> {
+    ) -> Result<Vec<warble_core::wire::ReplayRequest>, CollectError> {
         Ok(store
             .gaps(station, from, room)?
             .into_iter()
             .flat_map(|(boot, first, last)| {
-                crate::replay::ReplayRequest::covering(boot, first, last)
+                warble_core::wire::ReplayRequest::covering(boot, first, last)
             })
             .take(room)
             .collect())

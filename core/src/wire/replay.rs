@@ -2,7 +2,7 @@
 //! events missing — a broker that crashed after acknowledging them, a store restored from
 //! an old backup — publishes `{"boot": B, "first": F, "last": L}` on
 //! `<prefix>/<station>/replay`, and the station queues the archived events of boot B with
-//! sequence numbers F..=L again (see [`crate::outbox::Outbox::replay`]).
+//! sequence numbers F..=L again (from its archive of delivered events).
 //!
 //! Inbound payloads are untrusted: size-limited, parsed strictly, ranges bounded; a bad one
 //! is ignored and counted, never acted on.
@@ -16,7 +16,7 @@ pub const MAX_REQUEST_BYTES: usize = 1024;
 pub const MAX_RANGE: u64 = 100_000;
 
 /// Queue boot `boot`'s events `first..=last` again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Boot counter of the events.

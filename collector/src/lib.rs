@@ -1,0 +1,11 @@
+//! The Warble collector (`warble-collect`): the other end of the stations' MQTT delivery.
+//!
+//! - [`store`]: every station's events once by id (SQLite, or PostgreSQL shared by a
+//!   fleet's collectors), with gaps, duplicates, late arrivals, what stations say they
+//!   still hold, and the replay requests for what is missing.
+//!
+//! It builds none of the recorder's audio or inference stack: a collector host needs
+//! neither ALSA nor ONNX Runtime.
+#![deny(missing_docs)]
+
+pub mod store;
