@@ -225,6 +225,16 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
     Ok(DateTime::<Utc>::from(modified))
 }
 
+/// The output format of a station file's format name.
+pub(crate) fn output_format(format: warble_config::station::Format) -> Format {
+    match format {
+        warble_config::station::Format::Jsonl => Format::Jsonl,
+        warble_config::station::Format::Csv => Format::Csv,
+        warble_config::station::Format::Raven => Format::Raven,
+        warble_config::station::Format::Birdnet => Format::Birdnet,
+    }
+}
+
 /// A station file's settings, its relative paths resolved against its folder.
 pub(crate) fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig> {
     let mut st = warble_config::load(path).map_err(|problems| {
@@ -238,6 +248,7 @@ pub(crate) fn station_settings(path: &Path) -> anyhow::Result<warble_config::Sta
     st.bundle = base.join(&st.bundle);
     st.trusted_keys = st.trusted_keys.iter().map(|k| base.join(k)).collect();
     st.onnxruntime = st.onnxruntime.map(|p| base.join(p));
+    st.output_dir = base.join(&st.output_dir);
     Ok(st)
 }
 
@@ -255,20 +266,19 @@ pub(crate) struct Session {
 }
 
 /// Verifies the bundle, loads and self-tests it, and opens the outputs.
-pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
-    let station = args.config.as_deref().map(station_settings).transpose()?;
+pub(crate) fn prepare(
+    args: &AnalyzeArgs,
+    station: Option<warble_config::StationConfig>,
+) -> anyhow::Result<Session> {
     let st = station.as_ref();
     let format = match args.format {
         Some(FormatArg::Jsonl) => Format::Jsonl,
         Some(FormatArg::Csv) => Format::Csv,
         Some(FormatArg::Raven) => Format::Raven,
         Some(FormatArg::Birdnet) => Format::Birdnet,
-        None => match st.and_then(|s| s.formats.first()) {
-            Some(warble_config::station::Format::Csv) => Format::Csv,
-            Some(warble_config::station::Format::Raven) => Format::Raven,
-            Some(warble_config::station::Format::Birdnet) => Format::Birdnet,
-            Some(warble_config::station::Format::Jsonl) | None => Format::Jsonl,
-        },
+        None => st
+            .and_then(|s| s.formats.first())
+            .map_or(Format::Jsonl, |&f| output_format(f)),
     };
     let engine_config = EngineConfig {
         choice: match (args.engine, st.map(|s| s.engine)) {
@@ -328,7 +338,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         let model = format!("{} {}, {} classes", m.model_id, m.version, m.num_classes);
         warble_agent::species::check(s, bundle.labels(), &model)?;
     }
-    eprintln!(
+    tracing::info!(
         "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
         m.model_id,
         m.version,
@@ -350,7 +360,7 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
         Some(h) => {
             let frames = ((h * f64::from(rate_hz)) / grid as f64).round().max(1.0) as usize;
             let hop = frames * grid;
-            eprintln!(
+            tracing::info!(
                 "hop {:.3} s ({hop} samples, a multiple of the {grid}-sample frame hop)",
                 hop as f64 / f64::from(rate_hz)
             );
@@ -434,13 +444,13 @@ pub(crate) fn prepare(args: &AnalyzeArgs) -> anyhow::Result<Session> {
     })
 }
 
-pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> anyhow::Result<()> {
     let Session {
         mut analyzer,
         mut sink,
         to_stdout,
         ..
-    } = prepare(&args)?;
+    } = prepare(&args, station)?;
 
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),
@@ -496,7 +506,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         let timeline = match recorded_at(args.recorded_at.as_deref(), file) {
             Ok(t) => warble_agent::timeline::Timeline::starting_at(t, rate),
             Err(e) => {
-                bar.suspend(|| eprintln!("skipped {name}: {e:#}"));
+                bar.suspend(|| tracing::warn!("skipped {name}: {e:#}"));
                 failed += 1;
                 bar.inc(1);
                 continue;
@@ -549,7 +559,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                         verdict.unwrap_or("")
                     );
                     if to_stdout {
-                        eprintln!("{line}");
+                        tracing::info!("{line}");
                     } else {
                         println!("{line}");
                     }
@@ -575,7 +585,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                             .analyze_source(|chunk| Ok(pcm.read_chunk(chunk)?), &mut on_event);
                         if pcm.trailing_bytes > 0 {
                             bar.suspend(|| {
-                                eprintln!(
+                                tracing::warn!(
                                     "standard input: ignored {} trailing byte(s), not a whole frame",
                                     pcm.trailing_bytes
                                 )
@@ -597,7 +607,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 events_n += r.events.len();
             }
             Err(e) => {
-                bar.suspend(|| eprintln!("skipped {name}: {e}"));
+                bar.suspend(|| tracing::warn!("skipped {name}: {e}"));
                 failed += 1;
             }
         }
@@ -627,13 +637,13 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(rss) = peak_rss_bytes() {
         summary += &format!("; peak RSS {:.1} MB", rss as f64 / 1e6);
     }
-    eprintln!("{summary}");
+    tracing::info!("{summary}");
     if non_finite > 0 {
-        eprintln!("{non_finite} window(s) dropped: the model produced NaN or infinity");
+        tracing::warn!("{non_finite} window(s) dropped: the model produced NaN or infinity");
     }
     if let Some(rows) = &truth {
         let found = rows.iter().filter(|t| t.found).count();
-        eprintln!(
+        tracing::info!(
             "against the ground truth: precision {:.2} ({true_events}/{events_n} detections \
              match a call), recall {:.2} ({found}/{} calls found)",
             true_events as f64 / events_n.max(1) as f64,

@@ -233,7 +233,7 @@ impl Capture {
                                 Some(tx) => {
                                     let _ = tx.send(Ok(()));
                                 }
-                                None => eprintln!("audio device `{device}` reopened"),
+                                None => tracing::info!("audio device `{device}` reopened"),
                             }
                             backoff.reset();
                             // Owns the stream until told to stop, or until it fails.
@@ -252,7 +252,7 @@ impl Capture {
                                 .ok()
                                 .and_then(|l| l.clone())
                                 .unwrap_or_default();
-                            eprintln!("audio device `{device}` failed: {reason}");
+                            tracing::warn!("audio device `{device}` failed: {reason}");
                         }
                         Err(e) => {
                             if let Some(tx) = ready.take() {
@@ -263,7 +263,7 @@ impl Capture {
                         }
                     }
                     let wait = backoff.take();
-                    eprintln!(
+                    tracing::warn!(
                         "audio device `{device}`: reopening in {:.0} s",
                         wait.as_secs_f64()
                     );

@@ -20,23 +20,16 @@ pub struct DeliverArgs {
 }
 
 /// Exit 0: the outbox is empty; 1: events are left (the broker was unreachable).
-pub fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DeliverArgs, st: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         anyhow::bail!("--timeout {}: must be positive seconds", args.timeout);
     }
-    let st = warble_config::load(&args.config).map_err(|problems| {
-        anyhow::anyhow!(
-            "{problems}\n{}: {} problem(s)",
-            args.config.display(),
-            problems.0.len()
-        )
-    })?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let broker = BrokerConfig::from_station(&st, base)?;
     let path = warble_agent::outbox::path_in(&st.data_dir);
     let mut outbox = Outbox::open(&path, st.outbox_quota_bytes)?;
     let before = outbox.stats()?;
-    eprintln!(
+    tracing::info!(
         "{} event(s) waiting in {}; delivering to {}:{} as {}",
         before.depth,
         path.display(),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use warble_core::LabelTable;
 use warble_core::event::Detection;
 
+use crate::daily::DailyFiles;
 use crate::outbox::{Outbox, OutboxError};
 use crate::output::{Minter, Row, Writer};
 use crate::timeline::Timeline;
@@ -73,6 +74,7 @@ pub struct EventSink<W: Write> {
     minter: Minter,
     outbox: Option<Outbox>,
     writer: Writer<W>,
+    files: Option<DailyFiles>,
     held: Vec<Detection>,
     last_outbox_error: Option<OutboxError>,
     output_error: Option<io::Error>,
@@ -87,11 +89,19 @@ impl<W: Write> EventSink<W> {
             minter,
             outbox,
             writer,
+            files: None,
             held: Vec::new(),
             last_outbox_error: None,
             output_error: None,
             stats: SinkStats::default(),
         }
+    }
+
+    /// Also writes every event to the station's detection files.
+    #[must_use]
+    pub fn with_files(mut self, files: DailyFiles) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// Takes one closed event; returns the minted event (`None` for a class without a
@@ -115,6 +125,11 @@ impl<W: Write> EventSink<W> {
         }
         let committed = self.commit_held();
         if let Err(err) = self.writer.write(row, labels, event.as_ref()) {
+            self.output_failed(err);
+        }
+        if let (Some(files), Some(e)) = (self.files.as_mut(), event.as_ref())
+            && let Err(err) = files.write(e, row.event.class, labels)
+        {
             self.output_failed(err);
         }
         committed.map(|()| event)
@@ -167,6 +182,10 @@ impl<W: Write> EventSink<W> {
             failures += 1;
             first_error.get_or_insert(err);
         }
+        if let Some(Err(err)) = self.files.as_mut().map(DailyFiles::flush) {
+            failures += 1;
+            first_error.get_or_insert(err);
+        }
         match first_error {
             Some(source) => Err(EventSinkError::Output {
                 failures,
@@ -187,7 +206,7 @@ impl<W: Write> EventSink<W> {
         match outbox.push(&self.held) {
             Ok(_) => {
                 if self.last_outbox_error.take().is_some() {
-                    eprintln!(
+                    tracing::info!(
                         "outbox: {} held detection(s) committed after all",
                         self.held.len()
                     );
@@ -202,7 +221,7 @@ impl<W: Write> EventSink<W> {
                 self.held.retain(|e| {
                     let size = serde_json::to_vec(e).map_or(u64::MAX, |j| j.len() as u64);
                     if size > quota {
-                        eprintln!(
+                        tracing::error!(
                             "outbox: detection {} of {size} bytes exceeds the quota of {quota} bytes; not stored",
                             e.id
                         );
@@ -214,7 +233,7 @@ impl<W: Write> EventSink<W> {
             Err(err) => {
                 self.stats.outbox_failures += 1;
                 if self.last_outbox_error.is_none() {
-                    eprintln!(
+                    tracing::warn!(
                         "outbox: {err}; holding {} detection(s) in memory and retrying",
                         self.held.len()
                     );
@@ -234,7 +253,7 @@ impl<W: Write> EventSink<W> {
     fn output_failed(&mut self, err: io::Error) {
         self.stats.output_failures += 1;
         if self.output_error.is_none() {
-            eprintln!(
+            tracing::warn!(
                 "detection output: {err}{}",
                 if self.outbox.is_some() {
                     " (detections still go to the outbox)"

@@ -4,6 +4,7 @@
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`pcm`]: raw PCM from a pipe, mixed down and resampled.
+//! - [`daily`]: a station's detection files, one per day and format.
 //! - [`output`]: event ids, JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`events`]: where a closed detection goes: minted, committed to the outbox, then
 //!   written to the output.
@@ -22,6 +23,7 @@
 pub mod analyze;
 pub mod capture;
 pub mod clips;
+pub mod daily;
 pub mod detect;
 pub mod events;
 pub mod features;

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use warble_agent::features::{self, WindowSummary};
 use warble_agent::resources::peak_rss_bytes;
+use warble_config::StationConfig;
+use warble_config::logging::LogSettings;
 use warble_core::frontend::WindowSpec;
 
 mod analyze_cmd;
@@ -67,21 +69,56 @@ enum PresetArg {
     Audioprotopnet,
 }
 
+impl Command {
+    /// The station file the command reads, if any.
+    fn station_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Analyze(a) => a.config.as_deref(),
+            Self::Deliver(a) => Some(&a.config),
+            Self::Run(a) => Some(&a.config),
+            Self::Devices | Self::Features { .. } => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(code) => code,
+    let cli = Cli::parse();
+    // The station file is read once, here: its [log] section sets up the logger before
+    // anything is said, and the command gets the validated settings.
+    let station = match cli
+        .command
+        .station_file()
+        .map(analyze_cmd::station_settings)
+        .transpose()
+    {
+        Ok(station) => station,
         Err(err) => {
             eprintln!("warble-agent: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = station.as_ref().map(LogSettings::of).unwrap_or_default();
+    log.install();
+    match run(cli, station) {
+        Ok(code) => code,
+        Err(err) => {
+            // Said once; in JSON too when every other line is.
+            if log.json {
+                tracing::error!("{err:#}");
+            } else {
+                eprintln!("warble-agent: {err:#}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, station: Option<StationConfig>) -> anyhow::Result<ExitCode> {
+    let required = |st: Option<StationConfig>| st.context("a station file is required");
     match cli.command {
-        Command::Analyze(args) => analyze_cmd::run(*args).map(|()| ExitCode::SUCCESS),
-        Command::Deliver(args) => deliver_cmd::run(args),
-        Command::Run(args) => run_cmd::run(args),
+        Command::Analyze(args) => analyze_cmd::run(*args, station).map(|()| ExitCode::SUCCESS),
+        Command::Deliver(args) => deliver_cmd::run(args, required(station)?),
+        Command::Run(args) => run_cmd::run(args, required(station)?),
         Command::Devices => {
             let list = warble_agent::capture::devices()?;
             if list.is_empty() {

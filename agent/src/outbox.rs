@@ -275,7 +275,7 @@ impl Outbox {
     fn release_reserve(&self) -> bool {
         let released = std::fs::remove_file(reserve_path(&self.path)).is_ok();
         if released {
-            eprintln!(
+            tracing::warn!(
                 "outbox {}: the disk is full; released the {} MiB reserve beside it so that \
                  detections keep flowing. Make room on the disk: the reserve is taken back \
                  once it has",
@@ -304,7 +304,7 @@ impl Outbox {
             && write_reserve(&reserve).is_ok()
             && announce
         {
-            eprintln!(
+            tracing::info!(
                 "outbox {}: the disk has room again; the {} MiB reserve is back",
                 self.path.display(),
                 RESERVE_BYTES >> 20

@@ -132,6 +132,24 @@ impl<W: Write> Writer<W> {
         })
     }
 
+    /// A writer of `format` rows continuing a file that holds its header and `rows` rows
+    /// (Raven's selection numbers go on from there).
+    pub fn continuing(out: W, format: Format, rows: u64) -> Self {
+        Self {
+            out,
+            format,
+            selection: rows,
+        }
+    }
+
+    /// Flushes what is written so far.
+    ///
+    /// # Errors
+    /// Writing.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Writes one row; JSON Lines write `event` (the row's minted event, `None` for a
     /// class without a label, which writes nothing), the tables the row itself.
     ///

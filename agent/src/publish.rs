@@ -463,7 +463,7 @@ pub async fn presence(
                             && !status_refused
                         {
                             // Said once: the broker will refuse every status alike.
-                            eprintln!(
+                            tracing::warn!(
                                 "presence: the broker refused the station's status on `{status}` ({reason}): check mqtt.topic_prefix and the broker's ACL"
                             );
                             status_refused = true;

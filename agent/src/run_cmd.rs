@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use warble_agent::capture::{Capture, CaptureConfig};
+use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::detect::SpeciesEvent;
 use warble_agent::output::Row;
 use warble_agent::publish::DeliveryError;
@@ -214,7 +215,7 @@ fn spawn_presence(
             let outbox = match warble_agent::outbox::Outbox::open(&outbox_path, quota) {
                 Ok(o) => Some(std::cell::RefCell::new(o)),
                 Err(e) => {
-                    eprintln!("presence: {e}; replay requests cannot be served");
+                    tracing::warn!("presence: {e}; replay requests cannot be served");
                     None
                 }
             };
@@ -236,18 +237,18 @@ fn spawn_presence(
                         match o.borrow_mut().replay(req.boot, req.first, req.last) {
                             Ok(n) => {
                                 health.replayed.fetch_add(n, Ordering::Relaxed);
-                                eprintln!(
+                                tracing::info!(
                                     "replay of boot {} seq {}–{} requested: {n} event(s) queued again",
                                     req.boot, req.first, req.last
                                 );
                             }
-                            Err(e) => eprintln!("replay: {e}"),
+                            Err(e) => tracing::error!("replay: {e}"),
                         }
                     }
                     (Ok(_), None) => {}
                     (Err(reason), _) => {
                         health.inbound_rejected.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("ignored an inbound message: {reason}");
+                        tracing::warn!("ignored an inbound message: {reason}");
                     }
                 }
             };
@@ -365,11 +366,15 @@ fn spawn_delivery(
                             }
                         };
                     let say = |said: &str| {
-                        eprintln!("{said}");
+                        tracing::warn!("{said}");
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(said)]);
                     };
                     match (&problem, &now) {
-                        (Some(_), None) => say("delivery: working again"),
+                        (Some(_), None) => {
+                            let said = "delivery: working again";
+                            tracing::info!("{said}");
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(said)]);
+                        }
                         (Some(old), Some((key, _))) if old == key => {}
                         (_, Some((_, e @ DeliveryError::Refused { .. }))) => {
                             say(&format!("delivery: {e}; asking again every minute"));
@@ -392,7 +397,7 @@ fn spawn_delivery(
     Ok(Some(handle))
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
     let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
     let Session {
         mut analyzer,
@@ -401,9 +406,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         model,
         boot,
         ..
-    } = prepare(&analyze_args)?;
+    } = prepare(&analyze_args, Some(station))?;
     let st = station.context("a station file is required")?;
     let model_rate = analyzer.sample_rate();
+    // Every detection also goes to the station's files of the day, in each format.
+    let formats: Vec<_> = st
+        .formats
+        .iter()
+        .map(|&f| crate::analyze_cmd::output_format(f))
+        .collect();
+    let zone = st.timezone.map_or(Zone::Local, Zone::Named);
+    let sink = sink.with_files(
+        DailyFiles::new(&st.output_dir, &formats, zone, model_rate.hz()).with_context(|| {
+            format!(
+                "creating the detection folder {} (output.dir)",
+                st.output_dir.display()
+            )
+        })?,
+    );
     let capture_rate = SampleRate::new(st.sample_rate_hz)
         .with_context(|| format!("audio.sample_rate_hz {} is not usable", st.sample_rate_hz))?;
     let new_resampler = || -> anyhow::Result<Option<StreamResampler>> {
@@ -447,7 +467,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 clock.format("%Y-%m-%d %H:%M:%S UTC"),
                 not_before.format("%Y-%m-%d")
             );
-            eprintln!("{status}; nothing is captured until it is");
+            tracing::warn!("{status}; nothing is captured until it is");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
             health.waiting_for_clock.store(true, Ordering::Relaxed);
         },
@@ -466,7 +486,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             &capture_config,
             || keep_waiting(&mut watchdog),
             |e, wait| {
-                eprintln!(
+                tracing::warn!(
                     "waiting for the audio device: {e}; retrying in {:.0} s",
                     wait.as_secs_f64()
                 );
@@ -497,7 +517,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         );
     };
-    eprintln!(
+    tracing::info!(
         "capturing from `{}` at {} Hz (model rate {} Hz), station {}",
         st.device,
         st.sample_rate_hz,
@@ -644,7 +664,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             health.note_sink(&sink.borrow().stats());
             let active = listening_now();
             if active && stream.is_none() {
-                eprintln!("listening (station schedule)");
+                tracing::info!("listening (station schedule)");
                 timeline.replace(new_timeline());
                 resampler = match new_resampler() {
                     Ok(r) => r,
@@ -653,7 +673,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 stream = Some(analyzer.stream());
                 stream_inference = Duration::ZERO;
             } else if !active && stream.is_some() {
-                eprintln!("outside the listening windows: paused");
+                tracing::info!("outside the listening windows: paused");
                 if let Err(e) = end_segment(stream.take(), &mut resampler, &mut on_event) {
                     break Err(e);
                 }
@@ -760,11 +780,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             crashed.push(name);
         }
     }
-    eprintln!(
+    tracing::info!(
         "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
     );
     if device_failures > 0 {
-        eprintln!("the audio device failed {device_failures} time(s) (reopened with backoff)");
+        tracing::warn!("the audio device failed {device_failures} time(s) (reopened with backoff)");
     }
     let wall = started.elapsed().as_secs_f64();
     // Since capture started: the steady state, not loading and self-testing the model.
@@ -775,7 +795,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let inference_ms = health.inference_us.load(Ordering::Relaxed) as f64
         / 1000.0
         / health.windows.load(Ordering::Relaxed).max(1) as f64;
-    eprintln!(
+    tracing::info!(
         "cost: {cpu:.2} CPU-s over {wall:.1} s ({:.2} % of one core), peak RSS {:.1} MB, {}, inference {inference_ms:.2} ms per window",
         100.0 * cpu / wall.max(1e-9),
         warble_agent::resources::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
@@ -792,13 +812,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if !by_thread.is_empty() {
-        eprintln!("by thread: {}", by_thread.join(", "));
+        tracing::info!("by thread: {}", by_thread.join(", "));
     }
     if let Some(c) = clips.borrow().as_ref() {
         let c = c.stats();
-        eprintln!(
+        tracing::info!(
             "clips: {} written, {} withheld for privacy, {} deleted for quota or retention, {} not written (too large or disk error)",
-            c.written, c.suppressed, c.evicted, c.failed
+            c.written,
+            c.suppressed,
+            c.evicted,
+            c.failed
         );
     }
     ended?;

@@ -513,6 +513,67 @@ fn species_codes_the_model_lacks_are_refused_before_any_audio() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// `[log]` does what it says (before: no logger was installed, the level and the format
+/// were ignored, and the inference crate's warnings — falling back from ONNX Runtime to
+/// tract — were never seen): `level = "warn"` keeps the info lines out and the warning in;
+/// `format = "json"` makes every line of standard error a JSON object with its level and
+/// message.
+#[test]
+fn the_log_section_sets_the_level_and_the_format_of_what_the_agent_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = dir.path().join("station.toml");
+    std::fs::copy(repo_file(KEY), dir.path().join("fleet.pub")).unwrap();
+    let audio = dir.path().join("excerpt.wav");
+    common::write_wav_i16(&audio, &common::demo_excerpt(6));
+    let run = |log: &str| {
+        std::fs::write(
+            &station,
+            format!(
+                "[station]\nid = \"marsh-9\"\n\n[model]\nbundle = \"{}\"\ntrusted_keys = [\"fleet.pub\"]\n\n\
+                 [storage]\ndata_dir = \"{}\"\n\n[runtime]\nengine = \"auto\"\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n\n[log]\n{log}\n",
+                repo_file(BUNDLE).display(),
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let (code, _, stderr) = agent(&[
+            "analyze",
+            "--config",
+            station.to_str().unwrap(),
+            audio.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        stderr
+    };
+    let model_line = "model warble-demo 0.1.0 (25 classes)";
+    let fallback = "falling back to tract";
+
+    let info = run("level = \"info\"");
+    assert!(info.contains(model_line), "{info}");
+    assert!(info.contains(fallback), "{info}");
+
+    let warn = run("level = \"warn\"");
+    assert!(!warn.contains(model_line), "{warn}");
+    assert!(warn.contains(fallback), "{warn}");
+
+    let json = run("level = \"info\"\nformat = \"json\"");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |level: &str, text: &str| {
+        lines.iter().any(|l| {
+            l["level"] == level
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+        })
+    };
+    assert!(said("INFO", model_line), "{json}");
+    assert!(said("WARN", fallback), "{json}");
+}
+
 /// `analyze -` with raw PCM piped in; returns (exit code, stdout, stderr).
 fn analyze_stdin(pcm: Vec<u8>, extra: &[&str]) -> (i32, String, String) {
     use std::io::Write;

@@ -113,6 +113,87 @@ fn live_capture_detects_exactly_what_file_analysis_detects() {
     assert!(dir.path().join("data-live/outbox.sqlite").is_file());
 }
 
+/// `output.dir` and every one of `output.formats` have their effect on a station: each
+/// detection lands in the day's file of each format, under the station's time zone.
+/// (Before: no detection file was written on a station; only standard output, in the
+/// first format.)
+#[test]
+fn a_station_writes_the_files_of_the_day_in_every_format() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "files");
+    let out_dir = dir.path().join("detections");
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "[model]",
+        &format!(
+            "[output]\ndir = \"{}\"\nformats = [\"jsonl\", \"csv\", \"raven\", \"birdnet\"]\n\n[model]",
+            out_dir.display()
+        ),
+    );
+    let text = text.replacen("[station]\n", "[station]\ntimezone = \"UTC\"\n", 1);
+    std::fs::write(&station, text).unwrap();
+    let audio = common::demo_excerpt(12);
+    let alsa = file_microphone(dir.path(), &audio);
+    let out = run_station(
+        &alsa,
+        &station,
+        &["--max-samples", &audio.len().to_string()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<Detection> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty(), "{stderr}");
+    let days: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|e| e.start.format("%Y-%m-%d").to_string())
+        .collect();
+    let read = |day: &str, ext: &str| {
+        std::fs::read_to_string(out_dir.join(format!("{day}.{ext}")))
+            .unwrap_or_else(|e| panic!("{day}.{ext}: {e}"))
+    };
+    let mut in_files = Vec::new();
+    let mut rows = [0usize; 3];
+    for day in &days {
+        in_files.extend(
+            read(day, "jsonl")
+                .lines()
+                .map(|l| serde_json::from_str::<Detection>(l).unwrap().id),
+        );
+        for (n, ext) in rows.iter_mut().zip(["csv", "raven.txt", "birdnet.csv"]) {
+            // A header, then a row per detection.
+            *n += read(day, ext).lines().count() - 1;
+        }
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(in_files, ids);
+    assert_eq!(rows, [ids.len(); 3]);
+    let first = &events[0];
+    let csv = read(&first.start.format("%Y-%m-%d").to_string(), "csv");
+    let midnight = first
+        .start
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let offset = (first.start - midnight).as_seconds_f64();
+    let start_s: f64 = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (start_s - offset).abs() < 0.002,
+        "times from the day's midnight ({offset:.3}): {csv}"
+    );
+}
+
 #[test]
 fn a_missing_input_device_is_named() {
     let _serial = serial();

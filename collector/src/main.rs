@@ -29,6 +29,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use warble_collect::store::{Ingest, ReplayPlanner, Store};
+use warble_config::logging::LogSettings;
 use warble_core::wire::{Leaf, StationId, TopicPrefix, Topics};
 
 /// The largest MQTT packet the broker may send the collector.
@@ -47,6 +48,19 @@ const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log: error, warn, info, debug or trace (RUST_LOG, if set, wins).
+    #[arg(long, global = true, default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// How to log: text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -114,10 +128,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let log = LogSettings {
+        level: cli.log_level.clone(),
+        json: cli.log_format == LogFormat::Json,
+    };
+    log.install();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("warble-collect: {e:#}");
+            if log.json {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("warble-collect: {e:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -287,9 +311,11 @@ fn request_replays(
         {
             break; // the request queue is full: next round
         }
-        eprintln!(
+        tracing::info!(
             "asked {station} to send boot {} seq {}–{} again",
-            req.boot, req.first, req.last
+            req.boot,
+            req.first,
+            req.last
         );
         sent += 1;
     }
@@ -333,10 +359,10 @@ fn commit(
         match r {
             Ingest::Stored => stored += 1,
             Ingest::Duplicate => {}
-            Ingest::Conflict => eprintln!(
+            Ingest::Conflict => tracing::warn!(
                 "a message on {topic} reuses a stored event's id with other content: kept in the conflicts table, not stored"
             ),
-            Ingest::Invalid(reason) => eprintln!("ignored a message on {topic}: {reason}"),
+            Ingest::Invalid(reason) => tracing::warn!("ignored a message on {topic}: {reason}"),
         }
     }
     batch.extend(events.into_iter().map(|(_, p)| p));
@@ -441,7 +467,7 @@ async fn collect(
                 batch.clear();
                 connected = false;
                 let wait = backoff.take();
-                eprintln!(
+                tracing::warn!(
                     "broker: {}; retrying in {:.1} s",
                     warble_mqtt::explain(&e, "collector", "--credentials-file"),
                     wait.as_secs_f64()

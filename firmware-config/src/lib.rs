@@ -13,6 +13,7 @@
 pub mod broker;
 pub mod document;
 pub mod fleet;
+pub mod logging;
 pub mod problem;
 pub mod raw;
 pub mod schedule;
