@@ -75,6 +75,7 @@ pub struct EventSink<W: Write> {
     outbox: Option<Outbox>,
     writer: Writer<W>,
     files: Option<DailyFiles>,
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
     held: Vec<Detection>,
     last_outbox_error: Option<OutboxError>,
     output_error: Option<io::Error>,
@@ -90,11 +91,19 @@ impl<W: Write> EventSink<W> {
             outbox,
             writer,
             files: None,
+            wake: None,
             held: Vec::new(),
             last_outbox_error: None,
             output_error: None,
             stats: SinkStats::default(),
         }
+    }
+
+    /// Notifies `wake` whenever events are committed (delivery sends them at once).
+    #[must_use]
+    pub fn with_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// Also writes every event to the station's detection files.
@@ -205,6 +214,9 @@ impl<W: Write> EventSink<W> {
         }
         match outbox.push(&self.held) {
             Ok(_) => {
+                if let Some(wake) = &self.wake {
+                    wake.notify_one();
+                }
                 if self.last_outbox_error.take().is_some() {
                     tracing::info!(
                         "outbox: {} held detection(s) committed after all",

@@ -4,6 +4,8 @@
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`pcm`]: raw PCM from a pipe, mixed down and resampled.
+//! - [`delivery`]: a running station's delivery over one long-lived connection, woken
+//!   as events are committed.
 //! - [`daily`]: a station's detection files, one per day and format.
 //! - [`output`]: event ids, JSON Lines events, CSV, Raven and BirdNET-Analyzer tables.
 //! - [`events`]: where a closed detection goes: minted, committed to the outbox, then
@@ -24,6 +26,7 @@ pub mod analyze;
 pub mod capture;
 pub mod clips;
 pub mod daily;
+pub mod delivery;
 pub mod detect;
 pub mod events;
 pub mod features;

@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::Outgoing;
@@ -201,10 +202,42 @@ pub struct DrainReport {
     pub last_error: Option<String>,
 }
 
-enum SessionEnd {
+/// How a session ended.
+pub(crate) enum SessionEnd {
+    /// Nothing left to send (and, running, a stop was asked for).
     Drained,
+    /// The connection failed or was refused: why.
     Failed(String),
+    /// The deadline passed.
     Deadline,
+}
+
+/// What keeps a running station's session open when the outbox is empty: it waits for
+/// `wake` (an event committed) until `shutdown`, and reports to `health`.
+#[derive(Clone, Copy)]
+pub(crate) struct Live<'a> {
+    pub wake: &'a tokio::sync::Notify,
+    /// How long an idle connection waits without a wake before looking at the outbox
+    /// anyway: another process may have committed to it.
+    pub recheck: Duration,
+    pub shutdown: &'a tokio_util::sync::CancellationToken,
+    pub health: &'a crate::delivery::DeliveryHealth,
+}
+
+async fn woken(live: Option<Live<'_>>) {
+    match live {
+        Some(l) => {
+            let _ = tokio::time::timeout(l.recheck, l.wake.notified()).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn stopped(live: Option<Live<'_>>) {
+    match live {
+        Some(l) => l.shutdown.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Delivers the outbox's pending events, oldest first, until it is empty or `deadline`
@@ -222,7 +255,7 @@ pub async fn drain(
     let mut backoff = reconnect_backoff();
     while outbox.stats()?.depth > 0 && Instant::now() < deadline {
         report.connections += 1;
-        match session(outbox, cfg, deadline, &mut report, &mut backoff).await? {
+        match session(outbox, cfg, deadline, &mut report, &mut backoff, None).await? {
             SessionEnd::Drained | SessionEnd::Deadline => break,
             SessionEnd::Failed(reason) => {
                 report.last_error = Some(reason);
@@ -237,13 +270,21 @@ pub async fn drain(
     Ok(report)
 }
 
-async fn session(
+/// One connection: publishes what waits, oldest first, and deletes each event on its
+/// PUBACK. Without `live` it disconnects once the outbox is empty (`deliver`); with it,
+/// it stays connected and waits for new events until its shutdown, then flushes for
+/// [`crate::delivery::FINAL_FLUSH`] at most.
+pub(crate) async fn session(
     outbox: &mut Outbox,
     cfg: &BrokerConfig,
     deadline: Instant,
     report: &mut DrainReport,
     backoff: &mut Backoff,
+    live: Option<Live<'_>>,
 ) -> Result<SessionEnd, DeliveryError> {
+    let mut deadline = deadline;
+    // Draining (`deliver`, or a running station asked to stop): done once empty.
+    let mut stopping = live.is_none();
     let mut opts = cfg.endpoint.options(&cfg.client_id);
     // A clean start: nothing is subscribed on this connection, and what was in flight on
     // the last one is sent again from the outbox. The outgoing size limit is the broker's
@@ -296,7 +337,14 @@ async fn session(
                     sent.insert(p.rowid);
                 }
             }
-            if sent.is_empty() && outbox.stats()?.depth == 0 {
+            let depth = outbox.stats()?.depth;
+            if let Some(l) = live {
+                l.health.outbox_depth.store(depth, Ordering::Relaxed);
+                if sent.is_empty() && depth == 0 {
+                    l.health.fine();
+                }
+            }
+            if sent.is_empty() && depth == 0 && stopping {
                 let _ = client.try_disconnect();
                 // Let the DISCONNECT go out (bounded: the broker closes the connection).
                 let flush = Instant::now() + Duration::from_secs(2);
@@ -307,7 +355,17 @@ async fn session(
                 return Ok(SessionEnd::Drained);
             }
         }
-        let event = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+        let idle = connected && sent.is_empty();
+        let polled = tokio::select! {
+            polled = tokio::time::timeout_at(deadline, eventloop.poll()) => polled,
+            () = woken(live), if idle && !stopping => continue,
+            () = stopped(live), if !stopping => {
+                stopping = true;
+                deadline = deadline.min(Instant::now() + crate::delivery::FINAL_FLUSH);
+                continue;
+            }
+        };
+        let event = match polled {
             Err(_) => {
                 report.delivered += outbox.ack_many(&acked)?;
                 return Ok(SessionEnd::Deadline);
@@ -344,7 +402,12 @@ async fn session(
                     continue;
                 };
                 match puback_refusal(ack.reason) {
-                    None => acked.push(rowid),
+                    None => {
+                        acked.push(rowid);
+                        if let Some(l) = live {
+                            l.health.fine();
+                        }
+                    }
                     Some((reason, retry)) => {
                         // The event stays in the outbox; what was accepted is acked.
                         report.delivered += outbox.ack_many(&acked)?;
@@ -399,7 +462,6 @@ pub async fn presence(
     health: &dyn Fn() -> Heartbeat,
     inbound: &mut dyn FnMut(Inbound<'_>),
 ) {
-    use std::sync::atomic::Ordering;
     let status = cfg.topics.topic(Leaf::Status);
     let offline = Status::offline().to_json();
     let mut backoff = reconnect_backoff();

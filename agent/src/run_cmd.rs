@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::daily::{DailyFiles, Zone};
+use warble_agent::delivery::{Delivery, DeliveryHealth};
 use warble_agent::detect::SpeciesEvent;
 use warble_agent::output::Row;
-use warble_agent::publish::DeliveryError;
 use warble_agent::timeline::Timeline;
 use warble_core::SampleRate;
 use warble_core::audio::StreamResampler;
@@ -78,7 +80,6 @@ struct Health {
     captured_samples: AtomicU64,
     detections: AtomicU64,
     overruns: AtomicU64,
-    outbox_depth: AtomicU64,
     /// RMS level of the last captured chunk, dBFS, as f32 bits.
     level_dbfs: std::sync::atomic::AtomicU32,
     /// Windows classified.
@@ -107,8 +108,8 @@ struct Health {
     held_events: AtomicU64,
     /// Detection rows the output (file or standard output) failed to write.
     output_failures: AtomicU64,
-    /// The broker refuses the station's detections (its ACL): they wait in the outbox.
-    delivery_refused: AtomicBool,
+    /// What delivery reports: outbox depth, refusals.
+    delivery: Arc<DeliveryHealth>,
 }
 
 impl Health {
@@ -190,6 +191,7 @@ fn spawn_presence(
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
     (model, boot): (warble_core::event::ModelRef, u64),
+    wake_delivery: Arc<Notify>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(mqtt) = &st.mqtt else {
         return Ok(None);
@@ -237,6 +239,7 @@ fn spawn_presence(
                         match o.borrow_mut().replay(req.boot, req.first, req.last) {
                             Ok(n) => {
                                 health.replayed.fetch_add(n, Ordering::Relaxed);
+                                wake_delivery.notify_one();
                                 tracing::info!(
                                     "replay of boot {} seq {}–{} requested: {n} event(s) queued again",
                                     req.boot, req.first, req.last
@@ -270,7 +273,7 @@ fn spawn_presence(
                     audio_level_dbfs: level.is_finite().then_some(level),
                     overruns: count(&health.overruns),
                     detections: count(&health.detections),
-                    outbox_depth: count(&health.outbox_depth),
+                    outbox_depth: count(&health.delivery.outbox_depth),
                     disk_free_bytes: warble_agent::resources::disk_free_bytes(&data_dir),
                     windows,
                     inference_ms: per_window_ms(count(&health.inference_us)),
@@ -286,7 +289,7 @@ fn spawn_presence(
                     inbound_rejected: count(&health.inbound_rejected),
                     device_failures: count(&health.device_failures),
                     audio_device: if flag(&health.waiting_for_device) { DeviceState::Waiting } else { DeviceState::Open },
-                    delivery: if flag(&health.delivery_refused) { DeliveryState::Refused } else { DeliveryState::Accepted },
+                    delivery: if flag(&health.delivery.refused) { DeliveryState::Refused } else { DeliveryState::Accepted },
                     clock: if flag(&health.waiting_for_clock) { ClockState::Waiting } else { ClockState::Set },
                     outbox_failures: count(&health.outbox_failures),
                     held_events: count(&health.held_events),
@@ -307,91 +310,37 @@ fn spawn_presence(
     Ok(Some(handle))
 }
 
-/// Drains the station's outbox to its broker until `stop`, then once more briefly.
+/// Delivers the station's outbox to its broker on a thread of its own, over one
+/// long-lived connection woken by `wake` (see [`Delivery`]), until `shutdown`.
 fn spawn_delivery(
     st: &warble_config::StationConfig,
     base: &std::path::Path,
-    stop: Arc<AtomicBool>,
-    health: Arc<Health>,
+    shutdown: CancellationToken,
+    wake: Arc<Notify>,
+    health: Arc<DeliveryHealth>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     if st.mqtt.is_none() {
         return Ok(None);
     }
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
-    let path = warble_agent::outbox::path_in(&st.data_dir);
-    let quota = st.outbox_quota_bytes;
+    // Opened here: a station whose outbox cannot be opened for delivery does not start
+    // (the delivery thread used to end silently, and nothing was ever sent).
+    let outbox = warble_agent::outbox::Outbox::open(
+        warble_agent::outbox::path_in(&st.data_dir),
+        st.outbox_quota_bytes,
+    )
+    .context("opening the outbox for delivery")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the delivery runtime")?;
+    let delivery = Delivery::new(outbox, broker, wake, health);
     let handle = std::thread::Builder::new()
         .name("warble-delivery".into())
         .spawn(move || {
-            let Ok(mut outbox) = warble_agent::outbox::Outbox::open(&path, quota) else {
-                return;
-            };
-            runtime.block_on(async {
-                // A problem that lasts (a broker that refuses the station's topic, a full
-                // disk) is said once, not twice a second, and its end is said too. A
-                // refusal is asked about again each minute, in case the ACL was put
-                // right; the events wait in the outbox. A problem is the same while its
-                // error is (less the count of events kept, which changes meanwhile).
-                let mut problem: Option<String> = None;
-                loop {
-                    let last = stop.load(Ordering::Relaxed);
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                    let mut pause = Duration::from_millis(500);
-                    let now =
-                        match warble_agent::publish::drain(&mut outbox, &broker, deadline).await {
-                            Ok(report) => {
-                                health.outbox_depth.store(report.pending, Ordering::Relaxed);
-                                health.delivery_refused.store(false, Ordering::Relaxed);
-                                None
-                            }
-                            Err(e) => {
-                                let key = match &e {
-                                    DeliveryError::Refused {
-                                        topic,
-                                        reason,
-                                        kept,
-                                    } => {
-                                        health.outbox_depth.store(*kept, Ordering::Relaxed);
-                                        health.delivery_refused.store(true, Ordering::Relaxed);
-                                        pause = Duration::from_secs(60);
-                                        format!("refused {topic} {reason}")
-                                    }
-                                    other => other.to_string(),
-                                };
-                                Some((key, e))
-                            }
-                        };
-                    let say = |said: &str| {
-                        tracing::warn!("{said}");
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(said)]);
-                    };
-                    match (&problem, &now) {
-                        (Some(_), None) => {
-                            let said = "delivery: working again";
-                            tracing::info!("{said}");
-                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(said)]);
-                        }
-                        (Some(old), Some((key, _))) if old == key => {}
-                        (_, Some((_, e @ DeliveryError::Refused { .. }))) => {
-                            say(&format!("delivery: {e}; asking again every minute"));
-                        }
-                        (_, Some((_, e))) => say(&format!("delivery: {e}")),
-                        (None, None) => {}
-                    }
-                    problem = now.map(|(key, _)| key);
-                    if last {
-                        break;
-                    }
-                    let until = tokio::time::Instant::now() + pause;
-                    while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            });
+            if let Err(e) = runtime.block_on(delivery.run(shutdown)) {
+                tracing::error!("delivery stopped: {e}");
+            }
         })
         .context("starting the delivery thread")?;
     Ok(Some(handle))
@@ -439,8 +388,24 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     watch_signals(stop.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let health = Arc::new(Health::default());
-    let delivery = spawn_delivery(&st, base, stop.clone(), health.clone())?;
-    let presence = spawn_presence(&st, base, stop.clone(), health.clone(), (model, boot))?;
+    let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let sink = sink.with_wake(wake.clone());
+    let delivery = spawn_delivery(
+        &st,
+        base,
+        shutdown.clone(),
+        wake.clone(),
+        health.delivery.clone(),
+    )?;
+    let presence = spawn_presence(
+        &st,
+        base,
+        stop.clone(),
+        health.clone(),
+        (model, boot),
+        wake.clone(),
+    )?;
     // Under systemd (Type=notify): ready once loaded and self-tested, so that waiting for
     // a microphone does not run into the start timeout; a watchdog ping at half the
     // unit's WatchdogSec from the waiting and the capture loops, so a hung pipeline is
@@ -501,6 +466,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     health.waiting_for_device.store(false, Ordering::Relaxed);
     let Some(mut capture) = capture.flatten() else {
         stop.store(true, Ordering::Relaxed);
+        shutdown.cancel();
         for handle in [delivery, presence].into_iter().flatten() {
             let _ = handle.join();
         }
@@ -772,6 +738,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     drop(capture);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
+    shutdown.cancel();
     // A crashed helper thread is a bug, not a shutdown detail: say so and fail the run
     // (what it had not delivered stays in the outbox).
     let mut crashed = Vec::new();

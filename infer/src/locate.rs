@@ -16,22 +16,23 @@ fn installed_marker() -> Option<PathBuf> {
     Some(cache.join("warble").join("ort-dylib-path"))
 }
 
-/// Where ONNX Runtime is, in this order: the configured path, `$ORT_DYLIB_PATH`, the path
-/// recorded by `scripts/install-deps`, then the system library directories.
-///
-/// # Errors
-/// [`InferError::OrtNotFound`] listing every place searched.
-pub fn locate_onnxruntime(configured: Option<&Path>) -> Result<PathBuf, InferError> {
+/// Where Warble's package installs the ONNX Runtime library of the pinned wheel: found
+/// without any environment variable, as a service under systemd needs.
+pub const PACKAGED: &str = "/usr/lib/warble/libonnxruntime.so";
+
+/// The places searched, in order: the configured path, `$ORT_DYLIB_PATH` (a deliberate
+/// override beats what is installed), the packaged library, the path recorded by
+/// `scripts/install-deps`, then the system library directories.
+fn candidates(
+    configured: Option<&Path>,
+    env: Option<PathBuf>,
+    recorded: Option<PathBuf>,
+) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = configured {
-        candidates.push(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os(ORT_PATH_ENV).filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(text) = installed_marker().and_then(|m| std::fs::read_to_string(m).ok()) {
-        candidates.push(PathBuf::from(text.trim()));
-    }
+    candidates.extend(configured.map(Path::to_path_buf));
+    candidates.extend(env);
+    candidates.push(PathBuf::from(PACKAGED));
+    candidates.extend(recorded);
     for dir in [
         "/usr/local/lib",
         "/usr/lib",
@@ -40,6 +41,21 @@ pub fn locate_onnxruntime(configured: Option<&Path>) -> Result<PathBuf, InferErr
     ] {
         candidates.push(Path::new(dir).join("libonnxruntime.so"));
     }
+    candidates
+}
+
+/// Where ONNX Runtime is: the first of [`candidates`] that is a file.
+///
+/// # Errors
+/// [`InferError::OrtNotFound`] listing every place searched.
+pub fn locate_onnxruntime(configured: Option<&Path>) -> Result<PathBuf, InferError> {
+    let env = std::env::var_os(ORT_PATH_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let recorded = installed_marker()
+        .and_then(|m| std::fs::read_to_string(m).ok())
+        .map(|text| PathBuf::from(text.trim()));
+    let candidates = candidates(configured, env, recorded);
     // An explicitly configured path that is missing is an error, not a reason to look
     // elsewhere: the operator asked for that library.
     if let Some(p) = configured.filter(|p| !p.is_file()) {
@@ -58,4 +74,29 @@ pub fn locate_onnxruntime(configured: Option<&Path>) -> Result<PathBuf, InferErr
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_library_comes_first_then_the_environment_then_the_package() {
+        let found = candidates(
+            Some(Path::new("/etc/warble/ort.so")),
+            Some(PathBuf::from("/opt/ort.so")),
+            Some(PathBuf::from("/home/me/.cache/ort.so")),
+        );
+        assert_eq!(
+            found[..4],
+            [
+                PathBuf::from("/etc/warble/ort.so"),
+                PathBuf::from("/opt/ort.so"),
+                PathBuf::from(PACKAGED),
+                PathBuf::from("/home/me/.cache/ort.so"),
+            ]
+        );
+        // Under systemd: no configuration, no environment, no home cache.
+        assert_eq!(candidates(None, None, None)[0], PathBuf::from(PACKAGED));
+    }
 }
