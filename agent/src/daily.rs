@@ -178,27 +178,12 @@ mod tests {
         .unwrap()
     }
 
+    /// A robin of 3 s from `start`.
     fn event(seq: u64, start: &str) -> Detection {
-        let start = DateTime::parse_from_rfc3339(start).unwrap().to_utc();
-        Detection {
-            schema: warble_core::event::DETECTION_SCHEMA.into(),
-            id: Detection::make_id("a", 1, seq),
-            station: "a".into(),
-            boot: 1,
-            seq,
-            start,
-            end: start + chrono::Duration::seconds(3),
-            start_sample: 0,
-            end_sample: 96_000,
-            code: SpeciesCode::new("eurrob1").unwrap(),
-            scientific: "Erithacus rubecula".into(),
-            common: "European Robin".into(),
-            confidence: 0.9,
-            model: Default::default(),
-            location: None,
-            clip: None,
-            historical: false,
-        }
+        let mut e = warble_tests::events::sample_event(seq);
+        e.start = DateTime::parse_from_rfc3339(start).unwrap().to_utc();
+        e.end = e.start + chrono::Duration::seconds(3);
+        e
     }
 
     #[test]
@@ -226,7 +211,7 @@ mod tests {
             second.contains("2026-12-02,1800.000,1803.000,eurrob1"),
             "{second}"
         );
-        assert!(read("2026-12-02.jsonl").contains("\"id\":\"a:1:1\""));
+        assert!(read("2026-12-02.jsonl").contains("\"id\":\"wetland-03:7:1\""));
         assert!(read("2026-12-02.raven.txt").starts_with("Selection\t"));
 
         // A restart the same day continues the files: one header, selections numbered on.

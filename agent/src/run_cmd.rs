@@ -190,7 +190,7 @@ fn spawn_presence(
     base: &std::path::Path,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
-    (model, boot): (warble_core::event::ModelRef, u64),
+    (model, boot, engine): (warble_core::event::ModelRef, u64, warble_core::wire::Engine),
     wake_delivery: Arc<Notify>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(mqtt) = &st.mqtt else {
@@ -295,6 +295,7 @@ fn spawn_presence(
                     held_events: count(&health.held_events),
                     output_failures: count(&health.output_failures),
                     model: model.clone(),
+                    engine: Some(engine),
                     boot,
                 }
             };
@@ -388,6 +389,10 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     watch_signals(stop.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let health = Arc::new(Health::default());
+    let engine = match analyzer.engine().backend() {
+        warble_infer::Backend::Ort => warble_core::wire::Engine::Onnxruntime,
+        warble_infer::Backend::Tract => warble_core::wire::Engine::Tract,
+    };
     let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let sink = sink.with_wake(wake.clone());
@@ -403,7 +408,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         base,
         stop.clone(),
         health.clone(),
-        (model, boot),
+        (model, boot, engine),
         wake.clone(),
     )?;
     // Under systemd (Type=notify): ready once loaded and self-tested, so that waiting for

@@ -19,6 +19,21 @@ use warble_core::wire::{StationId, TopicPrefix, Topics};
 use warble_mqtt::Endpoint;
 use warble_tests::broker::Mosquitto;
 
+/// Runs `delivery` on a thread of its own until `shutdown`.
+fn spawn(
+    delivery: Delivery,
+    shutdown: &CancellationToken,
+) -> std::thread::JoinHandle<Result<(), warble_agent::publish::DeliveryError>> {
+    let shutdown = shutdown.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(delivery.run(shutdown))
+    })
+}
+
 #[test]
 fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     let broker = Mosquitto::start_with("allow_anonymous true\nset_tcp_nodelay true\n").unwrap();
@@ -43,16 +58,7 @@ fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     // No idle look at the outbox during the test: a commit must wake delivery.
     let delivery = Delivery::new(outbox, cfg.clone(), wake.clone(), health.clone())
         .with_recheck(Duration::from_secs(3600));
-    let running = std::thread::spawn({
-        let shutdown = shutdown.clone();
-        move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(delivery.run(shutdown))
-        }
-    });
+    let running = spawn(delivery, &shutdown);
     common::wait_for(&broker, "as warble-wetland-03", 1);
 
     let receive = |n: usize| -> Vec<String> {
@@ -97,16 +103,7 @@ fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     let shutdown = CancellationToken::new();
     let delivery = Delivery::new(outbox, cfg, Arc::new(Notify::new()), health)
         .with_recheck(Duration::from_millis(200));
-    let running = std::thread::spawn({
-        let shutdown = shutdown.clone();
-        move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(delivery.run(shutdown))
-        }
-    });
+    let running = spawn(delivery, &shutdown);
     recorder.push(&[common::sample_event(100)]).unwrap();
     assert_eq!(receive(1), ["wetland-03:7:100"]);
     shutdown.cancel();

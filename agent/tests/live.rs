@@ -368,6 +368,19 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         assert!(!beat[key].is_null(), "{key} in {beat}");
     }
     assert_eq!(beat["model"]["id"], "warble-demo");
+    // Every heartbeat reads as the typed message, with the states of a healthy station.
+    for b in &beats {
+        serde_json::from_value::<warble_core::wire::Heartbeat>(b.clone()).unwrap();
+    }
+    for (key, healthy) in [
+        ("engine", "onnxruntime"),
+        ("delivery", "accepted"),
+        ("outbox_reserve", "kept"),
+        ("clock", "set"),
+        ("audio_device", "open"),
+    ] {
+        assert_eq!(beat[key], healthy, "{key} in {beat}");
+    }
     // Home Assistant finds the station: a connectivity sensor on its status topic.
     let (_, online) = discovery
         .recv_timeout(std::time::Duration::from_secs(1))

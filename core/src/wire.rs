@@ -12,7 +12,7 @@ mod replay;
 mod topics;
 
 pub use messages::{
-    ClockState, DeliveryState, DeviceState, Heartbeat, Presence, ReserveState, Status,
+    ClockState, DeliveryState, DeviceState, Engine, Heartbeat, Presence, ReserveState, Status,
 };
 pub use replay::{InboundError, MAX_RANGE, MAX_REQUEST_BYTES, ReplayRequest};
 pub use topics::{Leaf, TopicPrefix, Topics};

@@ -84,6 +84,16 @@ pub enum DeliveryState {
     Refused,
 }
 
+/// The inference engine a station runs its model on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// ONNX Runtime.
+    Onnxruntime,
+    /// tract (pure Rust): chosen, or the fallback when ONNX Runtime's library is missing.
+    Tract,
+}
+
 /// The outbox's disk reserve.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +166,9 @@ pub struct Heartbeat {
     pub output_failures: u64,
     /// The model the station runs.
     pub model: ModelRef,
+    /// The engine it runs on (`tract` with `runtime.engine = "auto"`: ONNX Runtime could
+    /// not be loaded).
+    pub engine: Option<Engine>,
     /// The station's boot counter.
     pub boot: u64,
 }
