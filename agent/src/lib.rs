@@ -13,6 +13,7 @@
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
 //!   the station's presence (status, heartbeats, replay requests).
+//! - [`health`]: a running station's counters and states, and its heartbeat.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
 //! - [`species`]: the station file's species codes checked against the model's labels.
@@ -30,6 +31,7 @@ pub mod delivery;
 pub mod detect;
 pub mod events;
 pub mod features;
+pub mod health;
 pub mod outbox;
 pub mod output;
 pub mod pcm;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,6 +16,7 @@ use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::delivery::{Delivery, DeliveryHealth};
 use warble_agent::detect::SpeciesEvent;
+use warble_agent::health::{Health, StationFacts};
 use warble_agent::output::Row;
 use warble_agent::timeline::Timeline;
 use warble_core::SampleRate;
@@ -72,54 +73,6 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         })
         .context("starting the signal watcher")?;
     Ok(())
-}
-
-/// Figures for heartbeats, updated by the capture loop and the delivery thread.
-#[derive(Debug, Default)]
-struct Health {
-    captured_samples: AtomicU64,
-    detections: AtomicU64,
-    overruns: AtomicU64,
-    /// RMS level of the last captured chunk, dBFS, as f32 bits.
-    level_dbfs: std::sync::atomic::AtomicU32,
-    /// Windows classified.
-    windows: AtomicU64,
-    /// Time inside the inference engine, µs.
-    inference_us: AtomicU64,
-    /// Time spent processing captured audio (front end, model, detector), µs.
-    busy_us: AtomicU64,
-    /// 99th percentile of the window latency so far, µs (see [`Latency`]).
-    latency_p99_us: AtomicU64,
-    /// Valid replay requests received.
-    replay_requests: AtomicU64,
-    /// Events queued again for them.
-    replayed: AtomicU64,
-    /// Inbound messages ignored (malformed, oversized, bad range).
-    inbound_rejected: AtomicU64,
-    /// Times the audio device failed or could not be reopened.
-    device_failures: AtomicU64,
-    /// The audio device could not be opened yet: waiting for it.
-    waiting_for_device: AtomicBool,
-    /// The clock reads before the agent's build time: waiting for it to be set.
-    waiting_for_clock: AtomicBool,
-    /// Outbox commits refused (retried; see [`warble_agent::events`]).
-    outbox_failures: AtomicU64,
-    /// Detections waiting in memory for the outbox.
-    held_events: AtomicU64,
-    /// Detection rows the output (file or standard output) failed to write.
-    output_failures: AtomicU64,
-    /// What delivery reports: outbox depth, refusals.
-    delivery: Arc<DeliveryHealth>,
-}
-
-impl Health {
-    fn note_sink(&self, s: &warble_agent::events::SinkStats) {
-        self.outbox_failures
-            .store(s.outbox_failures, Ordering::Relaxed);
-        self.held_events.store(s.held, Ordering::Relaxed);
-        self.output_failures
-            .store(s.output_failures, Ordering::Relaxed);
-    }
 }
 
 /// systemd's watchdog (`WatchdogSec` in the unit): pinged at half its period by whichever
@@ -183,6 +136,62 @@ impl Latency {
     }
 }
 
+/// What a run costs, measured from capture's start: the steady state, not loading and
+/// self-testing the model.
+struct CostMeter {
+    started: Instant,
+    cpu: Option<f64>,
+    threads: std::collections::BTreeMap<u32, (String, f64)>,
+}
+
+impl CostMeter {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            cpu: warble_agent::resources::cpu_seconds(),
+            threads: warble_agent::resources::thread_cpu_seconds(),
+        }
+    }
+
+    /// Says the cost: CPU, memory, window latency, inference per window, and by thread
+    /// (`threads_at_end` read before the capture threads end: their time would vanish).
+    fn report(
+        &self,
+        threads_at_end: std::collections::BTreeMap<u32, (String, f64)>,
+        health: &Health,
+        latency: &Latency,
+    ) {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cpu = match (self.cpu, warble_agent::resources::cpu_seconds()) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let inference_ms = health.inference_us.load(Ordering::Relaxed) as f64
+            / 1000.0
+            / health.windows.load(Ordering::Relaxed).max(1) as f64;
+        tracing::info!(
+            "cost: {cpu:.2} CPU-s over {wall:.1} s ({:.2} % of one core), peak RSS {:.1} MB, {}, inference {inference_ms:.2} ms per window",
+            100.0 * cpu / wall.max(1e-9),
+            warble_agent::resources::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
+            latency.summary(),
+        );
+        // By thread: the pipeline (main thread) apart from the audio driver's thread, whose
+        // cost depends on the sound card (a file-backed test device costs more than
+        // hardware).
+        let by_thread: Vec<String> = threads_at_end
+            .into_iter()
+            .filter_map(|(tid, (name, secs))| {
+                let before = self.threads.get(&tid).map_or(0.0, |(_, s)| *s);
+                let share = 100.0 * (secs - before) / wall.max(1e-9);
+                (share >= 0.01).then(|| format!("{name} {share:.2} %"))
+            })
+            .collect();
+        if !by_thread.is_empty() {
+            tracing::info!("by thread: {}", by_thread.join(", "));
+        }
+    }
+}
+
 /// Keeps the station's status and heartbeats on the broker (see
 /// [`warble_agent::publish::presence`]).
 fn spawn_presence(
@@ -190,7 +199,7 @@ fn spawn_presence(
     base: &std::path::Path,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
-    (model, boot, engine): (warble_core::event::ModelRef, u64, warble_core::wire::Engine),
+    facts: StationFacts,
     wake_delivery: Arc<Notify>,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(mqtt) = &st.mqtt else {
@@ -198,8 +207,6 @@ fn spawn_presence(
     };
     let interval = mqtt.heartbeat;
     let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
-    let rate = f64::from(st.sample_rate_hz);
-    let data_dir = st.data_dir.clone();
     let (outbox_path, quota) = (
         warble_agent::outbox::path_in(&st.data_dir),
         st.outbox_quota_bytes,
@@ -208,7 +215,6 @@ fn spawn_presence(
         .enable_all()
         .build()
         .context("starting the presence runtime")?;
-    let started = Instant::now();
     let handle = std::thread::Builder::new()
         .name("warble-presence".into())
         .spawn(move || {
@@ -220,11 +226,6 @@ fn spawn_presence(
                     tracing::warn!("presence: {e}; replay requests cannot be served");
                     None
                 }
-            };
-            // Omitted (null) when it cannot be read: an empty list would tell collectors
-            // that the station holds nothing any more.
-            let delivered = || -> Option<Vec<warble_core::wire::BootHeld>> {
-                outbox.as_ref()?.borrow().delivered_through().ok()
             };
             let mut inbound = |msg: warble_agent::publish::Inbound<'_>| {
                 use warble_agent::publish::Inbound;
@@ -256,48 +257,8 @@ fn spawn_presence(
                 }
             };
             let beat = || {
-                let level = f32::from_bits(health.level_dbfs.load(Ordering::Relaxed));
-                let audio_s = health.captured_samples.load(Ordering::Relaxed) as f64 / rate;
-                let windows = health.windows.load(Ordering::Relaxed);
-                let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
-                let busy_s = health.busy_us.load(Ordering::Relaxed) as f64 / 1e6;
-                let outbox_stats = outbox.as_ref().and_then(|o| o.borrow().stats().ok());
-                use warble_core::wire::{ClockState, DeliveryState, DeviceState, Heartbeat, ReserveState};
-                let flag = |f: &AtomicBool| f.load(Ordering::Relaxed);
-                let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                Heartbeat {
-                    uptime_s: started.elapsed().as_secs(),
-                    cpu_s: warble_agent::resources::cpu_seconds(),
-                    peak_rss_bytes: warble_agent::resources::peak_rss_bytes(),
-                    audio_s,
-                    audio_level_dbfs: level.is_finite().then_some(level),
-                    overruns: count(&health.overruns),
-                    detections: count(&health.detections),
-                    outbox_depth: count(&health.delivery.outbox_depth),
-                    disk_free_bytes: warble_agent::resources::disk_free_bytes(&data_dir),
-                    windows,
-                    inference_ms: per_window_ms(count(&health.inference_us)),
-                    latency_p99_ms: (windows > 0).then(|| count(&health.latency_p99_us) as f64 / 1000.0),
-                    realtime_factor: (busy_s > 0.0).then(|| audio_s / busy_s),
-                    delivered: delivered(),
-                    // Lost to the quota, or acknowledged but not archived (a full disk).
-                    outbox_dropped: outbox_stats.map(|s| s.dropped_total),
-                    outbox_unarchived: outbox_stats.map(|s| s.unarchived_total),
-                    outbox_reserve: outbox.as_ref().map(|o| if o.borrow().reserve_released() { ReserveState::Released } else { ReserveState::Kept }),
-                    replay_requests: count(&health.replay_requests),
-                    replayed: count(&health.replayed),
-                    inbound_rejected: count(&health.inbound_rejected),
-                    device_failures: count(&health.device_failures),
-                    audio_device: if flag(&health.waiting_for_device) { DeviceState::Waiting } else { DeviceState::Open },
-                    delivery: if flag(&health.delivery.refused) { DeliveryState::Refused } else { DeliveryState::Accepted },
-                    clock: if flag(&health.waiting_for_clock) { ClockState::Waiting } else { ClockState::Set },
-                    outbox_failures: count(&health.outbox_failures),
-                    held_events: count(&health.held_events),
-                    output_failures: count(&health.output_failures),
-                    model: model.clone(),
-                    engine: Some(engine),
-                    boot,
-                }
+                let outbox = outbox.as_ref().map(|o| o.borrow());
+                health.heartbeat(&facts, outbox.as_deref())
             };
             runtime.block_on(warble_agent::publish::presence(
                 &broker,
@@ -408,7 +369,14 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         base,
         stop.clone(),
         health.clone(),
-        (model, boot, engine),
+        StationFacts {
+            started: Instant::now(),
+            capture_rate_hz: st.sample_rate_hz,
+            data_dir: st.data_dir.clone(),
+            model,
+            engine,
+            boot,
+        },
         wake.clone(),
     )?;
     // Under systemd (Type=notify): ready once loaded and self-tested, so that waiting for
@@ -526,9 +494,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         None => None,
     };
     let clips = std::cell::RefCell::new(clips);
-    let started = Instant::now();
-    let cpu_at_start = warble_agent::resources::cpu_seconds();
-    let threads_at_start = warble_agent::resources::thread_cpu_seconds();
+    let cost = CostMeter::start();
     let (mut captured, mut overruns_seen) = (0u64, 0u64);
     let (mut raw, mut chunk) = (Vec::new(), Vec::new());
     // A fatal sink error (the outbox refusing commits for too long) ends the run.
@@ -619,7 +585,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         let done = stop.load(Ordering::Relaxed)
             || args
                 .duration
-                .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+                .is_some_and(|d| cost.started.elapsed().as_secs_f64() >= d)
             || args.max_samples.is_some_and(|m| captured >= m)
             || problem.borrow().is_some();
         if done {
@@ -758,34 +724,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     if device_failures > 0 {
         tracing::warn!("the audio device failed {device_failures} time(s) (reopened with backoff)");
     }
-    let wall = started.elapsed().as_secs_f64();
-    // Since capture started: the steady state, not loading and self-testing the model.
-    let cpu = match (cpu_at_start, warble_agent::resources::cpu_seconds()) {
-        (Some(a), Some(b)) => b - a,
-        _ => f64::NAN,
-    };
-    let inference_ms = health.inference_us.load(Ordering::Relaxed) as f64
-        / 1000.0
-        / health.windows.load(Ordering::Relaxed).max(1) as f64;
-    tracing::info!(
-        "cost: {cpu:.2} CPU-s over {wall:.1} s ({:.2} % of one core), peak RSS {:.1} MB, {}, inference {inference_ms:.2} ms per window",
-        100.0 * cpu / wall.max(1e-9),
-        warble_agent::resources::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
-        latency.summary(),
-    );
-    // By thread: the pipeline (main thread) apart from the audio driver's thread, whose
-    // cost depends on the sound card (a file-backed test device costs more than hardware).
-    let by_thread: Vec<String> = threads_at_end
-        .into_iter()
-        .filter_map(|(tid, (name, secs))| {
-            let before = threads_at_start.get(&tid).map_or(0.0, |(_, s)| *s);
-            let share = 100.0 * (secs - before) / wall.max(1e-9);
-            (share >= 0.01).then(|| format!("{name} {share:.2} %"))
-        })
-        .collect();
-    if !by_thread.is_empty() {
-        tracing::info!("by thread: {}", by_thread.join(", "));
-    }
+    cost.report(threads_at_end, &health, &latency);
     if let Some(c) = clips.borrow().as_ref() {
         let c = c.stats();
         tracing::info!(
