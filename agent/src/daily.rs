@@ -167,16 +167,8 @@ impl DailyFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warble_core::SpeciesCode;
 
-    fn labels() -> LabelTable {
-        LabelTable::new(vec![(
-            SpeciesCode::new("eurrob1").unwrap(),
-            "Erithacus rubecula".into(),
-            "European Robin".into(),
-        )])
-        .unwrap()
-    }
+    use warble_tests::events::sample_labels as labels;
 
     /// A robin of 3 s from `start`.
     fn event(seq: u64, start: &str) -> Detection {

@@ -220,16 +220,8 @@ impl<W: Write> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warble_core::SpeciesCode;
 
-    fn labels() -> LabelTable {
-        LabelTable::new(vec![(
-            SpeciesCode::new("eurrob1").unwrap(),
-            "Erithacus rubecula".into(),
-            "European Robin".into(),
-        )])
-        .unwrap()
-    }
+    use warble_tests::events::sample_labels as labels;
 
     fn write(format: Format) -> String {
         let event = SpeciesEvent {

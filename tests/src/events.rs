@@ -1,6 +1,7 @@
 //! Sample detection events for tests and benches.
 
 use warble_core::event::{DETECTION_SCHEMA, Detection, ModelRef};
+use warble_core::labels::LabelTable;
 
 /// Event `seq` of station `wetland-03`, boot 7: a European Robin, 3 s, confidence 0.87.
 ///
@@ -33,4 +34,18 @@ pub fn sample_event(seq: u64) -> Detection {
         clip: None,
         historical: false,
     }
+}
+
+/// The label table of [`sample_event`]: one class, the European Robin (`eurrob1`).
+///
+/// # Panics
+/// Never (its constants are valid).
+#[allow(clippy::expect_used, reason = "constants")]
+pub fn sample_labels() -> LabelTable {
+    LabelTable::new(vec![(
+        warble_core::SpeciesCode::new("eurrob1").expect("a valid code"),
+        "Erithacus rubecula".into(),
+        "European Robin".into(),
+    )])
+    .expect("a valid table")
 }
