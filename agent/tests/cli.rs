@@ -440,6 +440,32 @@ fn a_station_file_configures_analysis_and_a_broken_one_is_refused_with_every_pro
         "{top} excluded"
     );
     assert!(some.lines().count() < all.lines().count());
+    // And `include` keeps only what it names.
+    std::fs::write(
+        &station,
+        std::fs::read_to_string(&station).unwrap().replace(
+            &format!("exclude = [\"{top}\"]"),
+            &format!("include = [\"{top}\"]"),
+        ),
+    )
+    .unwrap();
+    let (code, only, stderr) = agent(&[
+        "analyze",
+        "--config",
+        station.to_str().unwrap(),
+        demo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let codes: std::collections::BTreeSet<String> = only
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<warble_core::event::Detection>(l)
+                .unwrap()
+                .code
+                .to_string()
+        })
+        .collect();
+    assert_eq!(codes, std::collections::BTreeSet::from([top.to_string()]));
 
     // A broken file: every problem, then refusal, before any audio is read.
     std::fs::write(

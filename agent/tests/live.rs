@@ -194,6 +194,48 @@ fn a_station_writes_the_files_of_the_day_in_every_format() {
     );
 }
 
+/// `audio.channels` and `audio.gain_db` have their effect: a two-channel device is mixed
+/// down to mono and the gain applied before anything else sees the audio (the `--record`
+/// file holds what the pipeline gets).
+#[test]
+fn the_channels_are_mixed_down_and_the_gain_applied() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "stereo");
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("[audio]\n", "[audio]\nchannels = 2\ngain_db = 6.0206\n");
+    std::fs::write(&station, text).unwrap();
+    // Interleaved left 0.3, right 0.1: mono 0.2, doubled by +6.02 dB.
+    let frames = 32_000 * 2;
+    let stereo: Vec<f32> = (0..frames).flat_map(|_| [0.3f32, 0.1]).collect();
+    let alsa = file_microphone(dir.path(), &stereo);
+    let recording = dir.path().join("check.wav");
+    let out = run_station(
+        &alsa,
+        &station,
+        &[
+            "--max-samples",
+            "32000",
+            "--record",
+            recording.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let recorded: Vec<f32> = hound::WavReader::open(&recording)
+        .unwrap()
+        .into_samples::<f32>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(recorded.len(), 32_000, "mono samples at the capture rate");
+    assert!(
+        recorded.iter().all(|&x| (x - 0.4).abs() < 1e-3),
+        "{:?}",
+        &recorded[..4]
+    );
+}
+
 #[test]
 fn a_missing_input_device_is_named() {
     let _serial = serial();
