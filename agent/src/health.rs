@@ -100,7 +100,9 @@ impl Health {
             audio_level_dbfs: level.is_finite().then_some(level),
             overruns: count(&self.overruns),
             detections: count(&self.detections),
-            outbox_depth: count(&self.delivery.outbox_depth),
+            // Read from the outbox when it can be: delivery's own figure stands still while
+            // the broker is away, which is when operators watch it.
+            outbox_depth: stats.map_or_else(|| count(&self.delivery.outbox_depth), |s| s.depth),
             disk_free_bytes: crate::resources::disk_free_bytes(&facts.data_dir),
             windows,
             inference_ms: per_window_ms(count(&self.inference_us)),
@@ -195,9 +197,14 @@ mod tests {
     #[test]
     fn with_its_outbox_the_heartbeat_says_what_the_station_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path().join("outbox.sqlite"), 1 << 20).unwrap();
+        let mut outbox = Outbox::open(dir.path().join("outbox.sqlite"), 1 << 20).unwrap();
         let beat = Health::default().heartbeat(&facts(), Some(&outbox));
         assert_eq!(beat.delivered, Some(Vec::new()));
+        // Events waiting while the broker is away (delivery's figure still says 0).
+        let events: Vec<_> = (0..3).map(warble_tests::events::sample_event).collect();
+        outbox.push(&events).unwrap();
+        let beat = Health::default().heartbeat(&facts(), Some(&outbox));
+        assert_eq!(beat.outbox_depth, 3);
         assert_eq!(beat.outbox_reserve, Some(ReserveState::Kept));
         assert_eq!(beat.outbox_dropped, Some(0));
     }
