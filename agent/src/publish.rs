@@ -337,14 +337,19 @@ pub(crate) async fn session(
                     sent.insert(p.rowid);
                 }
             }
-            let depth = outbox.stats()?.depth;
-            if let Some(l) = live {
-                l.health.outbox_depth.store(depth, Ordering::Relaxed);
-                if sent.is_empty() && depth == 0 {
-                    l.health.fine();
+            // The outbox is counted only once nothing is in flight (not for every PUBACK:
+            // the throughput path), which is when its depth means something.
+            let drained = sent.is_empty() && {
+                let depth = outbox.stats()?.depth;
+                if let Some(l) = live {
+                    l.health.outbox_depth.store(depth, Ordering::Relaxed);
                 }
+                depth == 0
+            };
+            if let (true, Some(l)) = (drained, live) {
+                l.health.fine();
             }
-            if sent.is_empty() && depth == 0 && stopping {
+            if drained && stopping {
                 let _ = client.try_disconnect();
                 // Let the DISCONNECT go out (bounded: the broker closes the connection).
                 let flush = Instant::now() + Duration::from_secs(2);

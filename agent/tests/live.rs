@@ -33,6 +33,15 @@ fn detection_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {
 }
 
 /// `warble-agent run --config STATION ARGS…` with `alsa` as the ALSA configuration.
+/// The samples of a `--record` file.
+fn read_recording(path: &Path) -> Vec<f32> {
+    hound::WavReader::open(path)
+        .unwrap()
+        .into_samples::<f32>()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn run_station(alsa: &Path, station: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .env("ALSA_CONFIG_PATH", alsa)
@@ -223,11 +232,7 @@ fn the_channels_are_mixed_down_and_the_gain_applied() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let recorded: Vec<f32> = hound::WavReader::open(&recording)
-        .unwrap()
-        .into_samples::<f32>()
-        .map(Result::unwrap)
-        .collect();
+    let recorded = read_recording(&recording);
     assert_eq!(recorded.len(), 32_000, "mono samples at the capture rate");
     assert!(
         recorded.iter().all(|&x| (x - 0.4).abs() < 1e-3),
@@ -329,11 +334,7 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
         stderr.contains("0.0 s of audio, 0 windows, 0 detections"),
         "{stderr}"
     );
-    let recorded: Vec<f32> = hound::WavReader::open(&recording)
-        .unwrap()
-        .into_samples::<f32>()
-        .map(Result::unwrap)
-        .collect();
+    let recorded = read_recording(&recording);
     assert!(
         recorded.len() >= 32_000,
         "{} samples recorded",
