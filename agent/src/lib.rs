@@ -4,6 +4,8 @@
 //!   verified, self-tested bundle.
 //! - [`detect`]: thresholds, species lists, merging and repeat-confirmation.
 //! - [`pcm`]: raw PCM from a pipe, mixed down and resampled.
+//! - [`recorder`]: a running station's audio path, from an [`recorder::AudioSource`] to
+//!   committed detections, on one blocking thread.
 //! - [`delivery`]: a running station's delivery over one long-lived connection, woken
 //!   as events are committed.
 //! - [`daily`]: a station's detection files, one per day and format.
@@ -36,6 +38,7 @@ pub mod outbox;
 pub mod output;
 pub mod pcm;
 pub mod publish;
+pub mod recorder;
 pub mod resources;
 pub mod species;
 pub mod station;

@@ -15,12 +15,9 @@ use tokio_util::sync::CancellationToken;
 use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::delivery::{Delivery, DeliveryHealth};
-use warble_agent::detect::SpeciesEvent;
 use warble_agent::health::{Health, StationFacts};
-use warble_agent::output::Row;
-use warble_agent::timeline::Timeline;
+use warble_agent::recorder::{Finished, Latency, Limits, Recorder, Watchdog};
 use warble_core::SampleRate;
-use warble_core::audio::StreamResampler;
 
 use crate::analyze_cmd::{AnalyzeArgs, Session, prepare};
 
@@ -49,8 +46,8 @@ pub struct RunArgs {
     pub record: Option<PathBuf>,
 }
 
-/// Sets `stop` on SIGINT or SIGTERM.
-fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Sets `stop` and cancels `cancel` on SIGINT or SIGTERM.
+fn watch_signals(stop: Arc<AtomicBool>, cancel: CancellationToken) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,71 +66,11 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     _ = term.recv() => {}
                 }
                 stop.store(true, Ordering::Relaxed);
+                cancel.cancel();
             });
         })
         .context("starting the signal watcher")?;
     Ok(())
-}
-
-/// systemd's watchdog (`WatchdogSec` in the unit): pinged at half its period by whichever
-/// loop is running (waiting for the device, capturing). A no-op outside systemd.
-struct Watchdog {
-    period: Option<Duration>,
-    last: Instant,
-}
-
-impl Watchdog {
-    fn from_env() -> Self {
-        Self {
-            period: sd_notify::watchdog_enabled().map(|d| d / 2),
-            last: Instant::now(),
-        }
-    }
-
-    fn ping_when_due(&mut self) {
-        if let Some(period) = self.period
-            && self.last.elapsed() >= period
-        {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            self.last = Instant::now();
-        }
-    }
-}
-
-/// Latency from taking the chunk that completes a window off the ring buffer to that
-/// window's detections: front end, model and detector. (Capture adds the sound card's
-/// period and the loop's ≤ 5 ms poll on top.) Percentiles in bounded memory: a recorder
-/// runs for months.
-#[derive(Debug)]
-struct Latency(hdrhistogram::Histogram<u64>);
-
-impl Latency {
-    fn new() -> anyhow::Result<Self> {
-        // 1 µs … 60 s, 2 significant figures: a few kB.
-        hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
-            .map(Self)
-            .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))
-    }
-
-    fn record(&mut self, d: Duration) {
-        self.0.saturating_record(d.as_micros().max(1) as u64);
-    }
-
-    fn ms(&self, quantile: f64) -> f64 {
-        self.0.value_at_quantile(quantile) as f64 / 1000.0
-    }
-
-    fn summary(&self) -> String {
-        if self.0.is_empty() {
-            return "no windows classified".into();
-        }
-        format!(
-            "window latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            self.ms(0.5),
-            self.ms(0.99),
-            self.0.max() as f64 / 1000.0
-        )
-    }
 }
 
 /// What a run costs, measured from capture's start: the steady state, not loading and
@@ -311,7 +248,7 @@ fn spawn_delivery(
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
     let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
     let Session {
-        mut analyzer,
+        analyzer,
         sink,
         station,
         model,
@@ -337,17 +274,10 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     );
     let capture_rate = SampleRate::new(st.sample_rate_hz)
         .with_context(|| format!("audio.sample_rate_hz {} is not usable", st.sample_rate_hz))?;
-    let new_resampler = || -> anyhow::Result<Option<StreamResampler>> {
-        if capture_rate == model_rate {
-            return Ok(None);
-        }
-        StreamResampler::new(capture_rate, model_rate)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("resampler: {e:?}"))
-    };
-    let mut resampler = new_resampler()?;
     let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone())?;
+    // A stop request: the recorder finishes its last window, then the rest stops.
+    let cancel = CancellationToken::new();
+    watch_signals(stop.clone(), cancel.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let health = Arc::new(Health::default());
     let engine = match analyzer.engine().backend() {
@@ -388,7 +318,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     let waiting_since = Instant::now();
     let keep_waiting = |watchdog: &mut Watchdog| {
         watchdog.ping_when_due();
-        !stop.load(Ordering::Relaxed)
+        !cancel.is_cancelled()
             && args
                 .duration
                 .is_none_or(|d| waiting_since.elapsed().as_secs_f64() < d)
@@ -467,12 +397,6 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         "capturing from {}",
         st.device
     ))]);
-    let labels = analyzer.labels().clone();
-    // Wall-clock times of the listening stretch's samples, anchored chunk by chunk.
-    let new_timeline = || Timeline::live(st.sample_rate_hz, model_rate.hz());
-    let timeline = std::cell::RefCell::new(new_timeline());
-    // Clips of detections (the model-rate audio), planned as events close, written once
-    // settled; shared by the event callback and the capture loop.
     let clips = match &st.clips {
         Some(c) => {
             let samples = |d: Duration| (d.as_secs_f64() * f64::from(model_rate.hz())) as u64;
@@ -493,217 +417,24 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         }
         None => None,
     };
-    let clips = std::cell::RefCell::new(clips);
-    let cost = CostMeter::start();
-    let (mut captured, mut overruns_seen) = (0u64, 0u64);
-    let (mut raw, mut chunk) = (Vec::new(), Vec::new());
-    // A fatal sink error (the outbox refusing commits for too long) ends the run.
-    let problem: std::cell::RefCell<Option<anyhow::Error>> = Default::default();
-    let sink = std::cell::RefCell::new(sink);
-    let mut on_event = |e: &SpeciesEvent| {
-        let clip = clips.borrow_mut().as_mut().map(|c| {
-            let at = timeline.borrow().time_at(e.start_sample as f64);
-            let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
-            let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
-            c.plan(e.start_sample, e.end_sample, &name)
-        });
-        let row = Row {
-            file: "live",
-            event: e,
-            rate_hz: model_rate.hz(),
-            clip: clip.as_deref(),
-        };
-        let mut sink = sink.borrow_mut();
-        match sink.emit(&row, &labels, &timeline.borrow()) {
-            Ok(Some(_)) => {
-                health.detections.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(None) => {}
-            Err(err) => {
-                problem.borrow_mut().get_or_insert(err.into());
-            }
-        }
-        health.note_sink(&sink.stats());
-    };
-    let mut recording = match &args.record {
-        Some(path) => Some(
-            hound::WavWriter::create(
-                path,
-                hound::WavSpec {
-                    channels: 1,
-                    sample_rate: st.sample_rate_hz,
-                    bits_per_sample: 32,
-                    sample_format: hound::SampleFormat::Float,
-                },
-            )
-            .with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => None,
-    };
-    // Listening follows the station's schedule: outside its windows captured audio is
-    // dropped; each listening stretch is its own stream (its last window classified and
-    // its events closed when the window ends).
     // Fixed times are clock times of the station's zone (the recorder's own if unset),
     // looked up at every check: a daylight-saving change moves them in UTC.
-    let listening_now = || {
-        let now = chrono::Utc::now();
-        match &st.timezone {
-            Some(zone) => st.schedule.is_active(now, st.location, zone),
-            None => st.schedule.is_active(now, st.location, &chrono::Local),
-        }
-    };
-    let mut stream = None;
-    let (mut audio_seconds, mut windows) = (0.0, 0u64);
-    let mut last_check: Option<Instant> = None;
-    let mut latency = Latency::new()?;
-    let mut stream_inference = Duration::ZERO;
-    let mut end_segment = |stream: Option<warble_agent::analyze::Stream<'_>>,
-                           resampler: &mut Option<StreamResampler>,
-                           on_event: &mut dyn FnMut(&SpeciesEvent)|
-     -> anyhow::Result<()> {
-        let Some(mut stream) = stream else {
-            return Ok(());
-        };
-        if let Some(r) = resampler.as_mut() {
-            let mut tail = Vec::new();
-            r.finish(&mut tail)
-                .map_err(|e| anyhow::anyhow!("resampling: {e:?}"))?;
-            stream.push(&tail, on_event)?;
-        }
-        let summary = stream.finish(on_event)?;
-        if let Some(c) = clips.borrow_mut().as_mut() {
-            c.note_privacy(&summary.privacy_spans);
-            c.finish();
-        }
-        audio_seconds += summary.audio_seconds;
-        windows += summary.stats.windows;
-        Ok(())
-    };
-    // The capture loop; an error in it still closes the open events (below), so none is
-    // lost to a failing model, resampler or recording.
-    let looped: anyhow::Result<()> = loop {
-        let done = stop.load(Ordering::Relaxed)
-            || args
-                .duration
-                .is_some_and(|d| cost.started.elapsed().as_secs_f64() >= d)
-            || args.max_samples.is_some_and(|m| captured >= m)
-            || problem.borrow().is_some();
-        if done {
-            break Ok(());
-        }
-        watchdog.ping_when_due();
-        if last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            last_check = Some(Instant::now());
-            // Events held after a refused outbox commit must not wait for the next call.
-            if let Err(err) = sink.borrow_mut().retry() {
-                problem.borrow_mut().get_or_insert(err.into());
-            }
-            health.note_sink(&sink.borrow().stats());
-            let active = listening_now();
-            if active && stream.is_none() {
-                tracing::info!("listening (station schedule)");
-                timeline.replace(new_timeline());
-                resampler = match new_resampler() {
-                    Ok(r) => r,
-                    Err(e) => break Err(e),
-                };
-                stream = Some(analyzer.stream());
-                stream_inference = Duration::ZERO;
-            } else if !active && stream.is_some() {
-                tracing::info!("outside the listening windows: paused");
-                if let Err(e) = end_segment(stream.take(), &mut resampler, &mut on_event) {
-                    break Err(e);
-                }
-            }
-        }
-        raw.clear();
-        if capture.read(&mut raw) == 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        if let Some(m) = args.max_samples {
-            raw.truncate((m - captured) as usize);
-        }
-        captured += raw.len() as u64;
-        let overruns = capture.overruns();
-        let dropped = overruns - overruns_seen;
-        overruns_seen = overruns;
-        health.captured_samples.store(captured, Ordering::Relaxed);
-        health.overruns.store(overruns, Ordering::Relaxed);
-        health
-            .device_failures
-            .store(capture.device_failures(), Ordering::Relaxed);
-        let power = raw.iter().map(|x| x * x).sum::<f32>() / raw.len().max(1) as f32;
-        let level = 10.0 * power.max(1e-12).log10();
-        health.level_dbfs.store(level.to_bits(), Ordering::Relaxed);
-        // What is captured, listening or not: a technician checks a microphone at noon
-        // on a dawn-only schedule.
-        if let Some(w) = recording.as_mut()
-            && let Err(e) = raw.iter().try_for_each(|&x| w.write_sample(x))
-        {
-            break Err(anyhow::Error::from(e).context("writing the recording"));
-        }
-        let Some(active_stream) = stream.as_mut() else {
-            continue;
-        };
-        timeline
-            .borrow_mut()
-            .observe(raw.len(), dropped, chrono::Utc::now());
-        let samples = match resampler.as_mut() {
-            Some(r) => {
-                chunk.clear();
-                if let Err(e) = r.process(&raw, &mut chunk) {
-                    break Err(anyhow::anyhow!("resampling: {e:?}"));
-                }
-                &chunk
-            }
-            None => &raw,
-        };
-        let (took, windows_before) = (Instant::now(), active_stream.windows());
-        if let Err(e) = active_stream.push(samples, &mut on_event) {
-            break Err(e.into());
-        }
-        if let Some(c) = clips.borrow_mut().as_mut() {
-            c.note_privacy(&active_stream.take_privacy_spans());
-            c.push(samples);
-        }
-        let busy = took.elapsed();
-        health
-            .busy_us
-            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
-        let classified = active_stream.windows() - windows_before;
-        if classified > 0 {
-            latency.record(busy);
-            health.windows.fetch_add(classified, Ordering::Relaxed);
-            let inference = active_stream.inference();
-            health.inference_us.fetch_add(
-                (inference - stream_inference).as_micros() as u64,
-                Ordering::Relaxed,
-            );
-            stream_inference = inference;
-            health
-                .latency_p99_us
-                .store(latency.0.value_at_quantile(0.99), Ordering::Relaxed);
-        }
-    };
-    let ended = match looped {
-        Ok(()) => end_segment(stream.take(), &mut resampler, &mut on_event),
-        Err(e) => {
-            if let Some(s) = stream.take() {
-                s.abandon(&mut on_event);
-            }
-            Err(e)
-        }
-    };
-    // Held events are committed before any later error returns.
-    let finalized = recording
-        .map(|w| w.finalize().context("writing the recording"))
-        .transpose();
-    let sink = sink.into_inner();
-    let events = sink.stats().events;
-    let finished = sink.finish();
-    let overruns = capture.overruns();
-    let device_failures = capture.device_failures();
+    let (schedule, location, timezone) = (st.schedule.clone(), st.location, st.timezone);
+    let listening = Box::new(move |now: chrono::DateTime<chrono::Utc>| match &timezone {
+        Some(zone) => schedule.is_active(now, location, zone),
+        None => schedule.is_active(now, location, &chrono::Local),
+    });
+    let recorder = Recorder::new(analyzer, sink, health.clone(), capture_rate)
+        .with_clips(clips)
+        .with_recording(args.record.clone())
+        .with_schedule(listening)
+        .with_watchdog(watchdog)
+        .with_limits(Limits {
+            duration: args.duration.map(Duration::from_secs_f64),
+            max_samples: args.max_samples,
+        });
+    let cost = CostMeter::start();
+    let Finished { report, result } = recorder.run(&mut capture, &cancel);
     // Before the capture threads end (their time would vanish from the per-thread view).
     let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
@@ -719,14 +450,20 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         }
     }
     tracing::info!(
-        "{audio_seconds:.1} s of audio, {windows} windows, {events} detections, {overruns} samples lost to overruns"
+        "{:.1} s of audio, {} windows, {} detections, {} samples lost to overruns",
+        report.audio_seconds,
+        report.windows,
+        report.sink.events,
+        report.overruns
     );
-    if device_failures > 0 {
-        tracing::warn!("the audio device failed {device_failures} time(s) (reopened with backoff)");
+    if report.device_failures > 0 {
+        tracing::warn!(
+            "the audio device failed {} time(s) (reopened with backoff)",
+            report.device_failures
+        );
     }
-    cost.report(threads_at_end, &health, &latency);
-    if let Some(c) = clips.borrow().as_ref() {
-        let c = c.stats();
+    cost.report(threads_at_end, &health, &report.latency);
+    if let Some(c) = &report.clips {
         tracing::info!(
             "clips: {} written, {} withheld for privacy, {} deleted for quota or retention, {} not written (too large or disk error)",
             c.written,
@@ -735,12 +472,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
             c.failed
         );
     }
-    ended?;
-    finalized?;
-    if let Some(e) = problem.into_inner() {
-        return Err(e).context("committing detections");
-    }
-    finished.context("finishing the detections")?;
+    result?;
     if !crashed.is_empty() {
         anyhow::bail!("the {} thread crashed", crashed.join(" and "));
     }

@@ -1,0 +1,692 @@
+//! The recorder stage: audio from an [`AudioSource`] → (resampling) → the streaming front
+//! end and model → detections, each minted and committed to the outbox by the event sink
+//! before anything else sees it, with clips, an optional recording of everything
+//! captured, the station's listening schedule and its health figures.
+//!
+//! It runs on one blocking thread (the audio path never waits on the network) until its
+//! cancellation token fires, its source ends, or a limit is reached; then it finishes the
+//! last window and closes every open event, so a stop loses nothing it had heard. An error
+//! on the way (a failing model, resampler or recording) still closes the open events.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use warble_core::SampleRate;
+use warble_core::audio::{AudioError, AudioStream, StreamResampler};
+
+use crate::analyze::{AnalyzeError, Analyzer, Stream};
+use crate::capture::Capture;
+use crate::clips::{ClipStats, Clips};
+use crate::detect::SpeciesEvent;
+use crate::events::{EventSink, EventSinkError, SinkStats};
+use crate::health::Health;
+use crate::output::Row;
+use crate::timeline::Timeline;
+
+/// How long the loop waits for audio when none is ready (a sound card delivers a period
+/// every few milliseconds).
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// How often the schedule is looked at and held events are retried.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the recorder's audio comes from: mono samples at the capture rate, taken as they
+/// arrive. Live capture, a recording played through a station, a PCM pipe.
+pub trait AudioSource {
+    /// Appends every sample waiting now to `out`; returns how many (0: none yet).
+    fn read(&mut self, out: &mut Vec<f32>) -> usize;
+    /// Samples lost so far because the recorder fell behind.
+    fn overruns(&self) -> u64 {
+        0
+    }
+    /// Times the device failed (and was reopened).
+    fn device_failures(&self) -> u64 {
+        0
+    }
+    /// Nothing more will come: the recorder finishes.
+    fn ended(&self) -> bool {
+        false
+    }
+}
+
+impl AudioSource for Capture {
+    fn read(&mut self, out: &mut Vec<f32>) -> usize {
+        Capture::read(self, out)
+    }
+    fn overruns(&self) -> u64 {
+        Capture::overruns(self)
+    }
+    fn device_failures(&self) -> u64 {
+        Capture::device_failures(self)
+    }
+}
+
+/// A recording played as if it were being captured, `chunk` samples at a time (a sound
+/// card's period) and as fast as the recorder takes them: a station's whole path, from
+/// the front end to the outbox, run on known audio.
+#[derive(Debug)]
+pub struct FileSource {
+    stream: AudioStream,
+    chunk: usize,
+    /// Decoded samples, the first `taken` of them handed out.
+    decoded: Vec<f32>,
+    taken: usize,
+    ended: bool,
+    error: Option<AudioError>,
+}
+
+impl FileSource {
+    /// Decodes `path` (any format the batch analysis reads), mixed to mono and resampled
+    /// to `rate`, handing out `chunk` samples at a time.
+    ///
+    /// # Errors
+    /// The file cannot be opened or decoded.
+    pub fn open(path: &Path, rate: SampleRate, chunk: usize) -> Result<Self, AudioError> {
+        Ok(Self {
+            stream: AudioStream::open(path, rate)?,
+            chunk: chunk.max(1),
+            decoded: Vec::new(),
+            taken: 0,
+            ended: false,
+            error: None,
+        })
+    }
+
+    /// The decoding error that ended the file early, if one did.
+    pub fn error(&self) -> Option<&AudioError> {
+        self.error.as_ref()
+    }
+}
+
+impl AudioSource for FileSource {
+    fn read(&mut self, out: &mut Vec<f32>) -> usize {
+        while !self.ended && self.decoded.len() - self.taken < self.chunk {
+            self.decoded.drain(..self.taken);
+            self.taken = 0;
+            match self.stream.read_chunk(&mut self.decoded) {
+                Ok(0) => self.ended = true,
+                Ok(_) => {}
+                Err(e) => {
+                    self.error = Some(e);
+                    self.ended = true;
+                }
+            }
+        }
+        let n = self.chunk.min(self.decoded.len() - self.taken);
+        out.extend_from_slice(&self.decoded[self.taken..self.taken + n]);
+        self.taken += n;
+        n
+    }
+    fn ended(&self) -> bool {
+        self.ended && self.taken == self.decoded.len()
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec` in the unit): pinged at half its period by whichever
+/// loop is running (waiting for the clock or the device, recording). A no-op outside
+/// systemd.
+#[derive(Debug)]
+pub struct Watchdog {
+    period: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    /// The watchdog systemd asked for, if any.
+    pub fn from_env() -> Self {
+        Self {
+            period: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last: Instant::now(),
+        }
+    }
+
+    /// Pings systemd if half its period has passed since the last ping.
+    pub fn ping_when_due(&mut self) {
+        if let Some(period) = self.period
+            && self.last.elapsed() >= period
+        {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            self.last = Instant::now();
+        }
+    }
+}
+
+/// Latency from taking the chunk that completes a window off the source to that window's
+/// detections: front end, model and detector. (Capture adds the sound card's period and
+/// the loop's ≤ 5 ms wait on top.) Percentiles in bounded memory: a recorder runs for
+/// months.
+#[derive(Debug, Clone)]
+pub struct Latency(hdrhistogram::Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // 1 µs … 60 s, 2 significant figures: a few kB. The bounds are constants that
+        // hdrhistogram accepts; a refusal would be a bug caught by every test.
+        #[allow(clippy::expect_used)]
+        Self(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"))
+    }
+}
+
+impl Latency {
+    fn record(&mut self, d: Duration) {
+        self.0.saturating_record(d.as_micros().max(1) as u64);
+    }
+
+    /// The latency at `quantile` (0–1), ms.
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// p50, p99 and max in words.
+    pub fn summary(&self) -> String {
+        if self.0.is_empty() {
+            return "no windows classified".into();
+        }
+        format!(
+            "window latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.ms(0.5),
+            self.ms(0.99),
+            self.0.max() as f64 / 1000.0
+        )
+    }
+}
+
+/// Why a recording run failed. Whatever it had heard was still closed and committed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecorderError {
+    /// The model or front end failed.
+    #[error(transparent)]
+    Analyze(#[from] AnalyzeError),
+    /// Resampling from the capture rate to the model's failed.
+    #[error("resampling: {0}")]
+    Resample(String),
+    /// The recording (`--record`) could not be written.
+    #[error("writing the recording {path}: {source}")]
+    Recording {
+        /// The recording.
+        path: PathBuf,
+        /// Why.
+        source: hound::Error,
+    },
+    /// The outbox refused commits for too long.
+    #[error("committing detections: {0}")]
+    Commit(#[source] EventSinkError),
+    /// The last held events or the output could not be finished.
+    #[error("finishing the detections: {0}")]
+    Finish(#[source] EventSinkError),
+}
+
+/// When the recorder stops by itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// After this long.
+    pub duration: Option<Duration>,
+    /// After this many captured samples (at the capture rate).
+    pub max_samples: Option<u64>,
+}
+
+/// What a recording run did.
+#[derive(Debug, Clone, Default)]
+pub struct RecorderReport {
+    /// Seconds of audio analysed (while listening).
+    pub audio_seconds: f64,
+    /// Samples taken from the source, listening or not.
+    pub captured: u64,
+    /// Windows classified.
+    pub windows: u64,
+    /// The event sink's counters.
+    pub sink: SinkStats,
+    /// Samples lost to overruns.
+    pub overruns: u64,
+    /// Times the audio device failed.
+    pub device_failures: u64,
+    /// Window latency.
+    pub latency: Latency,
+    /// What the clips did, if clips are kept.
+    pub clips: Option<ClipStats>,
+}
+
+/// A finished run: its figures stand whether or not it ended in an error.
+#[derive(Debug)]
+pub struct Finished {
+    /// What it did.
+    pub report: RecorderReport,
+    /// How it ended.
+    pub result: Result<(), RecorderError>,
+}
+
+/// Decides whether the station listens at a given time (its schedule).
+pub type ListeningFn = Box<dyn Fn(DateTime<Utc>) -> bool>;
+
+/// The recorder: see the module documentation.
+pub struct Recorder<W: Write> {
+    analyzer: Analyzer,
+    sink: EventSink<W>,
+    health: Arc<Health>,
+    capture_rate: SampleRate,
+    clips: Option<Clips>,
+    record: Option<PathBuf>,
+    limits: Limits,
+    listening: ListeningFn,
+    clock: fn() -> DateTime<Utc>,
+    watchdog: Option<Watchdog>,
+}
+
+impl<W: Write> std::fmt::Debug for Recorder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("capture_rate", &self.capture_rate)
+            .field("record", &self.record)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an event needs on its way out: the sink, clips and the stream's timeline.
+struct Outlet<'a, W: Write> {
+    sink: &'a RefCell<EventSink<W>>,
+    clips: &'a RefCell<Option<Clips>>,
+    timeline: &'a RefCell<Timeline>,
+    health: &'a Health,
+    labels: &'a warble_core::LabelTable,
+    rate_hz: u32,
+    problem: &'a RefCell<Option<EventSinkError>>,
+}
+
+impl<W: Write> Outlet<'_, W> {
+    fn event(&self, e: &SpeciesEvent) {
+        let clip = self.clips.borrow_mut().as_mut().map(|c| {
+            let at = self.timeline.borrow().time_at(e.start_sample as f64);
+            let code = self
+                .labels
+                .get(e.class)
+                .map_or("unknown", |l| l.code.as_str());
+            let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
+            c.plan(e.start_sample, e.end_sample, &name)
+        });
+        let row = Row {
+            file: "live",
+            event: e,
+            rate_hz: self.rate_hz,
+            clip: clip.as_deref(),
+        };
+        let mut sink = self.sink.borrow_mut();
+        match sink.emit(&row, self.labels, &self.timeline.borrow()) {
+            Ok(Some(_)) => {
+                self.health.detections.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                self.problem.borrow_mut().get_or_insert(err);
+            }
+        }
+        self.health.note_sink(&sink.stats());
+    }
+}
+
+impl<W: Write> Recorder<W> {
+    /// Records with `analyzer` from a source at `capture_rate`, handing every detection
+    /// to `sink`, counting in `health`; listening always, until cancelled.
+    pub fn new(
+        analyzer: Analyzer,
+        sink: EventSink<W>,
+        health: Arc<Health>,
+        capture_rate: SampleRate,
+    ) -> Self {
+        Self {
+            analyzer,
+            sink,
+            health,
+            capture_rate,
+            clips: None,
+            record: None,
+            limits: Limits::default(),
+            listening: Box::new(|_| true),
+            clock: Utc::now,
+            watchdog: None,
+        }
+    }
+
+    /// Keeps clips of detections (the model-rate audio).
+    #[must_use]
+    pub fn with_clips(mut self, clips: Option<Clips>) -> Self {
+        self.clips = clips;
+        self
+    }
+
+    /// Also writes everything captured (after mixdown and gain, at the capture rate) to
+    /// a WAV file, listening or not.
+    #[must_use]
+    pub fn with_recording(mut self, path: Option<PathBuf>) -> Self {
+        self.record = path;
+        self
+    }
+
+    /// Stops by itself after these limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Listens only while `listening(now)` holds (the station's schedule); outside, the
+    /// audio is dropped and each listening stretch is its own stream.
+    #[must_use]
+    pub fn with_schedule(mut self, listening: ListeningFn) -> Self {
+        self.listening = listening;
+        self
+    }
+
+    /// Reads wall-clock time from `clock` (tests: a fixed or accelerated time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: fn() -> DateTime<Utc>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Pings systemd's watchdog from the loop.
+    #[must_use]
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
+        self.watchdog = Some(watchdog);
+        self
+    }
+
+    /// The model's sample rate.
+    pub fn model_rate(&self) -> SampleRate {
+        self.analyzer.sample_rate()
+    }
+
+    /// Records from `source` until `cancel` fires, the source ends, a limit is reached
+    /// or the outbox refuses commits for too long; then finishes the last window, closes
+    /// every open event, flushes the sink and says what it did.
+    pub fn run(self, source: &mut dyn AudioSource, cancel: &CancellationToken) -> Finished {
+        let mut report = RecorderReport::default();
+        let result = self.record_into(source, cancel, &mut report);
+        report.overruns = source.overruns();
+        report.device_failures = source.device_failures();
+        Finished { report, result }
+    }
+
+    fn record_into(
+        self,
+        source: &mut dyn AudioSource,
+        cancel: &CancellationToken,
+        report: &mut RecorderReport,
+    ) -> Result<(), RecorderError> {
+        let Self {
+            mut analyzer,
+            sink,
+            health,
+            capture_rate,
+            clips,
+            record,
+            limits,
+            listening,
+            clock,
+            mut watchdog,
+        } = self;
+        let mut recording = open_recording(record.as_deref(), capture_rate)?;
+        let labels = analyzer.labels().clone();
+        let model_rate = analyzer.sample_rate();
+        let mut resampler = new_resampler(capture_rate, model_rate)?;
+        let new_timeline = || Timeline::live(capture_rate.hz(), model_rate.hz());
+        let timeline = RefCell::new(new_timeline());
+        let clips = RefCell::new(clips);
+        let sink = RefCell::new(sink);
+        let problem = RefCell::new(None);
+        let outlet = Outlet {
+            sink: &sink,
+            clips: &clips,
+            timeline: &timeline,
+            health: &health,
+            labels: &labels,
+            rate_hz: model_rate.hz(),
+            problem: &problem,
+        };
+        let mut on_event = |e: &SpeciesEvent| outlet.event(e);
+        let started = Instant::now();
+        let (mut raw, mut chunk) = (Vec::new(), Vec::new());
+        let mut overruns_seen = 0;
+        let mut last_check: Option<Instant> = None;
+        let mut meter = Meter::default();
+        let mut stream = None;
+        let looped: Result<(), RecorderError> = loop {
+            let done = cancel.is_cancelled()
+                || problem.borrow().is_some()
+                || limits.duration.is_some_and(|d| started.elapsed() >= d)
+                || limits.max_samples.is_some_and(|m| report.captured >= m);
+            if done {
+                break Ok(());
+            }
+            if let Some(w) = watchdog.as_mut() {
+                w.ping_when_due();
+            }
+            if last_check.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
+                last_check = Some(Instant::now());
+                // Events held after a refused outbox commit must not wait for the next one.
+                if let Err(err) = sink.borrow_mut().retry() {
+                    problem.borrow_mut().get_or_insert(err);
+                }
+                health.note_sink(&sink.borrow().stats());
+                let active = listening(clock());
+                if active && stream.is_none() {
+                    tracing::info!("listening (station schedule)");
+                    timeline.replace(new_timeline());
+                    resampler = match new_resampler(capture_rate, model_rate) {
+                        Ok(r) => r,
+                        Err(e) => break Err(e),
+                    };
+                    stream = Some(analyzer.stream());
+                    meter.stream_inference = Duration::ZERO;
+                } else if !active && stream.is_some() {
+                    tracing::info!("outside the listening windows: paused");
+                    if let Err(e) =
+                        end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event)
+                    {
+                        break Err(e);
+                    }
+                }
+            }
+            raw.clear();
+            if source.read(&mut raw) == 0 {
+                if source.ended() {
+                    break Ok(());
+                }
+                std::thread::sleep(IDLE_WAIT);
+                continue;
+            }
+            if let Some(m) = limits.max_samples {
+                raw.truncate((m - report.captured) as usize);
+            }
+            report.captured += raw.len() as u64;
+            let overruns = source.overruns();
+            let dropped = overruns - overruns_seen;
+            overruns_seen = overruns;
+            note_chunk(
+                &health,
+                &raw,
+                report.captured,
+                overruns,
+                source.device_failures(),
+            );
+            // What is captured, listening or not: a technician checks a microphone at noon
+            // on a dawn-only schedule.
+            if let Some(w) = recording.as_mut()
+                && let Err(source) = raw.iter().try_for_each(|&x| w.write_sample(x))
+            {
+                break Err(RecorderError::Recording {
+                    path: record.clone().unwrap_or_default(),
+                    source,
+                });
+            }
+            let Some(active) = stream.as_mut() else {
+                continue;
+            };
+            timeline.borrow_mut().observe(raw.len(), dropped, clock());
+            let samples = match resampler.as_mut() {
+                Some(r) => {
+                    chunk.clear();
+                    if let Err(e) = r.process(&raw, &mut chunk) {
+                        break Err(RecorderError::Resample(format!("{e:?}")));
+                    }
+                    &chunk
+                }
+                None => &raw,
+            };
+            if let Err(e) = meter.push(active, samples, &health, &mut on_event) {
+                break Err(e.into());
+            }
+            if let Some(c) = clips.borrow_mut().as_mut() {
+                c.note_privacy(&active.take_privacy_spans());
+                c.push(samples);
+            }
+        };
+        report.latency = meter.latency;
+        let ended = match looped {
+            Ok(()) => end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event),
+            Err(e) => {
+                if let Some(s) = stream.take() {
+                    s.abandon(&mut on_event);
+                }
+                Err(e)
+            }
+        };
+        // Held events are committed before any later error returns.
+        let finalized = recording.map(|w| {
+            w.finalize().map_err(|source| RecorderError::Recording {
+                path: record.clone().unwrap_or_default(),
+                source,
+            })
+        });
+        report.clips = clips.borrow().as_ref().map(Clips::stats);
+        let sink = sink.into_inner();
+        report.sink = sink.stats();
+        let finished = sink.finish();
+        ended?;
+        finalized.transpose()?;
+        if let Some(e) = problem.into_inner() {
+            return Err(RecorderError::Commit(e));
+        }
+        report.sink = finished.map_err(RecorderError::Finish)?;
+        Ok(())
+    }
+}
+
+fn new_resampler(
+    from: SampleRate,
+    to: SampleRate,
+) -> Result<Option<StreamResampler>, RecorderError> {
+    if from == to {
+        return Ok(None);
+    }
+    StreamResampler::new(from, to)
+        .map(Some)
+        .map_err(|e| RecorderError::Resample(format!("{e:?}")))
+}
+
+fn open_recording(
+    path: Option<&Path>,
+    rate: SampleRate,
+) -> Result<Option<hound::WavWriter<std::io::BufWriter<std::fs::File>>>, RecorderError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate.hz(),
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    hound::WavWriter::create(path, spec)
+        .map(Some)
+        .map_err(|source| RecorderError::Recording {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The health figures of one captured chunk.
+fn note_chunk(h: &Health, raw: &[f32], captured: u64, overruns: u64, device_failures: u64) {
+    h.captured_samples.store(captured, Ordering::Relaxed);
+    h.overruns.store(overruns, Ordering::Relaxed);
+    h.device_failures.store(device_failures, Ordering::Relaxed);
+    let power = raw.iter().map(|x| x * x).sum::<f32>() / raw.len().max(1) as f32;
+    let level = 10.0 * power.max(1e-12).log10();
+    h.level_dbfs.store(level.to_bits(), Ordering::Relaxed);
+}
+
+/// Times the analysis of each chunk.
+#[derive(Default)]
+struct Meter {
+    latency: Latency,
+    /// The open stream's inference time already counted.
+    stream_inference: Duration,
+}
+
+impl Meter {
+    /// Pushes `samples` into `stream`, counting the time, windows and inference.
+    fn push(
+        &mut self,
+        stream: &mut Stream<'_>,
+        samples: &[f32],
+        health: &Health,
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) -> Result<(), AnalyzeError> {
+        let (took, windows_before) = (Instant::now(), stream.windows());
+        stream.push(samples, on_event)?;
+        let busy = took.elapsed();
+        health
+            .busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+        let classified = stream.windows() - windows_before;
+        if classified > 0 {
+            self.latency.record(busy);
+            health.windows.fetch_add(classified, Ordering::Relaxed);
+            let inference = stream.inference();
+            health.inference_us.fetch_add(
+                (inference - self.stream_inference).as_micros() as u64,
+                Ordering::Relaxed,
+            );
+            self.stream_inference = inference;
+            health
+                .latency_p99_us
+                .store(self.latency.0.value_at_quantile(0.99), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Ends a listening stretch: the resampler's tail, the last partial window, every open
+/// event closed; clips of the stretch settled.
+fn end_stretch(
+    stream: Option<Stream<'_>>,
+    resampler: &mut Option<StreamResampler>,
+    clips: &RefCell<Option<Clips>>,
+    report: &mut RecorderReport,
+    on_event: &mut dyn FnMut(&SpeciesEvent),
+) -> Result<(), RecorderError> {
+    let Some(mut stream) = stream else {
+        return Ok(());
+    };
+    if let Some(r) = resampler.as_mut() {
+        let mut tail = Vec::new();
+        r.finish(&mut tail)
+            .map_err(|e| RecorderError::Resample(format!("{e:?}")))?;
+        stream.push(&tail, on_event)?;
+    }
+    let summary = stream.finish(on_event)?;
+    if let Some(c) = clips.borrow_mut().as_mut() {
+        c.note_privacy(&summary.privacy_spans);
+        c.finish();
+    }
+    report.audio_seconds += summary.audio_seconds;
+    report.windows += summary.stats.windows;
+    Ok(())
+}
