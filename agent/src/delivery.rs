@@ -6,6 +6,7 @@
 //! that refuses the station's detections is asked again each minute; every lasting
 //! problem is said once, and its end too.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use warble_mqtt::reconnect_backoff;
 
-use crate::outbox::Outbox;
+use warble_core::wire::ReplayRequest;
+
+use crate::outbox::{Outbox, OutboxFacts};
 use crate::publish::{BrokerConfig, DeliveryError, DrainReport, Live, SessionEnd, drain, session};
 
 /// How long a broker that refused the station's detections waits to be asked again.
@@ -32,17 +35,81 @@ pub const RECHECK: Duration = Duration::from_secs(2);
 /// waits.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
-/// What delivery reports to the station's heartbeat and to systemd.
+/// Replay requests waiting for delivery to serve them; more are refused (a subscriber
+/// asks again).
+pub const MAX_WAITING_REPLAYS: usize = 64;
+
+/// What delivery shares with the rest of the station: what it reports to the heartbeat
+/// and to systemd, and the replay requests presence hands it (delivery is the outbox's
+/// one user on the network side: it serves them and reads what the heartbeat says the
+/// outbox holds).
 #[derive(Debug, Default)]
 pub struct DeliveryHealth {
-    /// Events waiting in the outbox.
-    pub outbox_depth: AtomicU64,
     /// The broker refuses the station's detections: they wait in the outbox.
     pub refused: AtomicBool,
+    /// Events queued again for replay requests.
+    pub replayed: AtomicU64,
+    outbox: Mutex<Option<OutboxFacts>>,
+    replays: Mutex<VecDeque<ReplayRequest>>,
     problem: Mutex<Option<String>>,
 }
 
 impl DeliveryHealth {
+    /// What the outbox held when delivery last looked (`None`: not read yet, or it could
+    /// not be read).
+    pub fn outbox(&self) -> Option<OutboxFacts> {
+        self.outbox.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Reads what `outbox` holds for the heartbeat; returns its depth when it can.
+    pub(crate) fn note_outbox(&self, outbox: &Outbox) -> Option<u64> {
+        let facts = outbox.facts();
+        let depth = facts.as_ref().ok().map(|f| f.stats.depth);
+        if let Ok(mut held) = self.outbox.lock() {
+            *held = facts.ok();
+        }
+        depth
+    }
+
+    /// Hands delivery a replay request; `false` when [`MAX_WAITING_REPLAYS`] wait already.
+    pub fn request_replay(&self, request: ReplayRequest) -> bool {
+        let Ok(mut waiting) = self.replays.lock() else {
+            return false;
+        };
+        if waiting.len() >= MAX_WAITING_REPLAYS {
+            return false;
+        }
+        waiting.push_back(request);
+        true
+    }
+
+    /// Serves the waiting replay requests from `outbox`'s archive; returns the events
+    /// queued again.
+    pub(crate) fn serve_replays(&self, outbox: &mut Outbox) -> u64 {
+        let waiting: Vec<_> = match self.replays.lock() {
+            Ok(mut w) if !w.is_empty() => w.drain(..).collect(),
+            _ => return 0,
+        };
+        let mut queued = 0;
+        for req in waiting {
+            match outbox.replay(req.boot, req.first, req.last) {
+                Ok(n) => {
+                    queued += n;
+                    tracing::info!(
+                        "replay of boot {} seq {}–{} requested: {n} event(s) queued again",
+                        req.boot,
+                        req.first,
+                        req.last
+                    );
+                }
+                Err(e) => tracing::error!("replay of boot {}: {e}", req.boot),
+            }
+        }
+        self.replayed.fetch_add(queued, Ordering::Relaxed);
+        self.note_outbox(outbox);
+        queued
+    }
+
     /// A problem that lasts, said once while its `key` stays the same.
     pub(crate) fn trouble(&self, key: &str, said: &str) {
         let Ok(mut problem) = self.problem.lock() else {
@@ -112,6 +179,8 @@ impl Delivery {
     /// [`DeliveryHealth`] and retried.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DeliveryError> {
         let mut backoff = reconnect_backoff();
+        self.health.serve_replays(&mut self.outbox);
+        self.health.note_outbox(&self.outbox);
         loop {
             // No deadline while running: a stop request sets one.
             let far = Instant::now() + Duration::from_secs(30 * 86_400);
@@ -144,13 +213,8 @@ impl Delivery {
                     backoff.take()
                 }
                 Err(e @ DeliveryError::Refused { .. }) => {
-                    if let DeliveryError::Refused {
-                        topic,
-                        reason,
-                        kept,
-                    } = &e
-                    {
-                        self.health.outbox_depth.store(*kept, Ordering::Relaxed);
+                    if let DeliveryError::Refused { topic, reason, .. } = &e {
+                        self.health.note_outbox(&self.outbox);
                         self.health.refused.store(true, Ordering::Relaxed);
                         self.health.trouble(
                             &format!("refused {topic} {reason}"),
@@ -165,15 +229,28 @@ impl Delivery {
                     backoff.take()
                 }
             };
+            if self.pause(pause, &shutdown).await {
+                // One last brief round, as every clean stop has.
+                let deadline = Instant::now() + FINAL_FLUSH;
+                let _ = drain(&mut self.outbox, &self.cfg, deadline).await;
+                self.health.note_outbox(&self.outbox);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits `pause` before the next connection, serving replay requests and keeping the
+    /// heartbeat's view of the outbox current meanwhile (events pile up in an outage,
+    /// which is when operators watch the depth); `true` when a stop was asked for.
+    async fn pause(&mut self, pause: Duration, shutdown: &CancellationToken) -> bool {
+        let until = Instant::now() + pause;
+        loop {
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => {
-                    // One last brief round, as every clean stop has.
-                    let deadline = Instant::now() + FINAL_FLUSH;
-                    if let Ok(report) = drain(&mut self.outbox, &self.cfg, deadline).await {
-                        self.health.outbox_depth.store(report.pending, Ordering::Relaxed);
-                    }
-                    return Ok(());
+                () = tokio::time::sleep_until(until) => return false,
+                () = shutdown.cancelled() => return true,
+                _ = tokio::time::timeout(self.recheck, self.wake.notified()) => {
+                    self.health.serve_replays(&mut self.outbox);
+                    self.health.note_outbox(&self.outbox);
                 }
             }
         }

@@ -12,7 +12,7 @@ use warble_core::wire::{ClockState, DeliveryState, DeviceState, Engine, Heartbea
 
 use crate::delivery::DeliveryHealth;
 use crate::events::SinkStats;
-use crate::outbox::Outbox;
+use crate::outbox::OutboxFacts;
 
 /// Figures for heartbeats, updated by the capture loop and the delivery thread.
 #[derive(Debug, Default)]
@@ -33,10 +33,9 @@ pub struct Health {
     pub busy_us: AtomicU64,
     /// 99th percentile of the window latency so far, µs.
     pub latency_p99_us: AtomicU64,
-    /// Valid replay requests received.
+    /// Valid replay requests received (delivery serves them: see
+    /// [`DeliveryHealth::replayed`]).
     pub replay_requests: AtomicU64,
-    /// Events queued again for them.
-    pub replayed: AtomicU64,
     /// Inbound messages ignored (malformed, oversized, bad range).
     pub inbound_rejected: AtomicU64,
     /// Times the audio device failed or could not be reopened.
@@ -82,8 +81,8 @@ impl Health {
             .store(s.output_failures, Ordering::Relaxed);
     }
 
-    /// The heartbeat now; `outbox` (when it can be read) says what the station holds.
-    pub fn heartbeat(&self, facts: &StationFacts, outbox: Option<&Outbox>) -> Heartbeat {
+    /// The heartbeat now; `outbox` (when it could be read) says what the station holds.
+    pub fn heartbeat(&self, facts: &StationFacts, outbox: Option<&OutboxFacts>) -> Heartbeat {
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let flag = |f: &AtomicBool| f.load(Ordering::Relaxed);
         let level = f32::from_bits(self.level_dbfs.load(Ordering::Relaxed));
@@ -91,7 +90,7 @@ impl Health {
         let windows = count(&self.windows);
         let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
         let busy_s = count(&self.busy_us) as f64 / 1e6;
-        let stats = outbox.and_then(|o| o.stats().ok());
+        let stats = outbox.map(|o| o.stats);
         Heartbeat {
             uptime_s: facts.started.elapsed().as_secs(),
             cpu_s: crate::resources::cpu_seconds(),
@@ -100,9 +99,7 @@ impl Health {
             audio_level_dbfs: level.is_finite().then_some(level),
             overruns: count(&self.overruns),
             detections: count(&self.detections),
-            // Read from the outbox when it can be: delivery's own figure stands still while
-            // the broker is away, which is when operators watch it.
-            outbox_depth: stats.map_or_else(|| count(&self.delivery.outbox_depth), |s| s.depth),
+            outbox_depth: stats.map_or(0, |s| s.depth),
             disk_free_bytes: crate::resources::disk_free_bytes(&facts.data_dir),
             windows,
             inference_ms: per_window_ms(count(&self.inference_us)),
@@ -110,19 +107,19 @@ impl Health {
             realtime_factor: (busy_s > 0.0).then(|| audio_s / busy_s),
             // Omitted (null) when it cannot be read: an empty list would tell collectors
             // that the station holds nothing any more.
-            delivered: outbox.and_then(|o| o.delivered_through().ok()),
+            delivered: outbox.map(|o| o.delivered.clone()),
             // Lost to the quota, or acknowledged but not archived (a full disk).
             outbox_dropped: stats.map(|s| s.dropped_total),
             outbox_unarchived: stats.map(|s| s.unarchived_total),
             outbox_reserve: outbox.map(|o| {
-                if o.reserve_released() {
+                if o.reserve_released {
                     ReserveState::Released
                 } else {
                     ReserveState::Kept
                 }
             }),
             replay_requests: count(&self.replay_requests),
-            replayed: count(&self.replayed),
+            replayed: count(&self.delivery.replayed),
             inbound_rejected: count(&self.inbound_rejected),
             device_failures: count(&self.device_failures),
             audio_device: if flag(&self.waiting_for_device) {
@@ -153,6 +150,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Outbox;
 
     fn facts() -> StationFacts {
         StationFacts {
@@ -198,12 +196,12 @@ mod tests {
     fn with_its_outbox_the_heartbeat_says_what_the_station_holds() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path().join("outbox.sqlite"), 1 << 20).unwrap();
-        let beat = Health::default().heartbeat(&facts(), Some(&outbox));
+        let beat = Health::default().heartbeat(&facts(), Some(&outbox.facts().unwrap()));
         assert_eq!(beat.delivered, Some(Vec::new()));
-        // Events waiting while the broker is away (delivery's figure still says 0).
+        // Events waiting while the broker is away.
         let events: Vec<_> = (0..3).map(warble_tests::events::sample_event).collect();
         outbox.push(&events).unwrap();
-        let beat = Health::default().heartbeat(&facts(), Some(&outbox));
+        let beat = Health::default().heartbeat(&facts(), Some(&outbox.facts().unwrap()));
         assert_eq!(beat.outbox_depth, 3);
         assert_eq!(beat.outbox_reserve, Some(ReserveState::Kept));
         assert_eq!(beat.outbox_dropped, Some(0));

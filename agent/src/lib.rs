@@ -13,8 +13,9 @@
 //! - [`events`]: where a closed detection goes: minted, committed to the outbox, then
 //!   written to the output.
 //! - [`outbox`]: the durable SQLite outbox events wait in until the broker acknowledges them.
-//! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff), and
-//!   the station's presence (status, heartbeats, replay requests).
+//! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff).
+//! - [`presence`]: the station's status, heartbeats and Home Assistant discovery on the
+//!   broker, and the replay requests it hands delivery.
 //! - [`health`]: a running station's counters and states, and its heartbeat.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
@@ -37,6 +38,7 @@ pub mod health;
 pub mod outbox;
 pub mod output;
 pub mod pcm;
+pub mod presence;
 pub mod publish;
 pub mod recorder;
 pub mod resources;

@@ -79,6 +79,18 @@ pub struct Pending {
     pub event: Detection,
 }
 
+/// What the outbox holds, as the station's heartbeat reports it; read by delivery, the
+/// outbox's one reader for the network side, and handed to presence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxFacts {
+    /// The counters.
+    pub stats: OutboxStats,
+    /// Per boot, how far it was delivered and from which seq it is still held.
+    pub delivered: Vec<BootHeld>,
+    /// The disk reserve was given up (the disk is full).
+    pub reserve_released: bool,
+}
+
 /// Counters for heartbeats, read from the database: every connection sees the same.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -524,6 +536,18 @@ impl Outbox {
         .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(queued as u64)
+    }
+
+    /// The counters, what is held per boot and the reserve, together.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn facts(&self) -> Result<OutboxFacts, OutboxError> {
+        Ok(OutboxFacts {
+            stats: self.stats()?,
+            delivered: self.delivered_through()?,
+            reserve_released: self.reserve_released(),
+        })
     }
 
     /// Per boot the station still holds events of (archived or waiting), oldest boot

@@ -20,18 +20,16 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::Outgoing;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet};
-use rumqttc::v5::mqttbytes::{self, QoS};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, StateError};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use rumqttc::v5::{AsyncClient, Event};
 use tokio::time::Instant;
 
 use warble_core::backoff::Backoff;
-use warble_core::wire::{Heartbeat, Leaf, Status, Topics};
+use warble_core::wire::{Leaf, Topics};
 use warble_mqtt::{Endpoint, SetupError, explain, puback_refusal, reconnect_backoff};
 
 use crate::outbox::{Outbox, OutboxError};
@@ -49,54 +47,6 @@ pub struct BrokerConfig {
     pub window: usize,
     /// Publish Home Assistant MQTT discovery configs with the presence.
     pub ha_discovery: bool,
-}
-
-/// Home Assistant MQTT discovery: retained config topics that turn the station's status
-/// and heartbeat into entities (a connectivity sensor and a few figures).
-pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
-    let station = cfg.topics.station().as_str();
-    let node = format!("warble_{}", station.replace('-', "_"));
-    let status = cfg.topics.topic(Leaf::Status);
-    let device = serde_json::json!({
-        "identifiers": [node],
-        "name": format!("Warble {station}"),
-        "manufacturer": "Warble",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
-    let heartbeat = cfg.topics.topic(Leaf::Heartbeat);
-    let mut out = vec![(
-        format!("homeassistant/binary_sensor/{node}/online/config"),
-        serde_json::json!({
-            "name": "Online",
-            "unique_id": format!("{node}_online"),
-            "device_class": "connectivity",
-            "state_topic": status,
-            "value_template": "{{ value_json.state }}",
-            "payload_on": "online",
-            "payload_off": "offline",
-            "device": device,
-        })
-        .to_string(),
-    )];
-    for &(key, name, unit) in Heartbeat::SENSORS {
-        let mut c = serde_json::json!({
-            "name": name,
-            "unique_id": format!("{node}_{key}"),
-            "state_topic": heartbeat,
-            "value_template": format!("{{{{ value_json.{key} }}}}"),
-            "availability_topic": status,
-            "availability_template": "{{ value_json.state }}",
-            "device": device,
-        });
-        if let Some(u) = unit {
-            c["unit_of_measurement"] = serde_json::Value::from(u);
-        }
-        out.push((
-            format!("homeassistant/sensor/{node}/{key}/config"),
-            c.to_string(),
-        ));
-    }
-    out
 }
 
 impl BrokerConfig {
@@ -310,6 +260,11 @@ pub(crate) async fn session(
                 sent.remove(&rowid);
             }
         }
+        if let Some(l) = live {
+            // Replay requests handed over by presence: archived events queued again, sent
+            // below like any other.
+            l.health.serve_replays(outbox);
+        }
         if connected {
             // Refill when half the window is free, so the outbox is read in batches.
             if sent.len() <= window / 2 {
@@ -340,11 +295,15 @@ pub(crate) async fn session(
             // The outbox is counted only once nothing is in flight (not for every PUBACK:
             // the throughput path), which is when its depth means something.
             let drained = sent.is_empty() && {
-                let depth = outbox.stats()?.depth;
-                if let Some(l) = live {
-                    l.health.outbox_depth.store(depth, Ordering::Relaxed);
+                let depth = match live {
+                    // What the heartbeat says the station holds, read in the same look.
+                    Some(l) => l.health.note_outbox(outbox),
+                    None => None,
+                };
+                match depth {
+                    Some(d) => d == 0,
+                    None => outbox.stats()?.depth == 0,
                 }
-                depth == 0
             };
             if let (true, Some(l)) = (drained, live) {
                 l.health.fine();
@@ -439,129 +398,4 @@ pub(crate) async fn session(
 /// then drops larger messages for it). From a broker that sends one anyway it ends the
 /// presence connection (rumqttc cannot skip a packet); it reconnects with backoff, and
 /// requests are QoS 0, so nothing comes back.
-const MAX_INBOUND_PACKET: usize = 64 * 1024;
-
-/// What arrived for the station on its presence connection.
-#[derive(Debug, Clone, Copy)]
-pub enum Inbound<'a> {
-    /// A message on the replay topic (unvalidated).
-    Replay(&'a [u8]),
-    /// A message too large to read ([`MAX_INBOUND_PACKET`]); it cost the connection.
-    Oversized(usize),
-}
-
-/// Keeps the station's presence on the broker while `stop` is false: a retained
-/// `online` status on every connection, `offline` as the last will (a crash or a lost
-/// link) and, on a clean stop, published retained before disconnecting; a heartbeat with
-/// `health()` every `interval`; replay requests from subscribers (topic `replay`,
-/// subscribed at QoS 0: a request missed while the station is away is asked again) handed
-/// to `inbound`. It uses a connection of its own (client id `<client id>-status`) so that
-/// presence never delays detections.
-///
-/// # Errors
-/// None: connection problems are retried with the same backoff as delivery.
-pub async fn presence(
-    cfg: &BrokerConfig,
-    interval: Duration,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    health: &dyn Fn() -> Heartbeat,
-    inbound: &mut dyn FnMut(Inbound<'_>),
-) {
-    let status = cfg.topics.topic(Leaf::Status);
-    let offline = Status::offline().to_json();
-    let mut backoff = reconnect_backoff();
-    let mut status_refused = false;
-    while !stop.load(Ordering::Relaxed) {
-        let mut opts = cfg.endpoint.options(&format!("{}-status", cfg.client_id));
-        opts.set_clean_start(true)
-            .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32))
-            .set_last_will(LastWill::new(
-                status.clone(),
-                offline.clone(),
-                QoS::AtLeastOnce,
-                true,
-                None,
-            ));
-        let replay = cfg.topics.topic(Leaf::Replay);
-        let (client, mut eventloop) = AsyncClient::new(opts, 16);
-        let mut next_beat = Instant::now();
-        let mut failed = false;
-        // The timer only joins the race once connected: cancelling `poll` while it is
-        // still connecting drops a socket that has sent CONNECT, and the broker then
-        // publishes the will (`offline`) before the station was ever online.
-        let mut connected = false;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                // A clean stop says so (the will is only for unclean ones), then leaves.
-                let _ = client.try_publish(&status, QoS::AtLeastOnce, true, offline.clone());
-                let flush = Instant::now() + Duration::from_secs(2);
-                while let Ok(Ok(event)) = tokio::time::timeout_at(flush, eventloop.poll()).await {
-                    if matches!(event, Event::Incoming(Packet::PubAck(_))) {
-                        break;
-                    }
-                }
-                let _ = client.try_disconnect();
-                let _ = tokio::time::timeout_at(flush, eventloop.poll()).await;
-                return;
-            }
-            let tick = tokio::time::sleep_until(
-                next_beat.min(Instant::now() + Duration::from_millis(250)),
-            );
-            tokio::select! {
-                event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                        connected = true;
-                        backoff.reset();
-                        let birth = Status::online(env!("CARGO_PKG_VERSION")).to_json();
-                        let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth);
-                        if cfg.ha_discovery {
-                            for (topic, config) in ha_discovery_configs(cfg) {
-                                let _ = client.try_publish(topic, QoS::AtLeastOnce, true, config);
-                            }
-                        }
-                        let _ = client.try_subscribe(&replay, QoS::AtMostOnce);
-                        next_beat = Instant::now();
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == replay.as_bytes() => {
-                        inbound(Inbound::Replay(&p.payload));
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some((reason, _)) = puback_refusal(ack.reason)
-                            && !status_refused
-                        {
-                            // Said once: the broker will refuse every status alike.
-                            tracing::warn!(
-                                "presence: the broker refused the station's status on `{status}` ({reason}): check mqtt.topic_prefix and the broker's ACL"
-                            );
-                            status_refused = true;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(ConnectionError::MqttState(StateError::Deserialization(
-                        mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. },
-                    ))) => {
-                        inbound(Inbound::Oversized(pkt_size));
-                        failed = true;
-                    }
-                    Err(_) => {
-                        failed = true;
-                    }
-                },
-                _ = tick, if connected => {
-                    if Instant::now() >= next_beat {
-                        let _ = client.try_publish(cfg.topics.topic(Leaf::Heartbeat), QoS::AtMostOnce, false, health().to_json());
-                        next_beat = Instant::now() + interval;
-                    }
-                }
-            }
-            if failed {
-                break;
-            }
-        }
-        let wait = backoff.take();
-        let until = Instant::now() + wait;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+pub(crate) const MAX_INBOUND_PACKET: usize = 64 * 1024;

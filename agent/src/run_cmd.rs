@@ -6,16 +6,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use warble_agent::capture::{Capture, CaptureConfig};
 use warble_agent::daily::{DailyFiles, Zone};
-use warble_agent::delivery::{Delivery, DeliveryHealth};
+use warble_agent::delivery::Delivery;
 use warble_agent::health::{Health, StationFacts};
+use warble_agent::presence::Presence;
 use warble_agent::recorder::{Finished, Latency, Limits, Recorder, Watchdog};
 use warble_core::SampleRate;
 
@@ -44,33 +46,6 @@ pub struct RunArgs {
     /// schedule's listening windows or not.
     #[arg(long)]
     pub record: Option<PathBuf>,
-}
-
-/// Sets `stop` and cancels `cancel` on SIGINT or SIGTERM.
-fn watch_signals(stop: Arc<AtomicBool>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal watcher")?;
-    std::thread::Builder::new()
-        .name("warble-signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                stop.store(true, Ordering::Relaxed);
-                cancel.cancel();
-            });
-        })
-        .context("starting the signal watcher")?;
-    Ok(())
 }
 
 /// What a run costs, measured from capture's start: the steady state, not loading and
@@ -129,120 +104,128 @@ impl CostMeter {
     }
 }
 
-/// Keeps the station's status and heartbeats on the broker (see
-/// [`warble_agent::publish::presence`]).
-fn spawn_presence(
-    st: &warble_config::StationConfig,
-    base: &std::path::Path,
-    stop: Arc<AtomicBool>,
-    health: Arc<Health>,
-    facts: StationFacts,
-    wake_delivery: Arc<Notify>,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
-    let Some(mqtt) = &st.mqtt else {
-        return Ok(None);
+/// Cancels `cancel` on SIGINT or SIGTERM.
+async fn watch_signals(cancel: CancellationToken) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        tracing::error!("SIGTERM cannot be watched: stop the agent with SIGINT");
+        return;
     };
-    let interval = mqtt.heartbeat;
-    let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
-    let (outbox_path, quota) = (
-        warble_agent::outbox::path_in(&st.data_dir),
-        st.outbox_quota_bytes,
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the presence runtime")?;
-    let handle = std::thread::Builder::new()
-        .name("warble-presence".into())
-        .spawn(move || {
-            // Its own connection to the outbox: the archive answers replay requests and
-            // says how far the broker has acknowledged each boot.
-            let outbox = match warble_agent::outbox::Outbox::open(&outbox_path, quota) {
-                Ok(o) => Some(std::cell::RefCell::new(o)),
-                Err(e) => {
-                    tracing::warn!("presence: {e}; replay requests cannot be served");
-                    None
-                }
-            };
-            let mut inbound = |msg: warble_agent::publish::Inbound<'_>| {
-                use warble_agent::publish::Inbound;
-                use warble_core::wire::ReplayRequest;
-                let parsed = match msg {
-                    Inbound::Replay(payload) => ReplayRequest::parse(payload).map_err(|e| e.to_string()),
-                    Inbound::Oversized(size) => Err(format!("{size} bytes, too large to read")),
-                };
-                match (parsed, &outbox) {
-                    (Ok(req), Some(o)) => {
-                        health.replay_requests.fetch_add(1, Ordering::Relaxed);
-                        match o.borrow_mut().replay(req.boot, req.first, req.last) {
-                            Ok(n) => {
-                                health.replayed.fetch_add(n, Ordering::Relaxed);
-                                wake_delivery.notify_one();
-                                tracing::info!(
-                                    "replay of boot {} seq {}–{} requested: {n} event(s) queued again",
-                                    req.boot, req.first, req.last
-                                );
-                            }
-                            Err(e) => tracing::error!("replay: {e}"),
-                        }
-                    }
-                    (Ok(_), None) => {}
-                    (Err(reason), _) => {
-                        health.inbound_rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("ignored an inbound message: {reason}");
-                    }
-                }
-            };
-            let beat = || {
-                let outbox = outbox.as_ref().map(|o| o.borrow());
-                health.heartbeat(&facts, outbox.as_deref())
-            };
-            runtime.block_on(warble_agent::publish::presence(
-                &broker,
-                interval,
-                stop,
-                &beat,
-                &mut inbound,
-            ));
-        })
-        .context("starting the presence thread")?;
-    Ok(Some(handle))
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => cancel.cancel(),
+        _ = term.recv() => cancel.cancel(),
+        () = cancel.cancelled() => {}
+    }
 }
 
-/// Delivers the station's outbox to its broker on a thread of its own, over one
-/// long-lived connection woken by `wake` (see [`Delivery`]), until `shutdown`.
-fn spawn_delivery(
-    st: &warble_config::StationConfig,
-    base: &std::path::Path,
+/// How long the network side gets to finish once the recorder is done: delivery's final
+/// flush, presence's goodbye, and a margin.
+const NETWORK_STOP: Duration = Duration::from_secs(10);
+
+/// The station's network side: one runtime on one thread (`warble-net`) running the
+/// signal watcher, delivery and presence as tasks of one tracker. The recorder stays on
+/// the main thread: the audio path never waits on the network.
+struct Network {
+    runtime: tokio::runtime::Runtime,
+    tracker: TaskTracker,
     shutdown: CancellationToken,
-    wake: Arc<Notify>,
-    health: Arc<DeliveryHealth>,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
-    if st.mqtt.is_none() {
-        return Ok(None);
-    }
-    let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
-    // Opened here: a station whose outbox cannot be opened for delivery does not start
-    // (the delivery thread used to end silently, and nothing was ever sent).
-    let outbox = warble_agent::outbox::Outbox::open(
-        warble_agent::outbox::path_in(&st.data_dir),
-        st.outbox_quota_bytes,
-    )
-    .context("opening the outbox for delivery")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the delivery runtime")?;
-    let delivery = Delivery::new(outbox, broker, wake, health);
-    let handle = std::thread::Builder::new()
-        .name("warble-delivery".into())
-        .spawn(move || {
-            if let Err(e) = runtime.block_on(delivery.run(shutdown)) {
-                tracing::error!("delivery stopped: {e}");
-            }
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Network {
+    /// Starts the signal watcher (it cancels `cancel`) and, with an `[mqtt]` section,
+    /// delivery and presence.
+    fn start(
+        st: &warble_config::StationConfig,
+        base: &std::path::Path,
+        cancel: &CancellationToken,
+        health: &Arc<Health>,
+        facts: StationFacts,
+        wake: &Arc<Notify>,
+    ) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("warble-net")
+            .enable_all()
+            .build()
+            .context("starting the network runtime")?;
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let _inside = runtime.enter();
+        tasks.push(("signal", tracker.spawn(watch_signals(cancel.clone()))));
+        if let Some(mqtt) = &st.mqtt {
+            let broker = warble_agent::publish::BrokerConfig::from_station(st, base)?;
+            // Opened here: a station whose outbox cannot be opened for delivery does not
+            // start (a delivery that ended silently would never send anything).
+            let outbox = warble_agent::outbox::Outbox::open(
+                warble_agent::outbox::path_in(&st.data_dir),
+                st.outbox_quota_bytes,
+            )
+            .context("opening the outbox for delivery")?;
+            let delivery = Delivery::new(
+                outbox,
+                broker.clone(),
+                wake.clone(),
+                health.delivery.clone(),
+            );
+            let stop = shutdown.clone();
+            tasks.push((
+                "delivery",
+                tracker.spawn(async move {
+                    if let Err(e) = delivery.run(stop).await {
+                        tracing::error!("delivery stopped: {e}");
+                    }
+                }),
+            ));
+            let presence =
+                Presence::new(broker, mqtt.heartbeat, health.clone(), facts, wake.clone());
+            tasks.push(("presence", tracker.spawn(presence.run(shutdown.clone()))));
+        }
+        tracker.close();
+        drop(_inside);
+        Ok(Self {
+            runtime,
+            tracker,
+            shutdown,
+            tasks,
         })
-        .context("starting the delivery thread")?;
-    Ok(Some(handle))
+    }
+
+    /// Stops delivery (after its final flush) and presence (after its goodbye), waiting
+    /// [`NETWORK_STOP`] at most; returns the tasks that crashed (a bug, not a shutdown
+    /// detail: what delivery had not sent stays in the outbox).
+    fn stop(self, cancel: &CancellationToken) -> Vec<&'static str> {
+        cancel.cancel();
+        self.shutdown.cancel();
+        let Self {
+            runtime,
+            tracker,
+            tasks,
+            ..
+        } = self;
+        let crashed = runtime.block_on(async {
+            if tokio::time::timeout(NETWORK_STOP, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the network side did not stop within {} s; leaving it",
+                    NETWORK_STOP.as_secs()
+                );
+                return Vec::new();
+            }
+            let mut crashed = Vec::new();
+            for (name, task) in tasks {
+                if task.await.is_err() {
+                    crashed.push(name);
+                }
+            }
+            crashed
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        crashed
+    }
 }
 
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
@@ -274,31 +257,21 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     );
     let capture_rate = SampleRate::new(st.sample_rate_hz)
         .with_context(|| format!("audio.sample_rate_hz {} is not usable", st.sample_rate_hz))?;
-    let stop = Arc::new(AtomicBool::new(false));
     // A stop request: the recorder finishes its last window, then the rest stops.
     let cancel = CancellationToken::new();
-    watch_signals(stop.clone(), cancel.clone())?;
     let base = args.config.parent().unwrap_or(std::path::Path::new("."));
     let health = Arc::new(Health::default());
     let engine = match analyzer.engine().backend() {
         warble_infer::Backend::Ort => warble_core::wire::Engine::Onnxruntime,
         warble_infer::Backend::Tract => warble_core::wire::Engine::Tract,
     };
-    let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let sink = sink.with_wake(wake.clone());
-    let delivery = spawn_delivery(
+    let network = Network::start(
         &st,
         base,
-        shutdown.clone(),
-        wake.clone(),
-        health.delivery.clone(),
-    )?;
-    let presence = spawn_presence(
-        &st,
-        base,
-        stop.clone(),
-        health.clone(),
+        &cancel,
+        &health,
         StationFacts {
             started: Instant::now(),
             capture_rate_hz: st.sample_rate_hz,
@@ -307,7 +280,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
             engine,
             boot,
         },
-        wake.clone(),
+        &wake,
     )?;
     // Under systemd (Type=notify): ready once loaded and self-tested, so that waiting for
     // a microphone does not run into the start timeout; a watchdog ping at half the
@@ -368,11 +341,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     });
     health.waiting_for_device.store(false, Ordering::Relaxed);
     let Some(mut capture) = capture.flatten() else {
-        stop.store(true, Ordering::Relaxed);
-        shutdown.cancel();
-        for handle in [delivery, presence].into_iter().flatten() {
-            let _ = handle.join();
-        }
+        network.stop(&cancel);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         anyhow::bail!(
             "stopped after {:.1} s without capturing: {}",
@@ -439,16 +408,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     let threads_at_end = warble_agent::resources::thread_cpu_seconds();
     drop(capture);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    stop.store(true, Ordering::Relaxed);
-    shutdown.cancel();
-    // A crashed helper thread is a bug, not a shutdown detail: say so and fail the run
-    // (what it had not delivered stays in the outbox).
-    let mut crashed = Vec::new();
-    for (name, handle) in [("delivery", delivery), ("presence", presence)] {
-        if handle.is_some_and(|h| h.join().is_err()) {
-            crashed.push(name);
-        }
-    }
+    let crashed = network.stop(&cancel);
     tracing::info!(
         "{:.1} s of audio, {} windows, {} detections, {} samples lost to overruns",
         report.audio_seconds,
@@ -474,7 +434,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     }
     result?;
     if !crashed.is_empty() {
-        anyhow::bail!("the {} thread crashed", crashed.join(" and "));
+        anyhow::bail!("the {} task crashed", crashed.join(" and "));
     }
     Ok(ExitCode::SUCCESS)
 }

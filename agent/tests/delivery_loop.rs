@@ -1,7 +1,9 @@
 //! A running station's delivery, in process (`warble_agent::delivery::Delivery`) against
 //! a real mosquitto: one connection carries every burst, an event leaves the outbox when
 //! the sink that committed it wakes delivery (there is no polling timer to fall back on:
-//! without the wake nothing is sent), and a clean stop leaves nothing behind.
+//! without the wake nothing is sent), a clean stop leaves nothing behind, replay requests
+//! handed over by presence are served, and while the broker is away the heartbeat's
+//! view of the outbox keeps up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use warble_agent::delivery::{Delivery, DeliveryHealth};
 use warble_agent::outbox::Outbox;
 use warble_agent::publish::BrokerConfig;
-use warble_core::wire::{StationId, TopicPrefix, Topics};
+use warble_core::wire::{ReplayRequest, StationId, TopicPrefix, Topics};
 use warble_mqtt::Endpoint;
 use warble_tests::broker::Mosquitto;
 
@@ -93,7 +95,7 @@ fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     running.join().unwrap().unwrap();
     assert_eq!(receive(1), ["wetland-03:7:99"]);
     assert_eq!(recorder.stats().unwrap().depth, 0);
-    assert_eq!(health.outbox_depth.load(Ordering::Relaxed), 0);
+    assert_eq!(health.outbox().unwrap().stats.depth, 0);
     // Every burst on one connection (the old loop connected once per burst).
     let log = broker.log();
     assert_eq!(log.matches("as warble-wetland-03").count(), 1, "{log}");
@@ -101,11 +103,82 @@ fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     // What another writer commits (no wake) is found by the idle look at the outbox.
     let outbox = Outbox::open(&path, 1 << 30).unwrap();
     let shutdown = CancellationToken::new();
-    let delivery = Delivery::new(outbox, cfg, Arc::new(Notify::new()), health)
+    let other_wake = Arc::new(Notify::new());
+    let delivery = Delivery::new(outbox, cfg, other_wake.clone(), health.clone())
         .with_recheck(Duration::from_millis(200));
     let running = spawn(delivery, &shutdown);
     recorder.push(&[common::sample_event(100)]).unwrap();
     assert_eq!(receive(1), ["wetland-03:7:100"]);
+
+    // A replay request handed over by presence: delivery queues the archived events
+    // again and sends them at once, marked historical.
+    let replay = ReplayRequest {
+        boot: 7,
+        first: 1,
+        last: 5,
+    };
+    assert!(health.request_replay(replay));
+    other_wake.notify_one();
+    let again: Vec<_> = (0..5)
+        .map(|_| {
+            let (_, payload) = messages.recv_timeout(Duration::from_secs(10)).unwrap();
+            serde_json::from_slice::<warble_core::event::Detection>(&payload).unwrap()
+        })
+        .collect();
+    let seqs: Vec<u64> = again.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert!(again.iter().all(|e| e.historical));
+    assert_eq!(health.replayed.load(Ordering::Relaxed), 5);
     shutdown.cancel();
     running.join().unwrap().unwrap();
+}
+
+#[test]
+fn while_the_broker_is_away_the_heartbeat_sees_the_outbox_fill() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let mut recorder = Outbox::open(&path, 1 << 30).unwrap();
+    let cfg = BrokerConfig {
+        endpoint: Endpoint::new("127.0.0.1", port),
+        client_id: "warble-wetland-03".into(),
+        topics: Topics::new(
+            TopicPrefix::new("warble").unwrap(),
+            StationId::new("wetland-03").unwrap(),
+        ),
+        window: 32,
+        ha_discovery: false,
+    };
+    let (wake, health) = (Arc::new(Notify::new()), Arc::new(DeliveryHealth::default()));
+    let shutdown = CancellationToken::new();
+    let delivery = Delivery::new(
+        Outbox::open(&path, 1 << 30).unwrap(),
+        cfg,
+        wake.clone(),
+        health.clone(),
+    )
+    .with_recheck(Duration::from_secs(3600));
+    let running = spawn(delivery, &shutdown);
+    let depth = || health.outbox().map(|f| f.stats.depth);
+    let settle = |want: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while depth() != Some(want) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(depth(), Some(want));
+    };
+    settle(0);
+    for n in 1..=3 {
+        recorder.push(&[common::sample_event(n)]).unwrap();
+        wake.notify_one();
+        settle(n);
+    }
+    shutdown.cancel();
+    running.join().unwrap().unwrap();
+    assert_eq!(depth(), Some(3), "kept for the next connection");
 }
