@@ -315,6 +315,13 @@ pub(crate) fn prepare(
     })?;
     let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &engine_config)
         .with_context(|| format!("{}: self-test", bundle_path.display()))?;
+    if engine.backend() == warble_infer::Backend::Tract && engine_config.threads > 1 {
+        // ONNX Runtime was not found (engine = "auto"): said, not silently ignored.
+        tracing::warn!(
+            "{} inference threads are not applied: the model runs on tract, which uses one",
+            engine_config.threads
+        );
+    }
     let m = bundle.manifest();
     // Every event must pass a collector's checks: names and ids of bounded length.
     for (field, text) in [("model_id", &m.model_id), ("version", &m.version)] {

@@ -243,7 +243,7 @@ pub struct RecorderReport {
     pub windows: u64,
     /// The event sink's counters.
     pub sink: SinkStats,
-    /// Samples lost to overruns.
+    /// Samples lost to overruns while recording (up to the last chunk taken).
     pub overruns: u64,
     /// Times the audio device failed.
     pub device_failures: u64,
@@ -409,7 +409,6 @@ impl<W: Write> Recorder<W> {
     pub fn run(self, source: &mut dyn AudioSource, cancel: &CancellationToken) -> Finished {
         let mut report = RecorderReport::default();
         let result = self.record_into(source, cancel, &mut report);
-        report.overruns = source.overruns();
         report.device_failures = source.device_failures();
         Finished { report, result }
     }
@@ -509,6 +508,8 @@ impl<W: Write> Recorder<W> {
             let overruns = source.overruns();
             let dropped = overruns - overruns_seen;
             overruns_seen = overruns;
+            // Lost while recording: what a source drops after the stop is no loss.
+            report.overruns = overruns;
             note_chunk(
                 &health,
                 &raw,

@@ -18,7 +18,7 @@ use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::delivery::Delivery;
 use warble_agent::health::{Health, StationFacts};
 use warble_agent::presence::Presence;
-use warble_agent::recorder::{Finished, Latency, Limits, Recorder, Watchdog};
+use warble_agent::recorder::{Finished, Latency, Limits, Recorder, RecorderReport, Watchdog};
 use warble_core::SampleRate;
 
 use crate::analyze_cmd::{AnalyzeArgs, Session, prepare};
@@ -228,6 +228,110 @@ impl Network {
     }
 }
 
+/// Waits for a set clock, then for the audio device, while `keep_waiting` (a stop
+/// request, `--duration`) allows; says what it waits for (log, systemd status,
+/// heartbeat). `Err`: why nothing was captured.
+fn open_capture(
+    st: &warble_config::StationConfig,
+    health: &Health,
+    mut keep_waiting: impl FnMut() -> bool,
+) -> Result<Capture, String> {
+    // No detection is stamped with a clock that has not been set (see `not_before`).
+    let not_before = warble_agent::timeline::not_before();
+    let clock_set = warble_agent::timeline::wait_for_clock(
+        not_before,
+        chrono::Utc::now,
+        &mut keep_waiting,
+        |clock| {
+            let status = format!(
+                "waiting for the clock to be set: it reads {}, before this agent was built ({})",
+                clock.format("%Y-%m-%d %H:%M:%S UTC"),
+                not_before.format("%Y-%m-%d")
+            );
+            tracing::warn!("{status}; nothing is captured until it is");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            health.waiting_for_clock.store(true, Ordering::Relaxed);
+        },
+    );
+    health.waiting_for_clock.store(false, Ordering::Relaxed);
+    if !clock_set {
+        return Err("the clock was never set".into());
+    }
+    let capture_config = CaptureConfig {
+        device: st.device.clone(),
+        sample_rate_hz: st.sample_rate_hz,
+        channels: st.channels,
+        gain_db: st.gain_db,
+        ring_samples: (st.buffer.as_secs_f64() * f64::from(st.sample_rate_hz)) as usize,
+    };
+    let mut last_device_error = None;
+    let capture = Capture::start_when_present(&capture_config, keep_waiting, |e, wait| {
+        tracing::warn!(
+            "waiting for the audio device: {e}; retrying in {:.0} s",
+            wait.as_secs_f64()
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "waiting for the audio device: {e}"
+        ))]);
+        health.waiting_for_device.store(true, Ordering::Relaxed);
+        last_device_error = Some(e.to_string());
+    });
+    health.waiting_for_device.store(false, Ordering::Relaxed);
+    capture
+        .ok_or_else(|| last_device_error.unwrap_or_else(|| "the audio device never opened".into()))
+}
+
+/// The station's clips of detections, if it keeps them (`[output.clips]`).
+fn station_clips(
+    st: &warble_config::StationConfig,
+    model_rate: SampleRate,
+    window: u64,
+) -> anyhow::Result<Option<warble_agent::clips::Clips>> {
+    let Some(c) = &st.clips else {
+        return Ok(None);
+    };
+    let samples = |d: Duration| (d.as_secs_f64() * f64::from(model_rate.hz())) as u64;
+    let dir = st.data_dir.join("clips");
+    let settings = warble_agent::clips::ClipSettings {
+        dir: dir.clone(),
+        rate_hz: model_rate.hz(),
+        pre_roll: samples(c.pre_roll),
+        post_roll: samples(c.post_roll),
+        window,
+        quota_bytes: c.quota_bytes,
+        retention: c.retention,
+    };
+    warble_agent::clips::Clips::new(settings)
+        .map(Some)
+        .with_context(|| format!("creating the clip folder {}", dir.display()))
+}
+
+/// Says what the run did.
+fn say_summary(report: &RecorderReport) {
+    tracing::info!(
+        "{:.1} s of audio, {} windows, {} detections, {} samples lost to overruns",
+        report.audio_seconds,
+        report.windows,
+        report.sink.events,
+        report.overruns
+    );
+    if report.device_failures > 0 {
+        tracing::warn!(
+            "the audio device failed {} time(s) (reopened with backoff)",
+            report.device_failures
+        );
+    }
+    if let Some(c) = &report.clips {
+        tracing::info!(
+            "clips: {} written, {} withheld for privacy, {} deleted for quota or retention, {} not written (too large or disk error)",
+            c.written,
+            c.suppressed,
+            c.evicted,
+            c.failed
+        );
+    }
+}
+
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
     let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
     let Session {
@@ -296,64 +400,16 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
                 .duration
                 .is_none_or(|d| waiting_since.elapsed().as_secs_f64() < d)
     };
-    // No detection is stamped with a clock that has not been set (see `not_before`).
-    let not_before = warble_agent::timeline::not_before();
-    let clock_set = warble_agent::timeline::wait_for_clock(
-        not_before,
-        chrono::Utc::now,
-        || keep_waiting(&mut watchdog),
-        |clock| {
-            let status = format!(
-                "waiting for the clock to be set: it reads {}, before this agent was built ({})",
-                clock.format("%Y-%m-%d %H:%M:%S UTC"),
-                not_before.format("%Y-%m-%d")
+    let mut capture = match open_capture(&st, &health, || keep_waiting(&mut watchdog)) {
+        Ok(capture) => capture,
+        Err(why) => {
+            network.stop(&cancel);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            anyhow::bail!(
+                "stopped after {:.1} s without capturing: {why}",
+                waiting_since.elapsed().as_secs_f64()
             );
-            tracing::warn!("{status}; nothing is captured until it is");
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
-            health.waiting_for_clock.store(true, Ordering::Relaxed);
-        },
-    );
-    health.waiting_for_clock.store(false, Ordering::Relaxed);
-    let capture_config = CaptureConfig {
-        device: st.device.clone(),
-        sample_rate_hz: st.sample_rate_hz,
-        channels: st.channels,
-        gain_db: st.gain_db,
-        ring_samples: (st.buffer.as_secs_f64() * f64::from(st.sample_rate_hz)) as usize,
-    };
-    let mut last_device_error = None;
-    let capture = clock_set.then(|| {
-        Capture::start_when_present(
-            &capture_config,
-            || keep_waiting(&mut watchdog),
-            |e, wait| {
-                tracing::warn!(
-                    "waiting for the audio device: {e}; retrying in {:.0} s",
-                    wait.as_secs_f64()
-                );
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
-                    "waiting for the audio device: {e}"
-                ))]);
-                health.waiting_for_device.store(true, Ordering::Relaxed);
-                last_device_error = Some(e.to_string());
-            },
-        )
-    });
-    health.waiting_for_device.store(false, Ordering::Relaxed);
-    let Some(mut capture) = capture.flatten() else {
-        network.stop(&cancel);
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        anyhow::bail!(
-            "stopped after {:.1} s without capturing: {}",
-            waiting_since.elapsed().as_secs_f64(),
-            if clock_set {
-                last_device_error
-                    .as_deref()
-                    .unwrap_or("the audio device never opened")
-            } else {
-                "the clock was never set"
-            }
-        );
+        }
     };
     tracing::info!(
         "capturing from `{}` at {} Hz (model rate {} Hz), station {}",
@@ -366,26 +422,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         "capturing from {}",
         st.device
     ))]);
-    let clips = match &st.clips {
-        Some(c) => {
-            let samples = |d: Duration| (d.as_secs_f64() * f64::from(model_rate.hz())) as u64;
-            let dir = st.data_dir.join("clips");
-            let settings = warble_agent::clips::ClipSettings {
-                dir: dir.clone(),
-                rate_hz: model_rate.hz(),
-                pre_roll: samples(c.pre_roll),
-                post_roll: samples(c.post_roll),
-                window: analyzer.window_samples() as u64,
-                quota_bytes: c.quota_bytes,
-                retention: c.retention,
-            };
-            Some(
-                warble_agent::clips::Clips::new(settings)
-                    .with_context(|| format!("creating the clip folder {}", dir.display()))?,
-            )
-        }
-        None => None,
-    };
+    let clips = station_clips(&st, model_rate, analyzer.window_samples() as u64)?;
     // Fixed times are clock times of the station's zone (the recorder's own if unset),
     // looked up at every check: a daylight-saving change moves them in UTC.
     let (schedule, location, timezone) = (st.schedule.clone(), st.location, st.timezone);
@@ -409,29 +446,8 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     drop(capture);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let crashed = network.stop(&cancel);
-    tracing::info!(
-        "{:.1} s of audio, {} windows, {} detections, {} samples lost to overruns",
-        report.audio_seconds,
-        report.windows,
-        report.sink.events,
-        report.overruns
-    );
-    if report.device_failures > 0 {
-        tracing::warn!(
-            "the audio device failed {} time(s) (reopened with backoff)",
-            report.device_failures
-        );
-    }
+    say_summary(&report);
     cost.report(threads_at_end, &health, &report.latency);
-    if let Some(c) = &report.clips {
-        tracing::info!(
-            "clips: {} written, {} withheld for privacy, {} deleted for quota or retention, {} not written (too large or disk error)",
-            c.written,
-            c.suppressed,
-            c.evicted,
-            c.failed
-        );
-    }
     result?;
     if !crashed.is_empty() {
         anyhow::bail!("the {} task crashed", crashed.join(" and "));

@@ -519,6 +519,16 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         ],
     );
     f.range("runtime.threads", r.threads as f64, 1.0, 64.0, "");
+    if r.engine == "tract" && r.threads > 1 {
+        // A setting that would do nothing is refused rather than ignored.
+        f.add(
+            "runtime.threads",
+            format!(
+                "{} threads with engine = \"tract\": tract runs a model on one thread; threads apply to ONNX Runtime (engine = \"ort\" or \"auto\"), or set threads = 1",
+                r.threads
+            ),
+        );
+    }
     let level = f.choice(
         "log.level",
         &raw.log.level,
