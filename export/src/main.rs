@@ -369,6 +369,9 @@ fn print_parity(parity: &ParityReport) {
 }
 
 fn main() -> std::process::ExitCode {
+    // What the libraries say (a fallback to tract, a slow engine) reaches standard error;
+    // `RUST_LOG` picks more or less.
+    warble_config::logging::LogSettings::default().install();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -132,6 +132,18 @@ fn an_external_waveform_model_becomes_a_verified_bundle() {
         let (_, diff) = load_bundle(&b, &cfg).unwrap();
         assert!(diff <= 1e-3, "{choice:?}: {diff}");
     }
+
+    // Without ONNX Runtime the self-test runs on tract, and the fallback is said.
+    let (ok, stdout, stderr) = export(&[
+        "verify",
+        bundle.to_str().unwrap(),
+        "--trusted",
+        prefix.with_extension("pub").to_str().unwrap(),
+        "--onnxruntime",
+        dir.path().join("no-libonnxruntime.so").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stderr.contains("falling back to tract"), "{stderr}");
 }
 
 #[test]
