@@ -16,9 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use warble_agent::delivery::{Delivery, DeliveryHealth};
 use warble_agent::outbox::Outbox;
-use warble_agent::publish::BrokerConfig;
-use warble_core::wire::{ReplayRequest, StationId, TopicPrefix, Topics};
-use warble_mqtt::Endpoint;
+use warble_core::wire::ReplayRequest;
 use warble_tests::broker::Mosquitto;
 
 /// Runs `delivery` on a thread of its own until `shutdown`.
@@ -44,16 +42,7 @@ fn one_connection_carries_every_burst_and_a_commit_wakes_delivery() {
     // Delivery's handle and the recorder's, as in the agent.
     let outbox = Outbox::open(&path, 1 << 30).unwrap();
     let mut recorder = Outbox::open(&path, 1 << 30).unwrap();
-    let cfg = BrokerConfig {
-        endpoint: Endpoint::new("127.0.0.1", broker.port()),
-        client_id: "warble-wetland-03".into(),
-        topics: Topics::new(
-            TopicPrefix::new("warble").unwrap(),
-            StationId::new("wetland-03").unwrap(),
-        ),
-        window: 32,
-        ha_discovery: false,
-    };
+    let cfg = common::broker_config(broker.port());
     let messages = common::subscribe(broker.port(), "watcher", "warble/wetland-03/detections");
     let (wake, health) = (Arc::new(Notify::new()), Arc::new(DeliveryHealth::default()));
     let shutdown = CancellationToken::new();
@@ -144,16 +133,7 @@ fn while_the_broker_is_away_the_heartbeat_sees_the_outbox_fill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outbox.sqlite");
     let mut recorder = Outbox::open(&path, 1 << 30).unwrap();
-    let cfg = BrokerConfig {
-        endpoint: Endpoint::new("127.0.0.1", port),
-        client_id: "warble-wetland-03".into(),
-        topics: Topics::new(
-            TopicPrefix::new("warble").unwrap(),
-            StationId::new("wetland-03").unwrap(),
-        ),
-        window: 32,
-        ha_discovery: false,
-    };
+    let cfg = common::broker_config(port);
     let (wake, health) = (Arc::new(Notify::new()), Arc::new(DeliveryHealth::default()));
     let shutdown = CancellationToken::new();
     let delivery = Delivery::new(

@@ -511,11 +511,7 @@ fn run_with_clips(dir: &Path, id: &str, privacy: &[&str]) -> (Vec<Detection>, St
     let out = run_station(&alsa, &station, &["--max-samples", &pcm.len().to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Detection>(l).unwrap())
-        .collect();
-    (events, stderr)
+    (common::parse_detections(&out.stdout), stderr)
 }
 
 #[test]

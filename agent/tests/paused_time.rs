@@ -18,24 +18,13 @@ use warble_agent::outbox::Outbox;
 use warble_agent::presence::Presence;
 use warble_agent::publish::BrokerConfig;
 use warble_core::event::ModelRef;
-use warble_core::wire::{Heartbeat, StationId, TopicPrefix, Topics};
-use warble_mqtt::Endpoint;
+use warble_core::wire::Heartbeat;
 use warble_tests::broker::Mosquitto;
 
 fn broker_config(port: u16, keep_alive: Duration) -> BrokerConfig {
-    BrokerConfig {
-        endpoint: Endpoint {
-            keep_alive,
-            ..Endpoint::new("127.0.0.1", port)
-        },
-        client_id: "warble-wetland-03".into(),
-        topics: Topics::new(
-            TopicPrefix::new("warble").unwrap(),
-            StationId::new("wetland-03").unwrap(),
-        ),
-        window: 32,
-        ha_discovery: false,
-    }
+    let mut cfg = common::broker_config(port);
+    cfg.endpoint.keep_alive = keep_alive;
+    cfg
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -4,6 +4,8 @@
 //! captured while the schedule is not listening.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,37 +16,13 @@ use warble_agent::health::Health;
 use warble_agent::outbox::Outbox;
 use warble_agent::output::{Format, Minter, Writer};
 use warble_agent::recorder::{AudioSource, FileSource, Limits, Recorder};
-use warble_core::bundle::{Bundle, Limits as BundleLimits, PublicKey, TrustedKeys};
 use warble_core::event::ModelRef;
-use warble_infer::{EngineChoice, EngineConfig, load_bundle};
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
 
 fn analyzer() -> Analyzer {
-    let keys: TrustedKeys = [PublicKey::read(repo_file("models/demo/warble-demo.pub")).unwrap()]
-        .into_iter()
-        .collect();
-    let bundle = Bundle::open(
-        repo_file("models/demo/warble-demo-0.1.0.warble"),
-        &keys,
-        &BundleLimits::default(),
-    )
-    .unwrap();
-    let cfg = EngineConfig {
-        choice: EngineChoice::Tract,
-        ort_library: None,
-        threads: 1,
-    };
-    let (engine, _) = load_bundle(&bundle, &cfg).unwrap();
-    let analyze = AnalyzeConfig {
+    common::demo_analyzer(AnalyzeConfig {
         batch: 1,
         ..AnalyzeConfig::default()
-    };
-    Analyzer::new(&bundle, engine, analyze).unwrap()
+    })
 }
 
 fn sink(outbox: Outbox) -> EventSink<Vec<u8>> {
@@ -60,7 +38,7 @@ fn sink(outbox: Outbox) -> EventSink<Vec<u8>> {
 }
 
 fn demo() -> PathBuf {
-    repo_file("demo/soundscape.flac")
+    common::repo_file("demo/soundscape.flac")
 }
 
 #[test]

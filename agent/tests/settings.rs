@@ -12,12 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use warble_core::event::Detection;
 
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
-
 /// The station file of `id` in `dir` with `replace` applied to its text (pairs of what
 /// and by what; each must be found).
 fn edited_station(dir: &Path, id: &str, replace: &[(&str, &str)]) -> PathBuf {
@@ -36,15 +30,12 @@ fn detections_with(dir: &Path, id: &str, section: &str) -> Vec<Detection> {
     let station = edited_station(dir, id, &[("[storage]", &format!("{section}\n[storage]"))]);
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
         .args(["analyze", "--config", station.to_str().unwrap()])
-        .arg(repo_file("demo/soundscape.flac"))
+        .arg(common::repo_file("demo/soundscape.flac"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Detection>(l).unwrap())
-        .collect()
+    common::parse_detections(&out.stdout)
 }
 
 /// Events of one species that follow each other within `gap` seconds.
@@ -130,11 +121,7 @@ fn run_on(dir: &Path, station: &Path, pcm: &[f32]) -> (Vec<Detection>, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Detection>(l).unwrap())
-        .collect();
-    (events, stderr)
+    (common::parse_detections(&out.stdout), stderr)
 }
 
 /// The samples the station's summary says were lost to overruns.

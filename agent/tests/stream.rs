@@ -3,48 +3,24 @@
 //! time).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::path::PathBuf;
+mod common;
 
 use warble_agent::analyze::{AnalyzeConfig, Analyzer};
 use warble_agent::detect::SpeciesEvent;
-use warble_core::bundle::{Bundle, Limits, PublicKey, TrustedKeys};
-use warble_infer::{EngineChoice, EngineConfig, load_bundle};
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
 
 fn analyzer() -> Analyzer {
-    let keys: TrustedKeys = [PublicKey::read(repo_file("models/demo/warble-demo.pub")).unwrap()]
-        .into_iter()
-        .collect();
-    let bundle = Bundle::open(
-        repo_file("models/demo/warble-demo-0.1.0.warble"),
-        &keys,
-        &Limits::default(),
-    )
-    .unwrap();
-    let cfg = EngineConfig {
-        choice: EngineChoice::Tract,
-        ort_library: None,
-        threads: 1,
-    };
-    let (engine, _) = load_bundle(&bundle, &cfg).unwrap();
     // Overlapping windows (hop 1.5 s) exercise frame sharing in the front end too.
-    let analyze = AnalyzeConfig {
+    common::demo_analyzer(AnalyzeConfig {
         hop_samples: Some(48_000),
         batch: 5,
         ..AnalyzeConfig::default()
-    };
-    Analyzer::new(&bundle, engine, analyze).unwrap()
+    })
 }
 
 #[test]
 fn any_chunking_gives_the_batch_detections() {
     let mut a = analyzer();
-    let demo = repo_file("demo/soundscape.flac");
+    let demo = common::repo_file("demo/soundscape.flac");
     let reference = a.analyze_file(&demo, |_| {}).unwrap().events;
     assert!(reference.len() >= 10, "{reference:?}");
     let pcm = warble_core::audio::decode_file(&demo, a.sample_rate())

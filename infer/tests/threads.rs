@@ -3,16 +3,7 @@
 //! nothing else starts threads meanwhile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
-use warble_core::bundle::{Bundle, Limits, PublicKey, TrustedKeys};
 use warble_infer::{Backend, EngineChoice, EngineConfig, load_bundle};
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
 
 fn threads_now() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -20,15 +11,7 @@ fn threads_now() -> usize {
 
 #[test]
 fn onnx_runtime_runs_on_the_configured_threads() {
-    let keys: TrustedKeys = [PublicKey::read(repo_file("models/demo/warble-demo.pub")).unwrap()]
-        .into_iter()
-        .collect();
-    let bundle = Bundle::open(
-        repo_file("models/demo/warble-demo-0.1.0.warble"),
-        &keys,
-        &Limits::default(),
-    )
-    .unwrap();
+    let bundle = warble_tests::demo::bundle();
     let config = |threads| EngineConfig {
         choice: EngineChoice::Ort,
         ort_library: None,

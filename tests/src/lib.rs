@@ -4,5 +4,6 @@
 
 pub mod bins;
 pub mod broker;
+pub mod demo;
 pub mod events;
 pub mod postgres;

@@ -14,6 +14,44 @@ pub fn repo_file(path: &str) -> PathBuf {
 #[allow(unused_imports, reason = "not every test binary uses it")]
 pub use warble_tests::events::sample_event;
 
+/// An analyzer of the demo bundle on tract (one thread), with `analyze` settings.
+pub fn demo_analyzer(
+    analyze: warble_agent::analyze::AnalyzeConfig,
+) -> warble_agent::analyze::Analyzer {
+    let bundle = warble_tests::demo::bundle();
+    let cfg = warble_infer::EngineConfig {
+        choice: warble_infer::EngineChoice::Tract,
+        ort_library: None,
+        threads: 1,
+    };
+    let (engine, _) = warble_infer::load_bundle(&bundle, &cfg).expect("the demo model loads");
+    warble_agent::analyze::Analyzer::new(&bundle, engine, analyze).expect("an analyzer")
+}
+
+/// Delivery settings for station `wetland-03` (prefix `warble`, client id
+/// `warble-wetland-03`) at a broker on 127.0.0.1:`port`.
+pub fn broker_config(port: u16) -> warble_agent::publish::BrokerConfig {
+    use warble_core::wire::{StationId, TopicPrefix, Topics};
+    warble_agent::publish::BrokerConfig {
+        endpoint: warble_mqtt::Endpoint::new("127.0.0.1", port),
+        client_id: "warble-wetland-03".into(),
+        topics: Topics::new(
+            TopicPrefix::new("warble").expect("a prefix"),
+            StationId::new("wetland-03").expect("a station id"),
+        ),
+        window: 32,
+        ha_discovery: false,
+    }
+}
+
+/// The detections a station or `analyze` printed as JSON Lines.
+pub fn parse_detections(stdout: &[u8]) -> Vec<warble_core::event::Detection> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a detection per line"))
+        .collect()
+}
+
 /// Runs `warble-agent` with `args`: exit code, stdout, stderr.
 pub fn agent(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_warble-agent"))
