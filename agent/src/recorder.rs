@@ -559,25 +559,41 @@ impl<W: Write> Recorder<W> {
                 Err(e)
             }
         };
-        // Held events are committed before any later error returns.
-        let finalized = recording.map(|w| {
-            w.finalize().map_err(|source| RecorderError::Recording {
-                path: record.clone().unwrap_or_default(),
-                source,
-            })
-        });
         report.clips = clips.borrow().as_ref().map(Clips::stats);
-        let sink = sink.into_inner();
-        report.sink = sink.stats();
-        let finished = sink.finish();
-        ended?;
-        finalized.transpose()?;
-        if let Some(e) = problem.into_inner() {
-            return Err(RecorderError::Commit(e));
-        }
-        report.sink = finished.map_err(RecorderError::Finish)?;
-        Ok(())
+        let recording = recording.map(|w| (w, record.unwrap_or_default()));
+        settle(
+            recording,
+            sink.into_inner(),
+            problem.into_inner(),
+            report,
+            ended,
+        )
     }
+}
+
+/// The end of a run: the recording closed, the sink's held events committed and its
+/// output flushed, then the first error (if any) returned: held events are committed
+/// before any error returns.
+fn settle<W: Write>(
+    recording: Option<(hound::WavWriter<std::io::BufWriter<std::fs::File>>, PathBuf)>,
+    sink: EventSink<W>,
+    problem: Option<EventSinkError>,
+    report: &mut RecorderReport,
+    ended: Result<(), RecorderError>,
+) -> Result<(), RecorderError> {
+    let finalized = recording.map(|(w, path)| {
+        w.finalize()
+            .map_err(|source| RecorderError::Recording { path, source })
+    });
+    report.sink = sink.stats();
+    let finished = sink.finish();
+    ended?;
+    finalized.transpose()?;
+    if let Some(e) = problem {
+        return Err(RecorderError::Commit(e));
+    }
+    report.sink = finished.map_err(RecorderError::Finish)?;
+    Ok(())
 }
 
 fn new_resampler(
