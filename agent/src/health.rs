@@ -72,8 +72,9 @@ pub struct StationFacts {
 }
 
 impl Health {
-    /// Takes the event sink's counters.
+    /// Takes the event sink's counters (its events are the station's detections).
     pub fn note_sink(&self, s: &SinkStats) {
+        self.detections.store(s.events, Ordering::Relaxed);
         self.outbox_failures
             .store(s.outbox_failures, Ordering::Relaxed);
         self.held_events.store(s.held, Ordering::Relaxed);

@@ -260,11 +260,6 @@ pub(crate) async fn session(
                 sent.remove(&rowid);
             }
         }
-        if let Some(l) = live {
-            // Replay requests handed over by presence: archived events queued again, sent
-            // below like any other.
-            l.health.serve_replays(outbox);
-        }
         if connected {
             // Refill when half the window is free, so the outbox is read in batches.
             if sent.len() <= window / 2 {
@@ -322,7 +317,14 @@ pub(crate) async fn session(
         let idle = connected && sent.is_empty();
         let polled = tokio::select! {
             polled = tokio::time::timeout_at(deadline, eventloop.poll()) => polled,
-            () = woken(live), if idle && !stopping => continue,
+            () = woken(live), if idle && !stopping => {
+                // Replay requests handed over by presence come with a wake (kept until the
+                // session is idle): archived events queued again, sent like any other.
+                if let Some(l) = live {
+                    l.health.serve_replays(outbox);
+                }
+                continue;
+            }
             () = stopped(live), if !stopping => {
                 stopping = true;
                 deadline = deadline.min(Instant::now() + crate::delivery::FINAL_FLUSH);

@@ -275,7 +275,6 @@ pub struct Recorder<W: Write> {
     record: Option<PathBuf>,
     limits: Limits,
     listening: ListeningFn,
-    clock: fn() -> DateTime<Utc>,
     watchdog: Option<Watchdog>,
 }
 
@@ -318,14 +317,8 @@ impl<W: Write> Outlet<'_, W> {
             clip: clip.as_deref(),
         };
         let mut sink = self.sink.borrow_mut();
-        match sink.emit(&row, self.labels, &self.timeline.borrow()) {
-            Ok(Some(_)) => {
-                self.health.detections.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(None) => {}
-            Err(err) => {
-                self.problem.borrow_mut().get_or_insert(err);
-            }
+        if let Err(err) = sink.emit(&row, self.labels, &self.timeline.borrow()) {
+            self.problem.borrow_mut().get_or_insert(err);
         }
         self.health.note_sink(&sink.stats());
     }
@@ -349,7 +342,6 @@ impl<W: Write> Recorder<W> {
             record: None,
             limits: Limits::default(),
             listening: Box::new(|_| true),
-            clock: Utc::now,
             watchdog: None,
         }
     }
@@ -384,23 +376,11 @@ impl<W: Write> Recorder<W> {
         self
     }
 
-    /// Reads wall-clock time from `clock` (tests: a fixed or accelerated time).
-    #[must_use]
-    pub fn with_clock(mut self, clock: fn() -> DateTime<Utc>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Pings systemd's watchdog from the loop.
     #[must_use]
     pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
         self.watchdog = Some(watchdog);
         self
-    }
-
-    /// The model's sample rate.
-    pub fn model_rate(&self) -> SampleRate {
-        self.analyzer.sample_rate()
     }
 
     /// Records from `source` until `cancel` fires, the source ends, a limit is reached
@@ -428,13 +408,13 @@ impl<W: Write> Recorder<W> {
             record,
             limits,
             listening,
-            clock,
             mut watchdog,
         } = self;
         let mut recording = open_recording(record.as_deref(), capture_rate)?;
         let labels = analyzer.labels().clone();
         let model_rate = analyzer.sample_rate();
-        let mut resampler = new_resampler(capture_rate, model_rate)?;
+        // Made for each listening stretch (below): a stretch starts from a clean state.
+        let mut resampler = None;
         let new_timeline = || Timeline::live(capture_rate.hz(), model_rate.hz());
         let timeline = RefCell::new(new_timeline());
         let clips = RefCell::new(clips);
@@ -474,7 +454,7 @@ impl<W: Write> Recorder<W> {
                     problem.borrow_mut().get_or_insert(err);
                 }
                 health.note_sink(&sink.borrow().stats());
-                let active = listening(clock());
+                let active = listening(Utc::now());
                 if active && stream.is_none() {
                     tracing::info!("listening (station schedule)");
                     timeline.replace(new_timeline());
@@ -530,7 +510,9 @@ impl<W: Write> Recorder<W> {
             let Some(active) = stream.as_mut() else {
                 continue;
             };
-            timeline.borrow_mut().observe(raw.len(), dropped, clock());
+            timeline
+                .borrow_mut()
+                .observe(raw.len(), dropped, Utc::now());
             let samples = match resampler.as_mut() {
                 Some(r) => {
                     chunk.clear();
