@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use warble_agent::analyze::{AnalyzeConfig, Analyzer};
-use warble_agent::detect::{DetectorConfig, SpeciesEvent};
+use warble_agent::analyze::Analyzer;
+use warble_agent::detect::SpeciesEvent;
 use warble_agent::events::EventSink;
+use warble_agent::model::LoadedModel;
 use warble_agent::output::{Format, Minter, Row, Writer};
 use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
-use warble_core::bundle::{Bundle, InputSpec, Limits, TrustedKeys};
+use warble_agent::settings::{Overrides, Settings};
+use warble_core::bundle::TrustedKeys;
 use warble_core::event::ModelRef;
-use warble_infer::{EngineChoice, EngineConfig};
+use warble_infer::EngineChoice;
 
 /// `warble-agent analyze` arguments.
 #[derive(clap::Args)]
@@ -89,29 +91,29 @@ pub struct AnalyzeArgs {
 }
 
 impl AnalyzeArgs {
-    /// The arguments that make [`prepare`] read everything from a station file.
-    pub(crate) fn for_station(config: &Path, out: Option<PathBuf>, batch: usize) -> Self {
-        Self {
-            paths: Vec::new(),
-            pcm_rate: None,
-            pcm_format: PcmFormatArg::S16le,
-            pcm_channels: 1,
-            config: Some(config.to_owned()),
-            bundle: None,
-            trusted: Vec::new(),
-            out,
-            format: None,
-            hop: None,
-            min_confidence: None,
-            no_merge: false,
-            engine: None,
-            onnxruntime: None,
-            threads: None,
-            batch,
-            station: None,
-            data_dir: None,
-            recorded_at: None,
-            truth: None,
+    /// What these flags set over the station file.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            bundle: self.bundle.clone(),
+            trusted: self.trusted.clone(),
+            format: self.format.map(|f| match f {
+                FormatArg::Jsonl => Format::Jsonl,
+                FormatArg::Csv => Format::Csv,
+                FormatArg::Raven => Format::Raven,
+                FormatArg::Birdnet => Format::Birdnet,
+            }),
+            hop_s: self.hop,
+            min_confidence: self.min_confidence,
+            no_merge: self.no_merge,
+            engine: self.engine.map(|e| match e {
+                EngineArg::Auto => EngineChoice::Auto,
+                EngineArg::Ort => EngineChoice::Ort,
+                EngineArg::Tract => EngineChoice::Tract,
+            }),
+            onnxruntime: self.onnxruntime.clone(),
+            threads: self.threads,
+            station: self.station.clone(),
+            data_dir: self.data_dir.clone(),
         }
     }
 }
@@ -225,208 +227,51 @@ fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> 
     Ok(DateTime::<Utc>::from(modified))
 }
 
-/// The output format of a station file's format name.
-pub(crate) fn output_format(format: warble_config::station::Format) -> Format {
-    match format {
-        warble_config::station::Format::Jsonl => Format::Jsonl,
-        warble_config::station::Format::Csv => Format::Csv,
-        warble_config::station::Format::Raven => Format::Raven,
-        warble_config::station::Format::Birdnet => Format::Birdnet,
-    }
-}
-
-/// A station file's settings, its relative paths resolved against its folder.
-pub(crate) fn station_settings(path: &Path) -> anyhow::Result<warble_config::StationConfig> {
-    let mut st = warble_config::load(path).map_err(|problems| {
-        anyhow::anyhow!(
-            "{problems}\n{}: {} problem(s); fix them with `warble-config validate`",
-            path.display(),
-            problems.0.len()
-        )
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    st.bundle = base.join(&st.bundle);
-    st.trusted_keys = st.trusted_keys.iter().map(|k| base.join(k)).collect();
-    st.onnxruntime = st.onnxruntime.map(|p| base.join(p));
-    st.output_dir = base.join(&st.output_dir);
-    Ok(st)
-}
-
-/// What a run of the analysis needs, prepared from the arguments and station file: the
-/// verified, self-tested model and where detections go (the outbox, then the output).
+/// What a run of the analysis needs: the analyzer of the verified, self-tested model
+/// and where detections go (the outbox, then the output).
 pub(crate) struct Session {
     pub analyzer: Analyzer,
     pub sink: EventSink<Box<dyn Write>>,
-    pub to_stdout: bool,
-    pub station: Option<warble_config::StationConfig>,
     /// The model's id and version.
     pub model: ModelRef,
     /// This run's boot number.
     pub boot: u64,
 }
 
-/// Verifies the bundle, loads and self-tests it, and opens the outputs.
-pub(crate) fn prepare(
-    args: &AnalyzeArgs,
-    station: Option<warble_config::StationConfig>,
-) -> anyhow::Result<Session> {
-    let st = station.as_ref();
-    let format = match args.format {
-        Some(FormatArg::Jsonl) => Format::Jsonl,
-        Some(FormatArg::Csv) => Format::Csv,
-        Some(FormatArg::Raven) => Format::Raven,
-        Some(FormatArg::Birdnet) => Format::Birdnet,
-        None => st
-            .and_then(|s| s.formats.first())
-            .map_or(Format::Jsonl, |&f| output_format(f)),
-    };
-    let engine_config = EngineConfig {
-        choice: match (args.engine, st.map(|s| s.engine)) {
-            (Some(EngineArg::Ort), _) | (None, Some(warble_config::station::Engine::Ort)) => {
-                EngineChoice::Ort
-            }
-            (Some(EngineArg::Tract), _) | (None, Some(warble_config::station::Engine::Tract)) => {
-                EngineChoice::Tract
-            }
-            _ => EngineChoice::Auto,
-        },
-        ort_library: args
-            .onnxruntime
-            .clone()
-            .or_else(|| st.and_then(|s| s.onnxruntime.clone())),
-        threads: args.threads.or(st.map(|s| s.threads)).unwrap_or(1),
-    };
-    let bundle_path = match (&args.bundle, st) {
-        (Some(b), _) => b.clone(),
-        (None, Some(s)) => s.bundle.clone(),
-        (None, None) => bail!("--bundle is required without --config"),
-    };
-    let trusted = if args.trusted.is_empty() {
-        st.map(|s| s.trusted_keys.clone()).unwrap_or_default()
-    } else {
-        args.trusted.clone()
-    };
-    let keys = TrustedKeys::read_files(&trusted)?;
-    let bundle = Bundle::open(&bundle_path, &keys, &Limits::default()).with_context(|| {
-        format!(
-            "{} failed verification; refusing to run it",
-            bundle_path.display()
-        )
-    })?;
-    let (engine, selftest_diff) = warble_infer::load_bundle(&bundle, &engine_config)
-        .with_context(|| format!("{}: self-test", bundle_path.display()))?;
-    if engine.backend() == warble_infer::Backend::Tract && engine_config.threads > 1 {
-        // ONNX Runtime was not found (engine = "auto"): said, not silently ignored.
-        tracing::warn!(
-            "{} inference threads are not applied: the model runs on tract, which uses one",
-            engine_config.threads
-        );
-    }
-    let m = bundle.manifest();
-    // Every event must pass a collector's checks: names and ids of bounded length.
-    for (field, text) in [("model_id", &m.model_id), ("version", &m.version)] {
-        warble_core::event::check_text(field, text)
-            .map_err(|e| anyhow::anyhow!("{}: the manifest's {e}", bundle_path.display()))?;
-    }
-    for l in bundle.labels().iter() {
-        for (field, text) in [("scientific", &l.scientific), ("common", &l.common)] {
-            warble_core::event::check_text(field, text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: label {} ({}): {e}",
-                    bundle_path.display(),
-                    l.index,
-                    l.code
-                )
-            })?;
-        }
-    }
+/// Loads the model of `settings` (verified, self-tested, the station's species codes
+/// checked against its labels) and opens the outputs: `out`, or standard output.
+pub(crate) fn prepare(settings: &Settings, out: Option<&Path>) -> anyhow::Result<Session> {
+    let keys = TrustedKeys::read_files(&settings.trusted)?;
+    let model = LoadedModel::open(&settings.bundle, &keys, &settings.engine)?;
     // A code the model lacks would do nothing (a privacy class that protects nothing).
-    if let Some(s) = st {
-        let model = format!("{} {}, {} classes", m.model_id, m.version, m.num_classes);
-        warble_agent::species::check(s, bundle.labels(), &model)?;
+    if let Some(s) = &settings.station {
+        warble_agent::species::check(s, model.bundle().labels(), &model.describe())?;
     }
+    let m = model.bundle().manifest();
     tracing::info!(
-        "model {} {} ({} classes), signed by {}, self-test max |diff| {selftest_diff:.1e} in {}",
+        "model {} {} ({} classes), signed by {}, self-test max |diff| {:.1e} in {}",
         m.model_id,
         m.version,
         m.num_classes,
-        bundle.signed_by(),
-        engine.backend()
+        model.bundle().signed_by(),
+        model.selftest_diff(),
+        model.backend()
     );
-    // Log-mel windows start on the front end's frame grid: a hop is rounded to it.
-    let (rate_hz, grid) = match &m.input {
-        InputSpec::Logmel { frontend, .. } => (frontend.sample_rate_hz, frontend.hop_length),
-        InputSpec::Waveform { sample_rate_hz, .. } => (*sample_rate_hz, 1),
-    };
-    if let Some(c) = args.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
-        bail!("--min-confidence {c}: a probability threshold must lie in [0, 1]");
-    }
-    let samples = |d: Duration| (d.as_secs_f64() * f64::from(rate_hz)).round() as u64;
-    let hop_samples = match args.hop.or(st.map(|s| s.hop.as_secs_f64())) {
-        Some(h) if !(h.is_finite() && h > 0.0) => bail!("--hop {h}: must be positive seconds"),
-        Some(h) => {
-            let frames = ((h * f64::from(rate_hz)) / grid as f64).round().max(1.0) as usize;
-            let hop = frames * grid;
-            tracing::info!(
-                "hop {:.3} s ({hop} samples, a multiple of the {grid}-sample frame hop)",
-                hop as f64 / f64::from(rate_hz)
-            );
-            Some(hop)
-        }
-        None => None,
-    };
-    let mut detector = DetectorConfig {
-        max_event_samples: samples(Duration::from_secs_f64(warble_agent::detect::MAX_EVENT_S)),
-        min_confidence: args
-            .min_confidence
-            .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),
-        merge: !args.no_merge && st.is_none_or(|s| s.merge),
-        ..DetectorConfig::default()
-    };
-    if let Some(s) = st {
-        detector.per_species = s
-            .thresholds
-            .iter()
-            .map(|(k, t)| (k.clone(), t.get()))
-            .collect();
-        detector.include = s.include.iter().cloned().collect();
-        detector.privacy = s.privacy_classes.iter().cloned().collect();
-        detector.exclude = s.exclude.iter().cloned().collect();
-        detector.merge_gap_samples = samples(s.merge_gap);
-        detector.confirm_count = s.confirm_count as usize;
-        detector.confirm_within_samples = samples(s.confirm_within);
-    }
-    let cfg = AnalyzeConfig {
-        hop_samples,
-        batch: args.batch,
-        detector,
-    };
-    let station_id = args
-        .station
-        .clone()
-        .or(st.map(|s| s.id.as_str().to_owned()))
-        .unwrap_or_else(|| "local".to_owned());
-    let data_dir = args.data_dir.clone().or(st.map(|s| s.data_dir.clone()));
-    let analyzer = Analyzer::new(&bundle, engine, cfg)?;
-    let model = ModelRef {
-        id: m.model_id.clone(),
-        version: m.version.clone(),
-    };
-    let to_stdout = args.out.is_none();
-    let sink: Box<dyn Write> = match &args.out {
+    let model_ref = model.model_ref();
+    let cfg = settings.analyze_config(&model);
+    let analyzer = model.into_analyzer(cfg)?;
+    let sink: Box<dyn Write> = match out {
         Some(p) => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let boot = match &data_dir {
-        Some(dir) => warble_agent::station::next_boot(dir)?,
-        None => 0,
-    };
-    let writer = Writer::new(sink, format)?;
+    let data_dir = settings.data_dir.as_deref();
+    let boot = data_dir.map_or(Ok(0), warble_agent::station::next_boot)?;
+    let writer = Writer::new(sink, settings.format)?;
     // With a station file, every detection also waits in the station's outbox for
     // `warble-agent deliver` (or the live agent) to send it.
-    let outbox = match (st, &data_dir) {
+    let outbox = match (&settings.station, data_dir) {
         (Some(s), Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             Some(warble_agent::outbox::Outbox::open(
@@ -437,27 +282,26 @@ pub(crate) fn prepare(
         _ => None,
     };
     let sink = EventSink::new(
-        Minter::new(&station_id, boot, model.clone()),
+        Minter::new(&settings.station_id, boot, model_ref.clone()),
         outbox,
         writer,
     );
     Ok(Session {
         analyzer,
         sink,
-        to_stdout,
-        station,
-        model,
+        model: model_ref,
         boot,
     })
 }
 
 pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> anyhow::Result<()> {
+    let settings = Settings::resolve(station, args.overrides(), args.batch)?;
     let Session {
         mut analyzer,
         mut sink,
-        to_stdout,
         ..
-    } = prepare(&args, station)?;
+    } = prepare(&settings, args.out.as_deref())?;
+    let to_stdout = args.out.is_none();
 
     let mut truth = match &args.truth {
         Some(p) => Some(read_truth(p)?),

@@ -16,6 +16,9 @@
 //! - [`publish`]: delivery of the outbox over MQTT (QoS 1, ack-then-delete, backoff).
 //! - [`presence`]: the station's status, heartbeats and Home Assistant discovery on the
 //!   broker, and the replay requests it hands delivery.
+//! - [`settings`]: the station file and the command line resolved once into typed settings.
+//! - [`model`]: the verified, self-tested model ([`model::LoadedModel`]), the one way a
+//!   model enters the agent.
 //! - [`health`]: a running station's counters and states, and its heartbeat.
 //! - [`features`]: the front end alone, per-window summaries (no model needed).
 //! - [`resources`]: peak memory and CPU time.
@@ -35,6 +38,7 @@ pub mod detect;
 pub mod events;
 pub mod features;
 pub mod health;
+pub mod model;
 pub mod outbox;
 pub mod output;
 pub mod pcm;
@@ -42,6 +46,7 @@ pub mod presence;
 pub mod publish;
 pub mod recorder;
 pub mod resources;
+pub mod settings;
 pub mod species;
 pub mod station;
 pub mod timeline;

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let station = match cli
         .command
         .station_file()
-        .map(analyze_cmd::station_settings)
+        .map(warble_agent::settings::load_station)
         .transpose()
     {
         Ok(station) => station,

@@ -21,7 +21,9 @@ use warble_agent::presence::Presence;
 use warble_agent::recorder::{Finished, Latency, Limits, Recorder, RecorderReport, Watchdog};
 use warble_core::SampleRate;
 
-use crate::analyze_cmd::{AnalyzeArgs, Session, prepare};
+use warble_agent::settings::{Overrides, Settings};
+
+use crate::analyze_cmd::{Session, prepare};
 
 /// `warble-agent run` arguments.
 #[derive(clap::Args)]
@@ -333,22 +335,20 @@ fn say_summary(report: &RecorderReport) {
 }
 
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
-    let analyze_args = AnalyzeArgs::for_station(&args.config, args.out.clone(), args.batch);
+    let settings = Settings::resolve(Some(station), Overrides::default(), args.batch)?;
     let Session {
         analyzer,
         sink,
-        station,
         model,
         boot,
-        ..
-    } = prepare(&analyze_args, Some(station))?;
-    let st = station.context("a station file is required")?;
+    } = prepare(&settings, args.out.as_deref())?;
+    let st = settings.station.context("a station file is required")?;
     let model_rate = analyzer.sample_rate();
     // Every detection also goes to the station's files of the day, in each format.
     let formats: Vec<_> = st
         .formats
         .iter()
-        .map(|&f| crate::analyze_cmd::output_format(f))
+        .map(|&f| f.into())
         .collect();
     let zone = st.timezone.map_or(Zone::Local, Zone::Named);
     let sink = sink.with_files(

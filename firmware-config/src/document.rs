@@ -289,7 +289,14 @@ impl<'i> Document<'i> {
             {
                 // The span is the enclosing table: name the key there, unless its bad
                 // value was reported (and removed) already.
-                let parent = located.as_ref().map(|(p, _)| render(p)).unwrap_or_default();
+                // A span of the whole document is the root table, even where the first
+                // table's header starts at its first byte.
+                let at_root = err.span() == Some(root.span());
+                let parent = located
+                    .as_ref()
+                    .filter(|_| !at_root)
+                    .map(|(p, _)| render(p))
+                    .unwrap_or_default();
                 let path = if parent.is_empty() {
                     missing.to_owned()
                 } else {

@@ -18,14 +18,15 @@ pub use warble_tests::events::sample_event;
 pub fn demo_analyzer(
     analyze: warble_agent::analyze::AnalyzeConfig,
 ) -> warble_agent::analyze::Analyzer {
-    let bundle = warble_tests::demo::bundle();
     let cfg = warble_infer::EngineConfig {
         choice: warble_infer::EngineChoice::Tract,
         ort_library: None,
         threads: 1,
     };
-    let (engine, _) = warble_infer::load_bundle(&bundle, &cfg).expect("the demo model loads");
-    warble_agent::analyze::Analyzer::new(&bundle, engine, analyze).expect("an analyzer")
+    warble_agent::model::LoadedModel::load(warble_tests::demo::bundle(), "the demo", &cfg)
+        .expect("the demo model loads")
+        .into_analyzer(analyze)
+        .expect("an analyzer")
 }
 
 /// Delivery settings for station `wetland-03` (prefix `warble`, client id
