@@ -40,7 +40,7 @@ fn main() {
                 StationId::new("wetland-03").unwrap(),
             ),
             window,
-            ha_discovery: false,
+            ha_device: None,
         };
         let started = Instant::now();
         let report = runtime

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use warble_agent::analyze::Analyzer;
+use warble_agent::analyze::{AnalyzeError, Analyzer, FileResult};
 use warble_agent::detect::SpeciesEvent;
 use warble_agent::events::EventSink;
 use warble_agent::model::LoadedModel;
 use warble_agent::output::{Format, Minter, Row, Writer};
 use warble_agent::resources::{cpu_seconds, peak_rss_bytes};
 use warble_agent::settings::{Overrides, Settings};
+use warble_core::SampleRate;
 use warble_core::bundle::TrustedKeys;
 use warble_core::event::ModelRef;
 use warble_infer::EngineChoice;
@@ -294,22 +295,9 @@ pub(crate) fn prepare(settings: &Settings, out: Option<&Path>) -> anyhow::Result
     })
 }
 
-pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> anyhow::Result<()> {
-    let settings = Settings::resolve(station, args.overrides(), args.batch)?;
-    let Session {
-        mut analyzer,
-        mut sink,
-        ..
-    } = prepare(&settings, args.out.as_deref())?;
-    let to_stdout = args.out.is_none();
-
-    let mut truth = match &args.truth {
-        Some(p) => Some(read_truth(p)?),
-        None => None,
-    };
-
-    let labels = analyzer.labels().clone();
-    let rate = analyzer.sample_rate().hz();
+/// The inputs: audio files (directories walked), and the rate of the raw PCM when one
+/// of them is standard input.
+fn inputs(args: &AnalyzeArgs) -> anyhow::Result<(Vec<PathBuf>, Option<SampleRate>)> {
     let files = collect(&args.paths)?;
     let stdin_uses = files
         .iter()
@@ -321,7 +309,7 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
     let pcm_rate = match (stdin_uses, args.pcm_rate) {
         (1, None) => bail!("`-` reads raw PCM: give its sample rate with --pcm-rate"),
         (1, Some(hz)) => Some(
-            warble_core::SampleRate::new(hz)
+            SampleRate::new(hz)
                 .with_context(|| format!("--pcm-rate {hz} is not a usable sample rate"))?,
         ),
         _ => None,
@@ -337,6 +325,130 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
                 .join(", ")
         );
     }
+    Ok((files, pcm_rate))
+}
+
+/// What the files added up to.
+#[derive(Default)]
+struct Totals {
+    audio_s: f64,
+    inference: Duration,
+    windows: u64,
+    events: usize,
+    non_finite: u64,
+    failed: usize,
+    /// Detections that overlap a ground-truth call of their species.
+    true_events: usize,
+}
+
+impl Totals {
+    fn add(&mut self, r: &FileResult) {
+        self.audio_s += r.audio_seconds;
+        self.inference += r.inference;
+        self.windows += r.stats.windows;
+        self.non_finite += r.stats.non_finite_windows;
+        self.events += r.events.len();
+    }
+}
+
+/// Analyses one input: a decoded file, or raw PCM from standard input at `pcm_rate`.
+fn analyze_input(
+    analyzer: &mut Analyzer,
+    args: &AnalyzeArgs,
+    file: &Path,
+    pcm_rate: Option<SampleRate>,
+    on_event: impl FnMut(&SpeciesEvent),
+    bar: &ProgressBar,
+) -> Result<FileResult, AnalyzeError> {
+    let Some(from) = pcm_rate.filter(|_| file == Path::new(STDIN)) else {
+        return analyzer.analyze_file(file, on_event);
+    };
+    let format = match args.pcm_format {
+        PcmFormatArg::S16le => warble_agent::pcm::PcmFormat::S16Le,
+        PcmFormatArg::F32le => warble_agent::pcm::PcmFormat::F32Le,
+    };
+    let to = analyzer.sample_rate();
+    let stdin = std::io::stdin().lock();
+    let mut pcm = warble_agent::pcm::PcmReader::new(stdin, format, args.pcm_channels, from, to)?;
+    let result = analyzer.analyze_source(|chunk| Ok(pcm.read_chunk(chunk)?), on_event);
+    if pcm.trailing_bytes > 0 {
+        bar.suspend(|| {
+            tracing::warn!(
+                "standard input: ignored {} trailing byte(s), not a whole frame",
+                pcm.trailing_bytes
+            )
+        });
+    }
+    result
+}
+
+/// Marks the ground-truth calls `e` overlaps; `None` without ground truth, else whether
+/// it matched one.
+fn score(truth: Option<&mut Vec<Truth>>, code: &str, start_s: f64, end_s: f64) -> Option<bool> {
+    let rows = truth?;
+    let mut hit = false;
+    for t in rows.iter_mut() {
+        if t.code == code && t.start_s < end_s && start_s < t.end_s {
+            t.found = true;
+            hit = true;
+        }
+    }
+    Some(hit)
+}
+
+/// Says what the run did and cost, and how it scored against the ground truth.
+fn say_summary(t: &Totals, files: usize, wall: f64, cpu: Option<f64>, truth: Option<&[Truth]>) {
+    let mut summary = format!(
+        "{} file(s), {:.1} s of audio, {} windows, {} detections in {wall:.2} s: {:.0}× real time",
+        files - t.failed,
+        t.audio_s,
+        t.windows,
+        t.events,
+        t.audio_s / wall.max(1e-9)
+    );
+    if let Some(cpu) = cpu.filter(|&c| c > 0.0) {
+        summary += &format!(", {:.0} audio-s per CPU-s", t.audio_s / cpu);
+    }
+    summary += &format!(
+        "; inference {:.1} ms per window",
+        1e3 * t.inference.as_secs_f64() / t.windows.max(1) as f64
+    );
+    if let Some(rss) = peak_rss_bytes() {
+        summary += &format!("; peak RSS {:.1} MB", rss as f64 / 1e6);
+    }
+    tracing::info!("{summary}");
+    if t.non_finite > 0 {
+        tracing::warn!(
+            "{} window(s) dropped: the model produced NaN or infinity",
+            t.non_finite
+        );
+    }
+    if let Some(rows) = truth {
+        let found = rows.iter().filter(|t| t.found).count();
+        tracing::info!(
+            "against the ground truth: precision {:.2} ({}/{} detections match a call), \
+             recall {:.2} ({found}/{} calls found)",
+            t.true_events as f64 / t.events.max(1) as f64,
+            t.true_events,
+            t.events,
+            found as f64 / rows.len().max(1) as f64,
+            rows.len()
+        );
+    }
+}
+
+pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> anyhow::Result<()> {
+    let settings = Settings::resolve(station, args.overrides(), args.batch)?;
+    let Session {
+        mut analyzer,
+        mut sink,
+        ..
+    } = prepare(&settings, args.out.as_deref())?;
+    let to_stdout = args.out.is_none();
+    let mut truth = args.truth.as_deref().map(read_truth).transpose()?;
+    let (files, pcm_rate) = inputs(&args)?;
+    let labels = analyzer.labels().clone();
+    let rate = analyzer.sample_rate().hz();
     let bar = if files.len() > 1 {
         ProgressBar::new(files.len() as u64)
     } else {
@@ -348,9 +460,7 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
     );
     let started = Instant::now();
     let cpu_start = cpu_seconds();
-    let (mut audio_s, mut inference, mut windows, mut events_n) = (0.0, Duration::ZERO, 0, 0);
-    let (mut non_finite, mut failed) = (0, 0usize);
-    let mut true_events = 0usize;
+    let mut totals = Totals::default();
     for file in &files {
         bar.set_message(file.display().to_string());
         let name = file.display().to_string();
@@ -358,13 +468,13 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
             Ok(t) => warble_agent::timeline::Timeline::starting_at(t, rate),
             Err(e) => {
                 bar.suspend(|| tracing::warn!("skipped {name}: {e:#}"));
-                failed += 1;
+                totals.failed += 1;
                 bar.inc(1);
                 continue;
             }
         };
         let mut write_err = None;
-        let mut on_event = |e: &SpeciesEvent| {
+        let on_event = |e: &SpeciesEvent| {
             let row = Row {
                 file: &name,
                 event: e,
@@ -375,91 +485,38 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
             if let Err(err) = sink.emit(&row, &labels, &timeline) {
                 write_err.get_or_insert(err);
             }
-            let (start_s, end_s) = (
-                e.start_sample as f64 / f64::from(rate),
-                e.end_sample as f64 / f64::from(rate),
-            );
-            let code = labels
-                .get(e.class)
-                .map(|l| l.code.to_string())
-                .unwrap_or_default();
-            let common = labels
-                .get(e.class)
-                .map(|l| l.common.clone())
-                .unwrap_or_default();
-            let verdict = truth.as_mut().map(|rows| {
-                let mut hit = false;
-                for t in rows.iter_mut() {
-                    if t.code == code && t.start_s < end_s && start_s < t.end_s {
-                        t.found = true;
-                        hit = true;
-                    }
+            let seconds = |sample: u64| sample as f64 / f64::from(rate);
+            let (start_s, end_s) = (seconds(e.start_sample), seconds(e.end_sample));
+            let label = labels.get(e.class);
+            let code = label.map(|l| l.code.to_string()).unwrap_or_default();
+            let common = label.map(|l| l.common.as_str()).unwrap_or_default();
+            let verdict = score(truth.as_mut(), &code, start_s, end_s);
+            totals.true_events += usize::from(verdict == Some(true));
+            if to_stdout && verdict.is_none() {
+                return; // the detections themselves are on standard output
+            }
+            let line = format!(
+                "{start_s:>7.1}–{end_s:>6.1} s  {code:<8} {common:<24} {:.2}{}",
+                e.confidence,
+                match verdict {
+                    Some(true) => "  ✓ in ground truth",
+                    Some(false) => "  ✗ not in ground truth",
+                    None => "",
                 }
-                if hit {
-                    "  ✓ in ground truth"
+            );
+            bar.suspend(|| {
+                if to_stdout {
+                    tracing::info!("{line}");
                 } else {
-                    "  ✗ not in ground truth"
+                    println!("{line}");
                 }
             });
-            true_events += usize::from(verdict == Some("  ✓ in ground truth"));
-            if !to_stdout || truth.is_some() {
-                bar.suspend(|| {
-                    let line = format!(
-                        "{start_s:>7.1}–{end_s:>6.1} s  {code:<8} {common:<24} {:.2}{}",
-                        e.confidence,
-                        verdict.unwrap_or("")
-                    );
-                    if to_stdout {
-                        tracing::info!("{line}");
-                    } else {
-                        println!("{line}");
-                    }
-                });
-            }
         };
-        let result = match pcm_rate {
-            Some(from) if file.as_path() == Path::new(STDIN) => {
-                let format = match args.pcm_format {
-                    PcmFormatArg::S16le => warble_agent::pcm::PcmFormat::S16Le,
-                    PcmFormatArg::F32le => warble_agent::pcm::PcmFormat::F32Le,
-                };
-                let to = analyzer.sample_rate();
-                match warble_agent::pcm::PcmReader::new(
-                    std::io::stdin().lock(),
-                    format,
-                    args.pcm_channels,
-                    from,
-                    to,
-                ) {
-                    Ok(mut pcm) => {
-                        let r = analyzer
-                            .analyze_source(|chunk| Ok(pcm.read_chunk(chunk)?), &mut on_event);
-                        if pcm.trailing_bytes > 0 {
-                            bar.suspend(|| {
-                                tracing::warn!(
-                                    "standard input: ignored {} trailing byte(s), not a whole frame",
-                                    pcm.trailing_bytes
-                                )
-                            });
-                        }
-                        r
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-            _ => analyzer.analyze_file(file, &mut on_event),
-        };
-        match result {
-            Ok(r) => {
-                audio_s += r.audio_seconds;
-                inference += r.inference;
-                windows += r.stats.windows;
-                non_finite += r.stats.non_finite_windows;
-                events_n += r.events.len();
-            }
+        match analyze_input(&mut analyzer, &args, file, pcm_rate, on_event, &bar) {
+            Ok(r) => totals.add(&r),
             Err(e) => {
                 bar.suspend(|| tracing::warn!("skipped {name}: {e}"));
-                failed += 1;
+                totals.failed += 1;
             }
         }
         if let Some(e) = write_err {
@@ -470,42 +527,14 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
     bar.finish_and_clear();
     // Reported after the summary: the detections are counted (and in the outbox) anyway.
     let finished = sink.finish();
-    let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
-    let mut summary = format!(
-        "{} file(s), {audio_s:.1} s of audio, {windows} windows, {events_n} detections in \
-         {wall:.2} s: {:.0}× real time",
-        files.len() - failed,
-        audio_s / wall.max(1e-9)
-    );
-    if let Some(cpu) = cpu.filter(|&c| c > 0.0) {
-        summary += &format!(", {:.0} audio-s per CPU-s", audio_s / cpu);
-    }
-    summary += &format!(
-        "; inference {:.1} ms per window",
-        1e3 * inference.as_secs_f64() / windows.max(1) as f64
-    );
-    if let Some(rss) = peak_rss_bytes() {
-        summary += &format!("; peak RSS {:.1} MB", rss as f64 / 1e6);
-    }
-    tracing::info!("{summary}");
-    if non_finite > 0 {
-        tracing::warn!("{non_finite} window(s) dropped: the model produced NaN or infinity");
-    }
-    if let Some(rows) = &truth {
-        let found = rows.iter().filter(|t| t.found).count();
-        tracing::info!(
-            "against the ground truth: precision {:.2} ({true_events}/{events_n} detections \
-             match a call), recall {:.2} ({found}/{} calls found)",
-            true_events as f64 / events_n.max(1) as f64,
-            found as f64 / rows.len().max(1) as f64,
-            rows.len()
-        );
-    }
+    let wall = started.elapsed().as_secs_f64();
+    say_summary(&totals, files.len(), wall, cpu, truth.as_deref());
     finished?;
-    if failed > 0 {
+    if totals.failed > 0 {
         bail!(
-            "{failed} of {} file(s) could not be analysed (see above)",
+            "{} of {} file(s) could not be analysed (see above)",
+            totals.failed,
             files.len()
         );
     }

@@ -155,8 +155,8 @@ impl Presence {
                         backoff.reset();
                         let birth = Status::online(env!("CARGO_PKG_VERSION")).to_json();
                         let _ = client.try_publish(&status, QoS::AtLeastOnce, true, birth);
-                        if self.cfg.ha_discovery {
-                            for (topic, config) in ha_discovery_configs(&self.cfg) {
+                        if let Some(device) = &self.cfg.ha_device {
+                            for (topic, config) in ha_discovery_configs(&self.cfg, device) {
                                 let _ = client.try_publish(topic, QoS::AtLeastOnce, true, config);
                             }
                         }
@@ -196,14 +196,15 @@ impl Presence {
 }
 
 /// Home Assistant MQTT discovery: retained config topics that turn the station's status
-/// and heartbeat into entities (a connectivity sensor and a few figures).
-pub fn ha_discovery_configs(cfg: &BrokerConfig) -> Vec<(String, String)> {
+/// and heartbeat into entities (a connectivity sensor and a few figures) of one device
+/// called `device`.
+pub fn ha_discovery_configs(cfg: &BrokerConfig, device: &str) -> Vec<(String, String)> {
     let station = cfg.topics.station().as_str();
     let node = format!("warble_{}", station.replace('-', "_"));
     let status = cfg.topics.topic(Leaf::Status);
     let device = serde_json::json!({
         "identifiers": [node],
-        "name": format!("Warble {station}"),
+        "name": device,
         "manufacturer": "Warble",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });

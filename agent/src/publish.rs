@@ -45,8 +45,9 @@ pub struct BrokerConfig {
     pub topics: Topics,
     /// Events in flight at once.
     pub window: usize,
-    /// Publish Home Assistant MQTT discovery configs with the presence.
-    pub ha_discovery: bool,
+    /// Home Assistant MQTT discovery with the presence, under this device name
+    /// (`station.name`, else `Warble <id>`); `None`: no discovery configs.
+    pub ha_device: Option<String>,
 }
 
 impl BrokerConfig {
@@ -104,7 +105,11 @@ impl BrokerConfig {
             client_id: m.client_id.clone(),
             topics: Topics::new(m.topic_prefix.clone(), st.id.clone()),
             window: 32,
-            ha_discovery: m.ha_discovery,
+            ha_device: m.ha_discovery.then(|| {
+                st.name
+                    .clone()
+                    .unwrap_or_else(|| format!("Warble {}", st.id))
+            }),
         })
     }
 }
@@ -242,54 +247,17 @@ pub(crate) async fn session(
     opts.set_clean_start(true)
         .set_outgoing_inflight_upper_limit(100)
         .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32));
-    let window = cfg.window.clamp(1, 64);
-    let (client, mut eventloop) = AsyncClient::new(opts, window + 8);
+    let (client, mut eventloop) = AsyncClient::new(opts, cfg.window.clamp(1, 64) + 8);
     let topic = cfg.topics.topic(Leaf::Detections);
-    // Outbox rows in the order their publishes were requested.
-    let mut requested: VecDeque<i64> = VecDeque::new();
-    let mut in_flight: HashMap<u16, i64> = HashMap::new();
-    let mut sent: HashSet<i64> = HashSet::new();
-    // PUBACKed rows, deleted together (one sync per batch). A crash before the delete
-    // only sends them again: duplicates, never losses.
-    let mut acked: Vec<i64> = Vec::new();
+    let mut flight = InFlight::new(cfg.window);
     let mut connected = false;
     loop {
-        if !acked.is_empty() && (acked.len() >= window / 2 || sent.len() == acked.len()) {
-            report.delivered += outbox.ack_many(&acked)?;
-            for rowid in acked.drain(..) {
-                sent.remove(&rowid);
-            }
-        }
+        flight.commit_when_due(outbox, report)?;
         if connected {
-            // Refill when half the window is free, so the outbox is read in batches.
-            if sent.len() <= window / 2 {
-                let room = window - sent.len();
-                let candidates: Vec<_> = outbox
-                    .pending(window + sent.len())?
-                    .into_iter()
-                    .filter(|p| !sent.contains(&p.rowid))
-                    .take(room)
-                    .collect();
-                for p in candidates {
-                    let payload =
-                        serde_json::to_vec(&p.event).map_err(|e| OutboxError::Corrupt {
-                            path: PathBuf::new(),
-                            rowid: p.rowid,
-                            reason: e.to_string(),
-                        })?;
-                    if client
-                        .try_publish(&topic, QoS::AtLeastOnce, false, payload)
-                        .is_err()
-                    {
-                        break; // the request queue is full: poll first
-                    }
-                    requested.push_back(p.rowid);
-                    sent.insert(p.rowid);
-                }
-            }
+            flight.refill(outbox, &client, &topic)?;
             // The outbox is counted only once nothing is in flight (not for every PUBACK:
             // the throughput path), which is when its depth means something.
-            let drained = sent.is_empty() && {
+            let drained = flight.is_empty() && {
                 let depth = match live {
                     // What the heartbeat says the station holds, read in the same look.
                     Some(l) => l.health.note_outbox(outbox),
@@ -314,7 +282,7 @@ pub(crate) async fn session(
                 return Ok(SessionEnd::Drained);
             }
         }
-        let idle = connected && sent.is_empty();
+        let idle = connected && flight.is_empty();
         let polled = tokio::select! {
             polled = tokio::time::timeout_at(deadline, eventloop.poll()) => polled,
             () = woken(live), if idle && !stopping => {
@@ -333,11 +301,11 @@ pub(crate) async fn session(
         };
         let event = match polled {
             Err(_) => {
-                report.delivered += outbox.ack_many(&acked)?;
+                flight.commit(outbox, report)?;
                 return Ok(SessionEnd::Deadline);
             }
             Ok(Err(e)) => {
-                report.delivered += outbox.ack_many(&acked)?;
+                flight.commit(outbox, report)?;
                 return Ok(SessionEnd::Failed(explain(
                     &e,
                     "station",
@@ -358,40 +326,130 @@ pub(crate) async fn session(
                 connected = true;
                 backoff.reset();
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(row) = requested.pop_front() {
-                    in_flight.insert(pkid, row);
-                }
-            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => flight.published(pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
-                let Some(rowid) = in_flight.remove(&ack.pkid) else {
+                let Some(rowid) = flight.in_flight.remove(&ack.pkid) else {
                     continue;
                 };
-                match puback_refusal(ack.reason) {
-                    None => {
-                        acked.push(rowid);
-                        if let Some(l) = live {
-                            l.health.fine();
-                        }
+                let Some((reason, retry)) = puback_refusal(ack.reason) else {
+                    flight.acked.push(rowid);
+                    if let Some(l) = live {
+                        l.health.fine();
                     }
-                    Some((reason, retry)) => {
-                        // The event stays in the outbox; what was accepted is acked.
-                        report.delivered += outbox.ack_many(&acked)?;
-                        if retry {
-                            return Ok(SessionEnd::Failed(format!(
-                                "the broker did not accept an event: {reason}"
-                            )));
-                        }
-                        let _ = client.try_disconnect();
-                        return Err(DeliveryError::Refused {
-                            topic,
-                            reason,
-                            kept: outbox.stats()?.depth,
-                        });
-                    }
+                    continue;
+                };
+                // The event stays in the outbox; what was accepted is acked.
+                flight.commit(outbox, report)?;
+                if retry {
+                    return Ok(SessionEnd::Failed(format!(
+                        "the broker did not accept an event: {reason}"
+                    )));
                 }
+                let _ = client.try_disconnect();
+                return Err(DeliveryError::Refused {
+                    topic,
+                    reason,
+                    kept: outbox.stats()?.depth,
+                });
             }
             _ => {}
+        }
+    }
+}
+
+/// One connection's events between the outbox and their PUBACKs.
+struct InFlight {
+    /// Events in flight at once.
+    window: usize,
+    /// Outbox rows in the order their publishes were requested.
+    requested: VecDeque<i64>,
+    /// Rows by packet id, once their publish went out.
+    in_flight: HashMap<u16, i64>,
+    /// Every row requested and not yet deleted.
+    sent: HashSet<i64>,
+    /// PUBACKed rows, deleted together (one sync per batch). A crash before the delete
+    /// only sends them again: duplicates, never losses.
+    acked: Vec<i64>,
+}
+
+impl InFlight {
+    fn new(window: usize) -> Self {
+        Self {
+            window: window.clamp(1, 64),
+            requested: VecDeque::new(),
+            in_flight: HashMap::new(),
+            sent: HashSet::new(),
+            acked: Vec::new(),
+        }
+    }
+
+    /// Nothing requested is waiting for its PUBACK or its delete.
+    fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    /// Deletes the acknowledged rows.
+    fn commit(&mut self, outbox: &mut Outbox, report: &mut DrainReport) -> Result<(), OutboxError> {
+        report.delivered += outbox.ack_many(&self.acked)?;
+        for rowid in self.acked.drain(..) {
+            self.sent.remove(&rowid);
+        }
+        Ok(())
+    }
+
+    /// [`Self::commit`] once half the window is acknowledged, or all of it.
+    fn commit_when_due(
+        &mut self,
+        outbox: &mut Outbox,
+        report: &mut DrainReport,
+    ) -> Result<(), OutboxError> {
+        let due = self.acked.len() >= self.window / 2 || self.sent.len() == self.acked.len();
+        if !self.acked.is_empty() && due {
+            self.commit(outbox, report)?;
+        }
+        Ok(())
+    }
+
+    /// Requests the next pending rows once half the window is free, so that the outbox is
+    /// read in batches.
+    fn refill(
+        &mut self,
+        outbox: &mut Outbox,
+        client: &AsyncClient,
+        topic: &str,
+    ) -> Result<(), OutboxError> {
+        if self.sent.len() > self.window / 2 {
+            return Ok(());
+        }
+        let room = self.window - self.sent.len();
+        let candidates: Vec<_> = outbox
+            .pending(self.window + self.sent.len())?
+            .into_iter()
+            .filter(|p| !self.sent.contains(&p.rowid))
+            .take(room)
+            .collect();
+        for p in candidates {
+            let payload = serde_json::to_vec(&p.event).map_err(|e| OutboxError::Corrupt {
+                path: PathBuf::new(),
+                rowid: p.rowid,
+                reason: e.to_string(),
+            })?;
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                break; // the request queue is full: poll first
+            }
+            self.requested.push_back(p.rowid);
+            self.sent.insert(p.rowid);
+        }
+        Ok(())
+    }
+
+    /// The oldest requested publish went out as packet `pkid`.
+    fn published(&mut self, pkid: u16) {
+        if let Some(row) = self.requested.pop_front() {
+            self.in_flight.insert(pkid, row);
         }
     }
 }

@@ -432,7 +432,6 @@ impl<W: Write> Recorder<W> {
         let mut on_event = |e: &SpeciesEvent| outlet.event(e);
         let started = Instant::now();
         let (mut raw, mut chunk) = (Vec::new(), Vec::new());
-        let mut overruns_seen = 0;
         let mut last_check: Option<Instant> = None;
         let mut meter = Meter::default();
         let mut stream = None;
@@ -484,19 +483,7 @@ impl<W: Write> Recorder<W> {
             if let Some(m) = limits.max_samples {
                 raw.truncate((m - report.captured) as usize);
             }
-            report.captured += raw.len() as u64;
-            let overruns = source.overruns();
-            let dropped = overruns - overruns_seen;
-            overruns_seen = overruns;
-            // Lost while recording: what a source drops after the stop is no loss.
-            report.overruns = overruns;
-            note_chunk(
-                &health,
-                &raw,
-                report.captured,
-                overruns,
-                source.device_failures(),
-            );
+            let dropped = count_chunk(&*source, &raw, report, &health);
             // What is captured, listening or not: a technician checks a microphone at noon
             // on a dawn-only schedule.
             if let Some(w) = recording.as_mut()
@@ -513,15 +500,9 @@ impl<W: Write> Recorder<W> {
             timeline
                 .borrow_mut()
                 .observe(raw.len(), dropped, Utc::now());
-            let samples = match resampler.as_mut() {
-                Some(r) => {
-                    chunk.clear();
-                    if let Err(e) = r.process(&raw, &mut chunk) {
-                        break Err(RecorderError::Resample(format!("{e:?}")));
-                    }
-                    &chunk
-                }
-                None => &raw,
+            let samples = match resampled(resampler.as_mut(), &raw, &mut chunk) {
+                Ok(samples) => samples,
+                Err(e) => break Err(e),
             };
             if let Err(e) = meter.push(active, samples, &health, &mut on_event) {
                 break Err(e.into());
@@ -612,6 +593,44 @@ fn open_recording(
 }
 
 /// The health figures of one captured chunk.
+/// Counts a captured chunk (its samples, and the source's overruns and device failures)
+/// in `report` and `health`; returns the samples the source dropped since the last one.
+fn count_chunk(
+    source: &dyn AudioSource,
+    raw: &[f32],
+    report: &mut RecorderReport,
+    health: &Health,
+) -> u64 {
+    report.captured += raw.len() as u64;
+    let overruns = source.overruns();
+    let dropped = overruns - report.overruns;
+    // Lost while recording: what a source drops after the stop is no loss.
+    report.overruns = overruns;
+    note_chunk(
+        health,
+        raw,
+        report.captured,
+        overruns,
+        source.device_failures(),
+    );
+    dropped
+}
+
+/// `raw` at the model's rate: as it is, or through `resampler` into `out`.
+fn resampled<'a>(
+    resampler: Option<&mut StreamResampler>,
+    raw: &'a [f32],
+    out: &'a mut Vec<f32>,
+) -> Result<&'a [f32], RecorderError> {
+    let Some(r) = resampler else {
+        return Ok(raw);
+    };
+    out.clear();
+    r.process(raw, out)
+        .map_err(|e| RecorderError::Resample(format!("{e:?}")))?;
+    Ok(out)
+}
+
 fn note_chunk(h: &Health, raw: &[f32], captured: u64, overruns: u64, device_failures: u64) {
     h.captured_samples.store(captured, Ordering::Relaxed);
     h.overruns.store(overruns, Ordering::Relaxed);

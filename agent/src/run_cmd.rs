@@ -1,7 +1,9 @@
-//! `warble-agent run`: the recorder. Live capture → (resampling) → the streaming front
-//! end and model → detections, written out and committed to the outbox, while a delivery
-//! thread sends the outbox to the broker. SIGINT/SIGTERM stop capture, finish the last
-//! window, flush everything and end delivery cleanly.
+//! `warble-agent run`: the recorder's wiring. The settings resolved once, the model
+//! loaded ([`warble_agent::model::LoadedModel`]), the [`Recorder`] on this thread (live
+//! capture → resampling → the streaming front end and model → detections committed to
+//! the outbox, then written out), and delivery and presence as tasks of one network
+//! runtime. SIGINT/SIGTERM cancel the recorder, which finishes its last window; then the
+//! network tasks flush and stop within a bound.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -345,11 +347,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     let st = settings.station.context("a station file is required")?;
     let model_rate = analyzer.sample_rate();
     // Every detection also goes to the station's files of the day, in each format.
-    let formats: Vec<_> = st
-        .formats
-        .iter()
-        .map(|&f| f.into())
-        .collect();
+    let formats: Vec<_> = st.formats.iter().map(|&f| f.into()).collect();
     let zone = st.timezone.map_or(Zone::Local, Zone::Named);
     let sink = sink.with_files(
         DailyFiles::new(&st.output_dir, &formats, zone, model_rate.hz()).with_context(|| {
@@ -412,11 +410,15 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         }
     };
     tracing::info!(
-        "capturing from `{}` at {} Hz (model rate {} Hz), station {}",
+        "capturing from `{}` at {} Hz (model rate {} Hz), station {}{}",
         st.device,
         st.sample_rate_hz,
         model_rate.hz(),
-        st.id.as_str()
+        st.id.as_str(),
+        st.name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
         "capturing from {}",

@@ -1147,3 +1147,35 @@ fn a_running_station_whose_publishes_are_denied_keeps_every_detection() {
             .unwrap();
     assert_eq!(outbox.stats().unwrap().depth, made, "{stderr}");
 }
+
+/// `mqtt.client_id` is the id the broker sees (the one an ACL or a session is keyed by);
+/// without it, `warble-<station id>`.
+#[test]
+fn the_broker_sees_the_configured_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let station = station_file(dir.path(), broker.port());
+    let events = analyze(&station);
+    let config = station.to_str().unwrap();
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        broker.log().contains(" as warble-marsh-3 "),
+        "{}",
+        broker.log()
+    );
+
+    let text = std::fs::read_to_string(&station)
+        .unwrap()
+        .replace("[storage]", "client_id = \"fen-recorder-7\"\n\n[storage]");
+    std::fs::write(&station, text).unwrap();
+    analyze(&station);
+    let (code, out, err) = agent(&["deliver", "--config", config, "--timeout", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("delivered {} event(s), 0 pending", events.len())),
+        "{out}"
+    );
+    let log = broker.log();
+    assert!(log.contains(" as fen-recorder-7 "), "{log}");
+}

@@ -349,6 +349,12 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let broker = warble_tests::broker::Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let station = station(dir.path(), "marsh-5");
+    // station.name is the device Home Assistant shows.
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "id = \"marsh-5\"\n",
+        "id = \"marsh-5\"\nname = \"Marsh five, east bank\"\n",
+    );
+    std::fs::write(&station, text).unwrap();
     deliver_to(
         &station,
         broker.port(),
@@ -438,6 +444,7 @@ fn a_running_station_reports_its_status_heartbeats_and_detections() {
         .find(|(t, _)| t == "homeassistant/binary_sensor/warble_marsh_5/online/config")
         .expect("a discovery config for the station's connectivity");
     assert_eq!(online["state_topic"], "warble/marsh-5/status");
+    assert_eq!(online["device"]["name"], "Marsh five, east bank");
     let delivered = on("warble/marsh-5/detections");
     // At least once: an event in flight when a delivery round ends is sent again, so
     // compare ids (subscribers de-duplicate on them), not message counts.

@@ -1,6 +1,8 @@
 //! The run's settings resolved once (station file low, flags high) and the one way a
 //! model enters the agent (verified, then self-tested), in-process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use warble_agent::model::{LoadedModel, ModelError};
 use warble_agent::output::Format;
 use warble_agent::settings::{Overrides, Settings, SettingsError, load_station};
@@ -53,7 +55,10 @@ fn the_station_file_fills_every_setting_and_its_paths_are_relative_to_it() {
     assert_eq!(s.trusted, vec![dir.path().join("warble-demo.pub")]);
     assert_eq!(s.format, Format::Csv, "the first of output.formats");
     assert_eq!(s.station_id, "fen-2");
-    assert_eq!(s.data_dir.as_deref(), Some(dir.path().join("data").as_path()));
+    assert_eq!(
+        s.data_dir.as_deref(),
+        Some(dir.path().join("data").as_path())
+    );
     assert_eq!(s.hop_s, Some(0.5));
 
     let model = LoadedModel::open(&s.bundle, &demo_keys(), &s.engine).unwrap();
@@ -149,7 +154,10 @@ fn a_station_file_with_problems_is_refused_with_every_problem() {
     };
     assert_eq!(*count, 3, "id, sample rate and a relative data_dir: {err}");
     let text = err.to_string();
-    assert!(text.contains("station.id") && text.contains("warble-config validate"), "{text}");
+    assert!(
+        text.contains("station.id") && text.contains("warble-config validate"),
+        "{text}"
+    );
 }
 
 #[test]

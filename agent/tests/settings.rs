@@ -89,6 +89,24 @@ fn the_detection_settings_shape_the_events() {
     assert_eq!(close_pairs(&bridged, gap), 0, "{bridged:?}");
     assert_eq!(bridged.len(), merged.len() - pairs);
 
+    // detection.hop_s: windows start every hop (here 2 s = 64,000 samples, a multiple of
+    // the front end's frame hop), so every one-window detection starts on that grid.
+    let sparse = detections_with(
+        dir.path(),
+        "sparse",
+        "[detection]\nmerge = false\nhop_s = 2.0\n",
+    );
+    assert!(!sparse.is_empty());
+    assert!(
+        sparse.iter().all(|e| e.start_sample % 64_000 == 0),
+        "{sparse:?}"
+    );
+    assert!(
+        unmerged.iter().any(|e| e.start_sample % 64_000 != 0),
+        "the default 1-s hop starts windows between"
+    );
+    assert!(sparse.len() < unmerged.len());
+
     // detection.confirm_count / confirm_within_s: a species must be seen N times within
     // T s; a lone window of a species is not reported.
     let confirmed = detections_with(

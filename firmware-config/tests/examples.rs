@@ -309,3 +309,23 @@ proptest::proptest! {
         let _ = warble_config::load_str(Path::new("examples/x.toml"), &damaged);
     }
 }
+
+/// `mqtt.allow_plaintext`: plaintext MQTT to a broker on another machine is refused
+/// unless the station file says it is meant.
+#[test]
+fn plaintext_to_another_machine_needs_allow_plaintext() {
+    let path = Path::new("examples/forest-station.toml");
+    let text = std::fs::read_to_string(path).unwrap().replace(
+        "broker = \"mqtts://broker.example.org\"",
+        "broker = \"mqtt://broker.example.org\"",
+    );
+    let refused = warble_config::load_str(path, &text).unwrap_err();
+    assert!(
+        refused.to_string().contains("allow_plaintext = true"),
+        "{refused}"
+    );
+    let allowed = text.replace("[storage]", "allow_plaintext = true\n\n[storage]");
+    let cfg = warble_config::load_str(path, &allowed).unwrap();
+    let mqtt = cfg.mqtt.unwrap();
+    assert_eq!((mqtt.port, mqtt.tls), (1883, false));
+}

@@ -41,7 +41,7 @@ pub fn broker_config(port: u16) -> warble_agent::publish::BrokerConfig {
             StationId::new("wetland-03").expect("a station id"),
         ),
         window: 32,
-        ha_discovery: false,
+        ha_device: None,
     }
 }
 
