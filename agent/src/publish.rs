@@ -247,9 +247,9 @@ pub(crate) async fn session(
     opts.set_clean_start(true)
         .set_outgoing_inflight_upper_limit(100)
         .set_max_packet_size(Some(MAX_INBOUND_PACKET as u32));
-    let (client, mut eventloop) = AsyncClient::new(opts, cfg.window.clamp(1, 64) + 8);
-    let topic = cfg.topics.topic(Leaf::Detections);
     let mut flight = InFlight::new(cfg.window);
+    let (client, mut eventloop) = AsyncClient::new(opts, flight.window + 8);
+    let topic = cfg.topics.topic(Leaf::Detections);
     let mut connected = false;
     loop {
         flight.commit_when_due(outbox, report)?;

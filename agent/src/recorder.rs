@@ -592,7 +592,6 @@ fn open_recording(
         })
 }
 
-/// The health figures of one captured chunk.
 /// Counts a captured chunk (its samples, and the source's overruns and device failures)
 /// in `report` and `health`; returns the samples the source dropped since the last one.
 fn count_chunk(
@@ -631,6 +630,7 @@ fn resampled<'a>(
     Ok(out)
 }
 
+/// The health figures of one captured chunk.
 fn note_chunk(h: &Health, raw: &[f32], captured: u64, overruns: u64, device_failures: u64) {
     h.captured_samples.store(captured, Ordering::Relaxed);
     h.overruns.store(overruns, Ordering::Relaxed);

@@ -21,9 +21,8 @@ use warble_agent::delivery::Delivery;
 use warble_agent::health::{Health, StationFacts};
 use warble_agent::presence::Presence;
 use warble_agent::recorder::{Finished, Latency, Limits, Recorder, RecorderReport, Watchdog};
-use warble_core::SampleRate;
-
 use warble_agent::settings::{Overrides, Settings};
+use warble_core::SampleRate;
 
 use crate::analyze_cmd::{Session, prepare};
 

@@ -96,24 +96,13 @@ pub struct Settings {
     pub station_id: String,
     /// Where the boot counter (and, with a station file, the outbox) live.
     pub data_dir: Option<PathBuf>,
-    /// Thresholds, species lists, merging and confirmation, with durations in seconds
-    /// (made samples once the model's rate is known).
-    rules: Rules,
-    /// The station file's settings, if the run has one.
-    pub station: Option<StationConfig>,
-}
-
-#[derive(Debug, Clone)]
-struct Rules {
+    /// One threshold for every class (the flag's, else the station's).
     min_confidence: Option<f32>,
+    /// Consecutive windows of a species merged into one event.
     merge: bool,
-    per_species: Vec<(String, f32)>,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    privacy: Vec<String>,
-    merge_gap: Option<Duration>,
-    confirm_count: Option<usize>,
-    confirm_within: Option<Duration>,
+    /// The station file's settings, if the run has one: its other detection rules
+    /// (thresholds, species lists, merge gap, confirmation) apply as they are.
+    pub station: Option<StationConfig>,
 }
 
 impl Settings {
@@ -163,23 +152,6 @@ impl Settings {
                 .or_else(|| st.and_then(|s| s.onnxruntime.clone())),
             threads: over.threads.or(st.map(|s| s.threads)).unwrap_or(1),
         };
-        let rules = Rules {
-            min_confidence: over
-                .min_confidence
-                .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),
-            merge: !over.no_merge && st.is_none_or(|s| s.merge),
-            per_species: st
-                .map(|s| s.thresholds.iter().map(|(k, t)| (k.clone(), t.get())))
-                .into_iter()
-                .flatten()
-                .collect(),
-            include: st.map(|s| s.include.clone()).unwrap_or_default(),
-            exclude: st.map(|s| s.exclude.clone()).unwrap_or_default(),
-            privacy: st.map(|s| s.privacy_classes.clone()).unwrap_or_default(),
-            merge_gap: st.map(|s| s.merge_gap),
-            confirm_count: st.map(|s| s.confirm_count as usize),
-            confirm_within: st.map(|s| s.confirm_within),
-        };
         Ok(Self {
             trusted: if over.trusted.is_empty() {
                 st.map(|s| s.trusted_keys.clone()).unwrap_or_default()
@@ -199,7 +171,10 @@ impl Settings {
                 .or(st.map(|s| s.id.as_str().to_owned()))
                 .unwrap_or_else(|| "local".to_owned()),
             data_dir: over.data_dir.or(st.map(|s| s.data_dir.clone())),
-            rules,
+            min_confidence: over
+                .min_confidence
+                .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),
+            merge: !over.no_merge && st.is_none_or(|s| s.merge),
             station,
         })
     }
@@ -218,22 +193,25 @@ impl Settings {
             );
             hop
         });
-        let r = &self.rules;
-        let defaults = DetectorConfig::default();
-        let detector = DetectorConfig {
+        let mut detector = DetectorConfig {
             max_event_samples: samples(Duration::from_secs_f64(crate::detect::MAX_EVENT_S)),
-            min_confidence: r.min_confidence,
-            merge: r.merge,
-            per_species: r.per_species.iter().cloned().collect(),
-            include: r.include.iter().cloned().collect(),
-            exclude: r.exclude.iter().cloned().collect(),
-            privacy: r.privacy.iter().cloned().collect(),
-            merge_gap_samples: r.merge_gap.map_or(defaults.merge_gap_samples, samples),
-            confirm_count: r.confirm_count.unwrap_or(defaults.confirm_count),
-            confirm_within_samples: r
-                .confirm_within
-                .map_or(defaults.confirm_within_samples, samples),
+            min_confidence: self.min_confidence,
+            merge: self.merge,
+            ..DetectorConfig::default()
         };
+        if let Some(s) = &self.station {
+            detector.per_species = s
+                .thresholds
+                .iter()
+                .map(|(k, t)| (k.clone(), t.get()))
+                .collect();
+            detector.include = s.include.iter().cloned().collect();
+            detector.exclude = s.exclude.iter().cloned().collect();
+            detector.privacy = s.privacy_classes.iter().cloned().collect();
+            detector.merge_gap_samples = samples(s.merge_gap);
+            detector.confirm_count = s.confirm_count as usize;
+            detector.confirm_within_samples = samples(s.confirm_within);
+        }
         AnalyzeConfig {
             hop_samples,
             batch: self.batch,
