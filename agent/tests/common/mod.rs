@@ -188,7 +188,8 @@ pub fn stalling_microphone(
     let alsa = alsa_file_device(dir, &fifo);
     let writer = std::thread::spawn(move || {
         // Opening blocks until the agent's ALSA plugin opens the other end.
-        let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+        let open = || std::fs::OpenOptions::new().write(true).open(&fifo);
+        let Ok(mut out) = open() else {
             return;
         };
         // One 25-ms capture period per write: ALSA's file plugin counts a short read
@@ -209,8 +210,15 @@ pub fn stalling_microphone(
             for i in at..at + PERIOD {
                 chunk.extend_from_slice(&samples.get(i).copied().unwrap_or(0.0).to_le_bytes());
             }
-            if out.write_all(&chunk).is_err() {
-                return; // the agent closed its end
+            // The agent closed its end. It may open the device again at once (probing it,
+            // then capturing): this chunk goes to the next open (a chunk is smaller than
+            // PIPE_BUF, so it was written whole or not at all). Once the agent has stopped
+            // for good, this thread waits here until the test process ends.
+            while out.write_all(&chunk).is_err() {
+                match open() {
+                    Ok(reopened) => out = reopened,
+                    Err(_) => return,
+                }
             }
             at += PERIOD;
             let due = Duration::from_secs_f64(at as f64 / 32_000.0);
