@@ -157,39 +157,50 @@ impl Capture {
     ///
     /// # Errors
     /// [`CaptureError`] naming the device, when it cannot be opened at the start.
-    pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+    pub fn start(
+        cfg: &CaptureConfig,
+        keep_waiting: impl FnMut() -> bool,
+    ) -> Result<Self, CaptureError> {
         let thread_cfg = cfg.clone();
-        Self::supervised(cfg, device_backoff(), move |producer, shared| {
-            open_stream(&thread_cfg, producer, shared)
-        })
+        Self::supervised(
+            cfg,
+            device_backoff(),
+            keep_waiting,
+            move |producer, shared| open_stream(&thread_cfg, producer, shared),
+        )
     }
 
     /// Opens the device, waiting for it while it cannot be opened (a USB microphone that
     /// enumerates after boot, a hub glitch): retries after 1 s doubling to 60 s, calling
     /// `waiting` with the error and the wait before each. Exiting instead would have the
     /// service restarted until systemd gives up for good. `keep_waiting` is asked every
-    /// 100 ms (for a stop request, and to ping a watchdog); `None` when it said stop.
+    /// 100 ms (for a stop request, and to ping a watchdog), also while an open is under
+    /// way (a driver's open can block: a busy device, a FIFO nobody writes); `None` when
+    /// it said stop.
     pub fn start_when_present(
         cfg: &CaptureConfig,
         keep_waiting: impl FnMut() -> bool,
         waiting: impl FnMut(&CaptureError, Duration),
     ) -> Option<Self> {
-        Self::retry_until_open(device_backoff(), keep_waiting, waiting, || Self::start(cfg))
+        Self::retry_until_open(device_backoff(), keep_waiting, waiting, |keep_waiting| {
+            Self::start(cfg, keep_waiting)
+        })
     }
 
     fn retry_until_open<T>(
         mut backoff: Backoff,
         mut keep_waiting: impl FnMut() -> bool,
         mut waiting: impl FnMut(&CaptureError, Duration),
-        mut open: impl FnMut() -> Result<T, CaptureError>,
+        mut open: impl FnMut(&mut dyn FnMut() -> bool) -> Result<T, CaptureError>,
     ) -> Option<T> {
         loop {
             if !keep_waiting() {
                 return None;
             }
             let wait = backoff.take();
-            match open() {
+            match open(&mut keep_waiting) {
                 Ok(opened) => return Some(opened),
+                Err(_) if !keep_waiting() => return None,
                 Err(e) => waiting(&e, wait),
             }
             let until = std::time::Instant::now() + wait;
@@ -203,10 +214,13 @@ impl Capture {
     }
 
     /// Runs `open` on a capture thread that keeps the stream alive and reopens it when
-    /// its error callback fires.
+    /// its error callback fires. While the first open is under way `keep_waiting` is
+    /// asked every 100 ms; when it says stop, the thread is left to its open (its result
+    /// then goes nowhere, and the stream it may yet open is dropped) and this returns.
     fn supervised<S: 'static>(
         cfg: &CaptureConfig,
         mut backoff: Backoff,
+        mut keep_waiting: impl FnMut() -> bool,
         mut open: impl FnMut(HeapProd<f32>, Arc<Shared>) -> Result<S, CaptureError> + Send + 'static,
     ) -> Result<Self, CaptureError> {
         let shared = Arc::new(Shared::default());
@@ -277,13 +291,22 @@ impl Capture {
                 device: cfg.device.clone(),
                 reason: format!("starting the capture thread: {e}"),
             })?;
-        let first = match ready_rx.recv() {
-            Ok(Ok(())) => rings_rx.recv().ok(),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
+        let first = loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(())) => break rings_rx.recv().ok(),
+                Ok(Err(e)) => {
+                    let _ = thread.join();
+                    return Err(e);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if keep_waiting() => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(CaptureError::Device {
+                        device: cfg.device.clone(),
+                        reason: "stopped while the device was still opening".into(),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
             }
-            Err(_) => None,
         };
         let Some(consumer) = first else {
             return Err(CaptureError::Device {
@@ -413,7 +436,7 @@ mod tests {
             backoff.clone(),
             || true,
             |e, wait| waits.push((e.to_string(), wait)),
-            || {
+            |_| {
                 attempts += 1;
                 if attempts < 5 {
                     Err(CaptureError::NoDevice("usb-mic".into()))
@@ -435,7 +458,7 @@ mod tests {
                 asked < 3
             },
             |_, _| {},
-            || Err::<(), _>(CaptureError::NoDevice("usb-mic".into())),
+            |_| Err::<(), _>(CaptureError::NoDevice("usb-mic".into())),
         );
         assert_eq!(never, None);
     }
@@ -461,16 +484,21 @@ mod tests {
             ring_samples: 4096,
         };
         let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
-        let mut capture = Capture::supervised(&cfg, backoff, move |producer, shared| {
-            let mut d = device.lock().unwrap();
-            d.opens += 1;
-            if matches!(d.opens, 2 | 3) {
-                return Err(CaptureError::NoDevice("fake".into()));
-            }
-            d.producer = Some(producer);
-            d.shared = Some(shared);
-            Ok(())
-        })
+        let mut capture = Capture::supervised(
+            &cfg,
+            backoff,
+            || true,
+            move |producer, shared| {
+                let mut d = device.lock().unwrap();
+                d.opens += 1;
+                if matches!(d.opens, 2 | 3) {
+                    return Err(CaptureError::NoDevice("fake".into()));
+                }
+                d.producer = Some(producer);
+                d.shared = Some(shared);
+                Ok(())
+            },
+        )
         .unwrap();
         let push = |values: &[f32]| {
             let mut d = fake.lock().unwrap();
@@ -523,10 +551,50 @@ mod tests {
             gain_db: 0.0,
             ring_samples: 4096,
         };
-        let err = Capture::supervised(&cfg, device_backoff(), |_, _| -> Result<(), CaptureError> {
-            Err(CaptureError::NoDevice("nowhere".into()))
-        })
+        let err = Capture::supervised(
+            &cfg,
+            device_backoff(),
+            || true,
+            |_, _| -> Result<(), CaptureError> { Err(CaptureError::NoDevice("nowhere".into())) },
+        )
         .unwrap_err();
         assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+
+    /// A driver whose open blocks (a busy device; in tests, a FIFO nobody writes) does
+    /// not hold a stop request: the wait for it ends when `keep_waiting` says stop.
+    #[test]
+    fn a_stop_request_ends_the_wait_for_an_open_that_blocks() {
+        let cfg = CaptureConfig {
+            device: "stuck".into(),
+            sample_rate_hz: 32_000,
+            channels: 1,
+            gain_db: 0.0,
+            ring_samples: 4096,
+        };
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = release.clone();
+        let mut asked = 0;
+        let started = Instant::now();
+        let err = Capture::supervised(
+            &cfg,
+            device_backoff(),
+            || {
+                asked += 1;
+                asked < 5
+            },
+            move |_, _| -> Result<(), CaptureError> {
+                while !held.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stopped while"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(asked, 5, "asked every 100 ms until it said stop");
+        // The open that finally returns goes nowhere.
+        release.store(true, Ordering::Relaxed);
     }
 }

@@ -100,7 +100,7 @@ impl Health {
             audio_level_dbfs: level.is_finite().then_some(level),
             overruns: count(&self.overruns),
             detections: count(&self.detections),
-            outbox_depth: stats.map_or(0, |s| s.depth),
+            outbox_depth: stats.map(|s| s.depth),
             disk_free_bytes: crate::resources::disk_free_bytes(&facts.data_dir),
             windows,
             inference_ms: per_window_ms(count(&self.inference_us)),
@@ -189,6 +189,7 @@ mod tests {
         assert_eq!((beat.boot, beat.engine), (42, Some(Engine::Tract)));
         // Without the outbox nothing is claimed about what the station holds.
         assert_eq!((beat.delivered, beat.outbox_reserve), (None, None));
+        assert_eq!(beat.outbox_depth, None, "not a depth of 0");
         let idle = Health::default().heartbeat(&facts(), None);
         assert_eq!((idle.inference_ms, idle.realtime_factor), (None, None));
     }
@@ -203,7 +204,7 @@ mod tests {
         let events: Vec<_> = (0..3).map(warble_tests::events::sample_event).collect();
         outbox.push(&events).unwrap();
         let beat = Health::default().heartbeat(&facts(), Some(&outbox.facts().unwrap()));
-        assert_eq!(beat.outbox_depth, 3);
+        assert_eq!(beat.outbox_depth, Some(3));
         assert_eq!(beat.outbox_reserve, Some(ReserveState::Kept));
         assert_eq!(beat.outbox_dropped, Some(0));
     }

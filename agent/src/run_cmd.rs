@@ -402,6 +402,14 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         Err(why) => {
             network.stop(&cancel);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            if cancel.is_cancelled() {
+                // Asked to stop (SIGTERM) while waiting: a stop, not a failure.
+                tracing::info!(
+                    "stopped as asked after {:.1} s, before capture began ({why})",
+                    waiting_since.elapsed().as_secs_f64()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             anyhow::bail!(
                 "stopped after {:.1} s without capturing: {why}",
                 waiting_since.elapsed().as_secs_f64()

@@ -343,6 +343,122 @@ fn outside_its_listening_windows_a_station_analyses_nothing() {
     assert!(recorded.iter().all(|&x| (x - 0.1).abs() < 1e-6));
 }
 
+/// `station.latitude` and `.longitude` place the sun: the same sunrise-to-sunset window
+/// listens where it is day now and sleeps where it is night.
+#[test]
+fn sun_windows_follow_the_station_location() {
+    use chrono::Timelike;
+    let _serial = serial();
+    let now = chrono::Utc::now();
+    let utc_hours = f64::from(now.hour()) + f64::from(now.minute()) / 60.0;
+    // The longitude where the local solar time is `solar` hours now (on the equator the
+    // sun rises near 06:00 and sets near 18:00 solar time all year).
+    let longitude_at = |solar: f64| ((solar - utc_hours) * 15.0 + 540.0).rem_euclid(360.0) - 180.0;
+    let run = |id: &str, longitude: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        let station = station(dir.path(), id);
+        let text = std::fs::read_to_string(&station)
+            .unwrap()
+            .replacen(
+                "[station]\n",
+                &format!(
+                    "[station]\nlatitude = 0.0\nlongitude = {longitude:.3}\ntimezone = \"UTC\"\n"
+                ),
+                1,
+            )
+            .replace(
+                "[model]",
+                "[schedule]\nmode = \"windows\"\n\n[[schedule.window]]\nstart = \"sunrise\"\nend = \"sunset\"\n\n[model]",
+            );
+        std::fs::write(&station, text).unwrap();
+        let alsa = file_microphone(dir.path(), &vec![0.1; 32_000 * 3]);
+        let out = run_station(&alsa, &station, &["--duration", "2"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let day = run("noon", longitude_at(12.0));
+    assert!(day.contains("listening (station schedule)"), "{day}");
+    assert!(
+        !day.lines().any(|l| l.starts_with("0.0 s of audio")),
+        "{day}"
+    );
+    let night = run("midnight", longitude_at(0.0));
+    assert!(!night.contains("listening (station schedule)"), "{night}");
+    assert!(night.contains("0.0 s of audio, 0 windows"), "{night}");
+}
+
+/// `mqtt.heartbeat_s` is the heartbeat's period: a station set to 5 s (the default is
+/// 60) beats when it connects and every 5 s after.
+#[test]
+fn heartbeats_come_every_heartbeat_s() {
+    let _serial = serial();
+    let broker = warble_tests::broker::Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station(dir.path(), "beat-5");
+    deliver_to(&station, broker.port(), "heartbeat_s = 5\n");
+    let beats = common::subscribe(broker.port(), "watcher", "warble/beat-5/heartbeat");
+    let (alsa, _writer) = common::paced_microphone(dir.path(), vec![0.0; 32_000], 15.0);
+    let out = run_station(&alsa, &station, &["--duration", "12"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let uptimes: Vec<u64> = beats
+        .try_iter()
+        .map(|(_, p)| {
+            serde_json::from_slice::<warble_core::wire::Heartbeat>(&p)
+                .unwrap()
+                .uptime_s
+        })
+        .collect();
+    assert!((2..=4).contains(&uptimes.len()), "{uptimes:?}\n{stderr}");
+    for pair in uptimes.windows(2) {
+        assert!((4..=6).contains(&(pair[1] - pair[0])), "{uptimes:?}");
+    }
+}
+
+/// A stop request is obeyed while the audio device is still opening (here a FIFO that
+/// nobody writes, so the driver's open blocks): the agent stops cleanly at once instead
+/// of hanging until systemd kills it.
+#[test]
+fn a_stop_request_is_obeyed_while_the_audio_device_is_opening() {
+    use std::time::{Duration, Instant};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("mic.fifo");
+    common::mkfifo(&fifo);
+    let alsa = common::alsa_file_device(dir.path(), &fifo);
+    let station = station(dir.path(), "stuck");
+    let log = dir.path().join("agent.log");
+    let mut child = spawn_station(&station, &[("ALSA_CONFIG_PATH", &alsa)], 32_000, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.child().try_wait().unwrap().is_none(), "still opening");
+    let pid = child.child().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = child.child().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("stopped as asked"), "{text}");
+    assert!(!text.contains("capturing from"), "{text}");
+}
+
 #[test]
 fn a_running_station_reports_its_status_heartbeats_and_detections() {
     let _serial = serial();

@@ -123,8 +123,9 @@ pub struct Heartbeat {
     pub overruns: u64,
     /// Detections made.
     pub detections: u64,
-    /// Events waiting in the outbox.
-    pub outbox_depth: u64,
+    /// Events waiting in the outbox (null when the outbox could not be read: 0 would say
+    /// nothing waits).
+    pub outbox_depth: Option<u64>,
     /// Free space on the data directory's filesystem.
     pub disk_free_bytes: Option<u64>,
     /// Windows classified.
