@@ -81,7 +81,11 @@ fn the_station_file_fills_every_setting_and_its_paths_are_relative_to_it() {
 #[test]
 fn flags_win_over_the_station_file() {
     let dir = tempfile::tempdir().unwrap();
-    let st = load_station(&station_file(dir.path(), "\n[runtime]\nengine = \"ort\"\n")).unwrap();
+    let st = load_station(&station_file(
+        dir.path(),
+        "\n[runtime]\nengine = \"ort\"\nthreads = 3\n",
+    ))
+    .unwrap();
     let over = Overrides {
         format: Some(Format::Raven),
         hop_s: Some(3.0),
@@ -96,6 +100,9 @@ fn flags_win_over_the_station_file() {
     assert_eq!(s.format, Format::Raven);
     assert_eq!(s.hop_s, Some(3.0));
     assert_eq!(s.engine.choice, EngineChoice::Tract);
+    // runtime.threads reaches the engine (infer's tests show ONNX Runtime then starts
+    // that many).
+    assert_eq!(s.engine.threads, 3);
     assert_eq!(s.station_id, "bench");
     assert_eq!(s.data_dir, Some(dir.path().join("elsewhere")));
     let model = LoadedModel::open(&s.bundle, &demo_keys(), &s.engine).unwrap();
