@@ -1,6 +1,6 @@
 //! What stations, collectors and the broker's ACL must agree on, typed once: the topic
 //! tree ([`Topics`], [`Leaf`]), the messages besides detections ([`Status`],
-//! [`Heartbeat`], [`ReplayRequest`]), station ids and group names (they become MQTT topic levels, broker user names and ACL lines),
+//! [`Heartbeat`], [`ReplayRequest`], [`ModelReport`]), station ids and group names (they become MQTT topic levels, broker user names and ACL lines),
 //! topic prefixes and broker user names. Each check refuses what would let a name reach
 //! beyond its place: wildcards (`+`, `#`), level separators, whitespace and control
 //! characters (a newline in an ACL name starts a new ACL line).
@@ -8,12 +8,14 @@
 use std::fmt;
 
 mod messages;
+mod model;
 mod replay;
 mod topics;
 
 pub use messages::{
     ClockState, DeliveryState, DeviceState, Engine, Heartbeat, Presence, ReserveState, Status,
 };
+pub use model::{Candidate, ModelReport, ModelState, ModelVersion};
 pub use replay::{InboundError, MAX_RANGE, MAX_REQUEST_BYTES, ReplayRequest};
 pub use topics::{Leaf, TopicPrefix, Topics};
 

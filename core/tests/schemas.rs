@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use warble_core::bundle::offer::Offer;
 use warble_core::event::Detection;
-use warble_core::wire::{Heartbeat, ReplayRequest, Status};
+use warble_core::wire::{Heartbeat, ModelReport, ReplayRequest, Status};
 
 fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
@@ -13,6 +14,8 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("heartbeat.json", schemars::schema_for!(Heartbeat)),
         ("status.json", schemars::schema_for!(Status)),
         ("replay.json", schemars::schema_for!(ReplayRequest)),
+        ("model.json", schemars::schema_for!(ModelReport)),
+        ("offer.json", schemars::schema_for!(Offer)),
     ]
 }
 

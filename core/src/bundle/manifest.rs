@@ -95,6 +95,17 @@ pub struct BundleManifest {
     pub files: BTreeMap<String, String>,
 }
 
+/// `MAJOR.MINOR.PATCH` as numbers.
+fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split('.').map(|p| {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    });
+    let triple = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(triple)
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -110,6 +121,12 @@ impl BundleManifest {
             .map_err(|e| BundleError::ManifestSyntax(e.to_string()))?;
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// The version as `(major, minor, patch)`, for ordering versions of one model (the
+    /// version was checked when the manifest was read; an unchecked one orders first).
+    pub fn version_triple(&self) -> (u64, u64, u64) {
+        parse_version(&self.version).unwrap_or_default()
     }
 
     /// Checks the manifest's internal consistency: schema, semver, shapes against the input
@@ -140,12 +157,7 @@ impl BundleManifest {
                 ),
             );
         }
-        let parts: Vec<&str> = self.version.split('.').collect();
-        if parts.len() != 3
-            || parts
-                .iter()
-                .any(|p| p.is_empty() || p.parse::<u64>().is_err())
-        {
+        if parse_version(&self.version).is_none() {
             return bad(
                 "version",
                 format!("`{}` is not MAJOR.MINOR.PATCH", self.version),

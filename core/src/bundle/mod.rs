@@ -12,6 +12,7 @@
 mod archive;
 mod keys;
 mod manifest;
+pub mod offer;
 mod selftest;
 
 use std::collections::BTreeMap;
