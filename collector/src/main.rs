@@ -29,6 +29,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use warble_collect::store::{Ingest, ReplayPlanner, Store};
+use warble_config::broker::BrokerArgs;
 use warble_config::logging::LogSettings;
 use warble_core::wire::{Leaf, StationId, TopicPrefix, Topics};
 
@@ -68,9 +69,8 @@ enum LogFormat {
 enum Command {
     /// Subscribe and store detections until Ctrl-C (or --duration).
     Run {
-        /// Broker, `mqtt://host[:port]`.
-        #[arg(long)]
-        broker: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The store: an SQLite file (created if missing), or a PostgreSQL database shared
         /// by a fleet's collectors, `postgres://user[:password]@host[:port]/database`.
         #[arg(long)]
@@ -85,21 +85,6 @@ enum Command {
         /// MQTT client id (keep it stable: the broker keeps the session by it).
         #[arg(long, default_value = "warble-collect")]
         client_id: String,
-        /// `username:password` on the first line of this file (the broker's collector user).
-        #[arg(long)]
-        credentials_file: Option<PathBuf>,
-        /// CA certificate(s) to trust for `mqtts://` (default: the system's).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Client certificate for mutual TLS (with --client-key).
-        #[arg(long, requires = "client_key")]
-        client_cert: Option<PathBuf>,
-        /// Client private key for mutual TLS (with --client-cert).
-        #[arg(long, requires = "client_cert")]
-        client_key: Option<PathBuf>,
-        /// Allow `mqtt://` (plaintext) with credentials to a broker not on this machine.
-        #[arg(long)]
-        allow_plaintext: bool,
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
@@ -157,34 +142,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             client_id,
             duration,
             request_replays,
-            credentials_file,
-            ca_file,
-            client_cert,
-            client_key,
-            allow_plaintext,
         } => {
-            let url =
-                warble_config::broker::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
-            let credentials = credentials_file
-                .as_deref()
-                .map(warble_mqtt::read_credentials)
-                .transpose()?;
-            anyhow::ensure!(
-                url.tls || url.is_loopback() || credentials.is_none() || allow_plaintext,
-                "plaintext MQTT to `{}` would send the collector's password unencrypted \
-                 (use mqtts://, or --allow-plaintext)",
-                url.host
-            );
-            let tls = if url.tls {
-                let identity = client_cert.as_deref().zip(client_key.as_deref());
-                Some(warble_mqtt::tls_config(ca_file.as_deref(), identity)?)
-            } else {
-                anyhow::ensure!(
-                    ca_file.is_none() && client_cert.is_none(),
-                    "--ca-file and --client-cert are for mqtts:// brokers"
-                );
-                None
-            };
+            let url = broker.url("collector").map_err(anyhow::Error::msg)?;
+            let endpoint = warble_mqtt::Endpoint::with_files(
+                &url.host,
+                url.port,
+                url.tls,
+                broker.credentials_file.as_deref(),
+                broker.ca_file.as_deref(),
+                broker.identity(),
+            )?;
             if let Some(s) = request_replays {
                 anyhow::ensure!(
                     s.is_finite() && s >= 0.5,
@@ -210,11 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 filter,
                 prefix,
                 request_replays: request_replays.map(Duration::from_secs_f64),
-                endpoint: warble_mqtt::Endpoint {
-                    credentials,
-                    tls,
-                    ..warble_mqtt::Endpoint::new(&url.host, url.port)
-                },
+                endpoint,
             };
             let mut store = Store::open(&db)?;
             // Multi-threaded (one worker) so that store calls can block in place: the

@@ -8,11 +8,14 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use warble_config::broker::BrokerArgs;
 use warble_core::bundle::{Bundle, InputSpec, Limits, OutputActivation, SecretKey, TrustedKeys};
+use warble_core::wire::{StationId, TopicPrefix};
 use warble_export::parity::ParityReport;
 use warble_export::pipeline::{
     BundleOptions, ImportOptions, Progress, bundle_run, export_run, import_onnx,
 };
+use warble_export::push;
 use warble_infer::{EngineChoice, EngineConfig};
 
 #[derive(Parser)]
@@ -163,6 +166,42 @@ enum Command {
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
+    /// Offer a bundle to a station or a fleet group over MQTT: published retained on
+    /// `<prefix>/<station>/bundle` or `<prefix>/fleet/<group>/bundle` (a station's own
+    /// topic beats its group's), so stations offline now take it when they reconnect. The
+    /// offer is signed with --key; the bundle is verified before it is sent.
+    Push {
+        /// Bundle file (`--clear` without one).
+        #[arg(required_unless_present = "clear")]
+        bundle: Option<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// The station to offer it to.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        station: Option<String>,
+        /// The fleet group to offer it to.
+        #[arg(long)]
+        group: Option<String>,
+        /// Secret key that signs the offer (`keygen`); its public half must be among the
+        /// stations' trusted keys.
+        #[arg(long, required_unless_present = "clear")]
+        key: Option<PathBuf>,
+        /// Further public keys the bundle may be signed by.
+        #[arg(long = "trusted")]
+        trusted: Vec<PathBuf>,
+        /// Install even if it is not newer than what a station runs (a rollback by hand).
+        #[arg(long)]
+        force: bool,
+        /// Remove the retained offer instead (stations keep what they run).
+        #[arg(long, conflicts_with_all = ["bundle", "force"])]
+        clear: bool,
+        /// Topic prefix of the stations.
+        #[arg(long, default_value = "warble")]
+        prefix: String,
+        /// MQTT client id.
+        #[arg(long, default_value = "warble-operator")]
+        client_id: String,
+    },
     /// Print a verified bundle's manifest for people: model, input, thresholds, metrics.
     Inspect {
         /// Bundle file.
@@ -277,6 +316,66 @@ fn verify(
         m.selftest_tolerance,
         engine.backend()
     );
+    Ok(())
+}
+
+/// The signed offer of `bundle`, said before it is sent.
+fn prepare_offer(
+    bundle: &Path,
+    key: &Path,
+    trusted: &[PathBuf],
+    force: bool,
+) -> anyhow::Result<Vec<u8>> {
+    let key = SecretKey::read(key)?;
+    let trusted = TrustedKeys::read_files(trusted)?;
+    let (verified, message) = push::offer_message(bundle, &key, &trusted, force)?;
+    let m = verified.manifest();
+    println!(
+        "offering {} {} ({} classes, {:.1} MB, sha256 {}…){}, offer signed by {}",
+        m.model_id,
+        m.version,
+        m.num_classes,
+        message.len() as f64 / 1e6,
+        &verified.sha256()[..12],
+        if force { ", forced" } else { "" },
+        key.public().id()
+    );
+    Ok(message)
+}
+
+/// Publishes `offer` retained on `topic` (or clears it), waiting for the broker's
+/// acknowledgement.
+fn push_offer(
+    broker: &BrokerArgs,
+    client_id: &str,
+    topic: &str,
+    offer: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let url = broker.url("operator").map_err(anyhow::Error::msg)?;
+    let endpoint = warble_mqtt::Endpoint::with_files(
+        &url.host,
+        url.port,
+        url.tls,
+        broker.credentials_file.as_deref(),
+        broker.ca_file.as_deref(),
+        broker.identity(),
+    )?;
+    let clearing = offer.is_none();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(push::publish_retained(
+        &endpoint,
+        client_id,
+        topic,
+        offer.unwrap_or_default(),
+        std::time::Duration::from_secs(60),
+    ))?;
+    if clearing {
+        println!("cleared the retained offer on {topic}");
+    } else {
+        println!("published on {topic} (retained): stations take it when they next connect");
+    }
     Ok(())
 }
 
@@ -518,5 +617,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             trusted,
             json,
         } => inspect(&bundle, &trusted, json),
+        Command::Push {
+            bundle,
+            broker,
+            station,
+            group,
+            key,
+            trusted,
+            force,
+            clear,
+            prefix,
+            client_id,
+        } => {
+            let prefix = TopicPrefix::new(&prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+            let target = match (station, group) {
+                (Some(s), _) => push::Target::Station(
+                    StationId::new(&s).map_err(|e| anyhow::anyhow!("--station: {e}"))?,
+                ),
+                (None, Some(g)) => push::Target::Group(g),
+                (None, None) => anyhow::bail!("--station or --group is required"),
+            };
+            let offer = match (bundle, key) {
+                (Some(bundle), Some(key)) if !clear => {
+                    Some(prepare_offer(&bundle, &key, &trusted, force)?)
+                }
+                _ => None,
+            };
+            push_offer(&broker, &client_id, &target.topic(&prefix)?, offer)
+        }
     }
 }

@@ -61,6 +61,28 @@ impl Endpoint {
         }
     }
 
+    /// `host:port` over TLS when `tls` (trusting `ca_file`, else the system's roots, and
+    /// presenting `identity` — certificate and key — for mutual TLS), logging in with the
+    /// `username:password` of `credentials` if given: how the command-line tools reach a
+    /// broker.
+    ///
+    /// # Errors
+    /// A file that cannot be used, named.
+    pub fn with_files(
+        host: &str,
+        port: u16,
+        tls: bool,
+        credentials: Option<&Path>,
+        ca_file: Option<&Path>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, SetupError> {
+        Ok(Self {
+            credentials: credentials.map(read_credentials).transpose()?,
+            tls: tls.then(|| tls_config(ca_file, identity)).transpose()?,
+            ..Self::new(host, port)
+        })
+    }
+
     /// Connection options for `client_id`: keep-alive, credentials, TLS, and TCP without
     /// Nagle's algorithm (see [`no_delay`]).
     pub fn options(&self, client_id: &str) -> MqttOptions {
