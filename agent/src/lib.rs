@@ -50,3 +50,4 @@ pub mod settings;
 pub mod species;
 pub mod station;
 pub mod timeline;
+pub mod updates;

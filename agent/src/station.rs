@@ -8,7 +8,6 @@
 //! real-time clock, before NTP) gives no such guarantee, so then the boot is drawn at
 //! random from 2^62 up, far above any time-based one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use warble_core::event::MAX_COUNTER;
@@ -87,15 +86,27 @@ fn next_boot_at(data_dir: &Path, now_ms: u64) -> Result<u64, BootError> {
         RANDOM_FROM + rand::random_range(0..RANDOM_FROM / 2)
     };
     let next = candidate.max(previous + 1).min(MAX_COUNTER);
-    let tmp = data_dir.join(format!("{BOOT_FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    writeln!(file, "{next}").map_err(|e| io(&tmp, e))?;
-    file.sync_all().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(data_dir, e))?;
+    write_durably(&path, format!("{next}\n").as_bytes()).map_err(|e| io(&path, e))?;
     Ok(next)
+}
+
+/// Writes `bytes` to `path` so that after a crash or power cut it holds either its old
+/// content or all of the new: a temporary file beside it, synced, renamed over it, and
+/// the directory synced.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 #[cfg(test)]

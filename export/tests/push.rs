@@ -31,7 +31,17 @@ fn operator_key(dir: &Path) -> (PathBuf, TrustedKeys) {
 /// The retained message on `topic`, if any (a subscriber that connects now).
 fn retained(port: u16, topic: &str) -> Option<Vec<u8>> {
     let out = Command::new("mosquitto_sub")
-        .args(["-p", &port.to_string(), "-t", topic, "-C", "1", "-W", "3", "-N"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "3",
+            "-N",
+        ])
         .output()
         .expect("mosquitto_sub (Debian's mosquitto-clients, from scripts/install-deps)");
     (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
@@ -63,9 +73,19 @@ fn a_pushed_bundle_waits_retained_for_its_station_and_group() {
     let bundle = repo_file("models/demo/warble-demo-0.1.0.warble");
     let out = push(broker.port(), &bundle, &key, &["--station", "fen-1"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("offering warble-demo 0.1.0 (25 classes"), "{stdout}");
-    assert!(stdout.contains("published on warble/fen-1/bundle (retained)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("offering warble-demo 0.1.0 (25 classes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("published on warble/fen-1/bundle (retained)"),
+        "{stdout}"
+    );
     // A station connecting later gets the signed offer and, after it, the bundle itself.
     let message = retained(broker.port(), "warble/fen-1/bundle").expect("a retained offer");
     let (offer, sent) = Offer::open(&message, &trusted).unwrap();
@@ -74,7 +94,13 @@ fn a_pushed_bundle_waits_retained_for_its_station_and_group() {
     assert!((chrono::Utc::now() - offer.issued).num_seconds() < 60);
 
     // To a group, forced.
-    let out = push(broker.port(), &bundle, &key, &["--group", "dawn"], &["--force"]);
+    let out = push(
+        broker.port(),
+        &bundle,
+        &key,
+        &["--group", "dawn"],
+        &["--force"],
+    );
     assert!(out.status.success(), "{out:?}");
     let message = retained(broker.port(), "warble/fleet/dawn/bundle").expect("a group offer");
     assert!(Offer::open(&message, &trusted).unwrap().0.force);

@@ -27,3 +27,38 @@ pub fn bundle() -> Bundle {
     )
     .expect("the demo bundle verifies")
 }
+
+/// The demo model signed anew by `key` as version `version`, after `edit` changed its
+/// manifest and label rows `(code, scientific, common)` (a model made different, or
+/// broken, for update tests). The bundle's bytes.
+///
+/// # Panics
+/// When the edited bundle breaks a rule a recorder checks (the builder validates).
+#[allow(clippy::expect_used, reason = "a test fixture")]
+pub fn resigned(
+    version: &str,
+    key: &warble_core::bundle::SecretKey,
+    edit: impl FnOnce(&mut warble_core::bundle::BundleManifest, &mut Vec<LabelRow>),
+) -> Vec<u8> {
+    let demo = bundle();
+    let mut manifest = demo.manifest().clone();
+    manifest.version = version.to_owned();
+    let mut rows: Vec<LabelRow> = demo
+        .labels()
+        .iter()
+        .map(|l| (l.code.clone(), l.scientific.clone(), l.common.clone()))
+        .collect();
+    edit(&mut manifest, &mut rows);
+    let labels = warble_core::labels::LabelTable::new(rows).expect("edited labels");
+    warble_core::bundle::BundleBuilder::new(
+        manifest,
+        demo.model().to_vec(),
+        labels,
+        demo.selftest().clone(),
+    )
+    .build(key)
+    .expect("the edited demo bundle builds")
+}
+
+/// A label row: code, scientific name, common name.
+pub type LabelRow = (warble_core::labels::SpeciesCode, String, String);
