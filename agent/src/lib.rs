@@ -50,4 +50,5 @@ pub mod settings;
 pub mod species;
 pub mod station;
 pub mod timeline;
+pub mod updater;
 pub mod updates;
