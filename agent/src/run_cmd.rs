@@ -400,9 +400,11 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     let mut capture = match open_capture(&st, &health, || keep_waiting(&mut watchdog)) {
         Ok(capture) => capture,
         Err(why) => {
+            // Asked before the network is stopped (stopping cancels the token too).
+            let asked = cancel.is_cancelled();
             network.stop(&cancel);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            if cancel.is_cancelled() {
+            if asked {
                 // Asked to stop (SIGTERM) while waiting: a stop, not a failure.
                 tracing::info!(
                     "stopped as asked after {:.1} s, before capture began ({why})",

@@ -39,6 +39,17 @@ fn station(extra: &str, rate: u32) -> StationConfig {
     warble_agent::settings::load_station(&path).unwrap()
 }
 
+/// What a station with `st` and `ledger`, trusting `trusted` and revoking nothing,
+/// checks offers against.
+fn policy<'a>(trusted: &'a TrustedKeys, st: &'a StationConfig, ledger: &'a Ledger) -> Policy<'a> {
+    Policy {
+        trusted,
+        revoked: &[],
+        station: st,
+        ledger,
+    }
+}
+
 fn running() -> ModelVersion {
     version_of(&demo::bundle())
 }
@@ -60,12 +71,7 @@ fn a_newer_signed_bundle_is_taken_and_the_running_one_is_no_change() {
     let trusted = trusting(&[&op]);
     let st = station("", 32_000);
     let ledger = Ledger::default();
-    let policy = Policy {
-        trusted: &trusted,
-        revoked: &[],
-        station: &st,
-        ledger: &ledger,
-    };
+    let policy = policy(&trusted, &st, &ledger);
     let newer = demo::resigned("0.2.0", &op, |_, _| {});
     let taken = assess(
         &Offer::encode(&newer, false, at(0), &op),
@@ -93,12 +99,7 @@ fn each_bad_offer_is_refused_with_its_reason() {
     let trusted = trusting(&[&op]);
     let st = station("", 32_000);
     let ledger = Ledger::default();
-    let policy = Policy {
-        trusted: &trusted,
-        revoked: &[],
-        station: &st,
-        ledger: &ledger,
-    };
+    let policy = policy(&trusted, &st, &ledger);
     let newer = demo::resigned("0.2.0", &op, |_, _| {});
     // Offer signed by a key the station does not trust.
     let r = rejection(&Offer::encode(&newer, false, at(0), &stranger), &policy);
@@ -165,12 +166,7 @@ fn downgrades_need_force_and_an_old_offer_published_again_is_refused() {
     );
     assert_eq!(ledger.highest["warble-demo"], [0, 3, 0]);
     assert_eq!(ledger.last_offer, Some(at(10)));
-    let policy = Policy {
-        trusted: &trusted,
-        revoked: &[],
-        station: &st,
-        ledger: &ledger,
-    };
+    let policy = policy(&trusted, &st, &ledger);
     let older = demo::resigned("0.2.0", &op, |_, _| {});
     let r = rejection(&Offer::encode(&older, false, at(20), &op), &policy);
     assert!(
@@ -210,18 +206,8 @@ fn a_bundle_that_does_not_fit_the_station_is_refused() {
     let ledger = Ledger::default();
     let newer = demo::resigned("0.2.0", &op, |_, _| {});
     let offer = Offer::encode(&newer, false, at(0), &op);
-    let refused_on = |st: &StationConfig| {
-        rejection(
-            &offer,
-            &Policy {
-                trusted: &trusted,
-                revoked: &[],
-                station: st,
-                ledger: &ledger,
-            },
-        )
-        .to_string()
-    };
+    let refused_on =
+        |st: &StationConfig| rejection(&offer, &policy(&trusted, st, &ledger)).to_string();
     // The demo model needs 32 kHz; a 16-kHz station cannot feed it.
     let r = refused_on(&station("", 16_000));
     assert!(
@@ -234,12 +220,7 @@ fn a_bundle_that_does_not_fit_the_station_is_refused() {
         "privacy_classes = [\"syn03\"]\nthresholds = { \"syn07\" = 0.9 }\n",
         32_000,
     );
-    let policy = Policy {
-        trusted: &trusted,
-        revoked: &[],
-        station: &st,
-        ledger: &ledger,
-    };
+    let policy = policy(&trusted, &st, &ledger);
     assert!(assess(&offer, &policy, &running()).unwrap().is_some());
     // … but not one whose classes lack `syn03`: its clips would no longer be withheld.
     let without = demo::resigned("0.2.0", &op, |m, rows| {

@@ -29,9 +29,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use warble_collect::store::{Ingest, ReplayPlanner, Store};
-use warble_config::broker::BrokerArgs;
 use warble_config::logging::LogSettings;
 use warble_core::wire::{Leaf, StationId, TopicPrefix, Topics};
+use warble_mqtt::BrokerArgs;
 
 /// The largest MQTT packet the broker may send the collector.
 const MAX_PACKET_BYTES: u32 = 1 << 20;
@@ -143,15 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             request_replays,
         } => {
-            let url = broker.url("collector").map_err(anyhow::Error::msg)?;
-            let endpoint = warble_mqtt::Endpoint::with_files(
-                &url.host,
-                url.port,
-                url.tls,
-                broker.credentials_file.as_deref(),
-                broker.ca_file.as_deref(),
-                broker.identity(),
-            )?;
+            let endpoint = broker.endpoint("collector")?;
             if let Some(s) = request_replays {
                 anyhow::ensure!(
                     s.is_finite() && s >= 0.5,

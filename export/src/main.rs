@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use warble_config::broker::BrokerArgs;
 use warble_core::bundle::{Bundle, InputSpec, Limits, OutputActivation, SecretKey, TrustedKeys};
 use warble_core::wire::{StationId, TopicPrefix};
 use warble_export::parity::ParityReport;
@@ -17,6 +16,7 @@ use warble_export::pipeline::{
 };
 use warble_export::push;
 use warble_infer::{EngineChoice, EngineConfig};
+use warble_mqtt::BrokerArgs;
 
 #[derive(Parser)]
 #[command(
@@ -351,15 +351,7 @@ fn push_offer(
     topic: &str,
     offer: Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let url = broker.url("operator").map_err(anyhow::Error::msg)?;
-    let endpoint = warble_mqtt::Endpoint::with_files(
-        &url.host,
-        url.port,
-        url.tls,
-        broker.credentials_file.as_deref(),
-        broker.ca_file.as_deref(),
-        broker.identity(),
-    )?;
+    let endpoint = broker.endpoint("operator")?;
     let clearing = offer.is_none();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,8 +1,6 @@
 //! The broker address: `mqtt://host[:port]` (plaintext, port 1883) or
 //! `mqtts://host[:port]` (TLS, port 8883).
 
-use std::path::{Path, PathBuf};
-
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -59,62 +57,6 @@ impl BrokerUrl {
                 .host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
-    }
-}
-
-/// How a command-line tool reaches the broker: the same URL and files as a station's
-/// `[mqtt]` section, checked by the same rules.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BrokerArgs {
-    /// Broker, `mqtt://host[:port]` or `mqtts://host[:port]`.
-    #[arg(long)]
-    pub broker: String,
-    /// `username:password` on the first line of this file.
-    #[arg(long)]
-    pub credentials_file: Option<PathBuf>,
-    /// CA certificate(s) to trust for `mqtts://` (default: the system's).
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS (with --client-key).
-    #[arg(long, requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// Client private key for mutual TLS (with --client-cert).
-    #[arg(long, requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Allow `mqtt://` (plaintext) with credentials to a broker not on this machine.
-    #[arg(long)]
-    pub allow_plaintext: bool,
-}
-
-impl BrokerArgs {
-    /// The broker's URL, once the files fit it: TLS files only for `mqtts://`, and no
-    /// password sent in plaintext to another machine without `--allow-plaintext`
-    /// (`whose` password, in the message).
-    ///
-    /// # Errors
-    /// What is wrong, in words for the command line.
-    pub fn url(&self, whose: &str) -> Result<BrokerUrl, String> {
-        let url = BrokerUrl::parse(&self.broker)?;
-        if !(url.tls
-            || url.is_loopback()
-            || self.credentials_file.is_none()
-            || self.allow_plaintext)
-        {
-            return Err(format!(
-                "plaintext MQTT to `{}` would send the {whose}'s password unencrypted (use \
-                 mqtts://, or --allow-plaintext)",
-                url.host
-            ));
-        }
-        if !url.tls && (self.ca_file.is_some() || self.client_cert.is_some()) {
-            return Err("--ca-file and --client-cert are for mqtts:// brokers".into());
-        }
-        Ok(url)
-    }
-
-    /// Certificate and key for mutual TLS, if given.
-    pub fn identity(&self) -> Option<(&Path, &Path)> {
-        self.client_cert.as_deref().zip(self.client_key.as_deref())
     }
 }
 

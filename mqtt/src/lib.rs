@@ -24,6 +24,9 @@ pub enum SetupError {
         /// What is wrong.
         reason: String,
     },
+    /// The broker URL, or the files given with it, do not fit.
+    #[error("{0}")]
+    Url(String),
     /// The credentials file cannot be used.
     #[error("credentials file {}: {reason}", path.display())]
     Credentials {
@@ -32,6 +35,74 @@ pub enum SetupError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// How a command-line tool reaches the broker: the same URL and files as a station's
+/// `[mqtt]` section, checked by the same rules.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Broker, `mqtt://host[:port]` or `mqtts://host[:port]`.
+    #[arg(long)]
+    pub broker: String,
+    /// `username:password` on the first line of this file.
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for `mqtts://` (default: the system's).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key for mutual TLS (with --client-cert).
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Allow `mqtt://` (plaintext) with credentials to a broker not on this machine.
+    #[arg(long)]
+    pub allow_plaintext: bool,
+}
+
+impl BrokerArgs {
+    /// The broker's URL, once the files fit it: TLS files only for `mqtts://`, and no
+    /// password sent in plaintext to another machine without `--allow-plaintext`
+    /// (`whose` password, in the message).
+    ///
+    /// # Errors
+    /// What is wrong, in words for the command line.
+    pub fn url(&self, whose: &str) -> Result<warble_config::broker::BrokerUrl, String> {
+        let url = warble_config::broker::BrokerUrl::parse(&self.broker)?;
+        if !(url.tls
+            || url.is_loopback()
+            || self.credentials_file.is_none()
+            || self.allow_plaintext)
+        {
+            return Err(format!(
+                "plaintext MQTT to `{}` would send the {whose}'s password unencrypted (use \
+                 mqtts://, or --allow-plaintext)",
+                url.host
+            ));
+        }
+        if !url.tls && (self.ca_file.is_some() || self.client_cert.is_some()) {
+            return Err("--ca-file and --client-cert are for mqtts:// brokers".into());
+        }
+        Ok(url)
+    }
+
+    /// The broker's endpoint: the URL checked as [`Self::url`] says, the credentials and
+    /// TLS files read.
+    ///
+    /// # Errors
+    /// [`SetupError`]: the URL, or a file that cannot be used.
+    pub fn endpoint(&self, whose: &str) -> Result<Endpoint, SetupError> {
+        let url = self.url(whose).map_err(SetupError::Url)?;
+        Endpoint::with_files(
+            &url.host,
+            url.port,
+            url.tls,
+            self.credentials_file.as_deref(),
+            self.ca_file.as_deref(),
+            self.client_cert.as_deref().zip(self.client_key.as_deref()),
+        )
+    }
 }
 
 /// A broker and how to log in to it.
