@@ -113,6 +113,11 @@ impl<W: Write> EventSink<W> {
         self
     }
 
+    /// Events minted from now on are made by `model` (see [`Minter::switch_model`]).
+    pub fn switch_model(&mut self, model: warble_core::event::ModelRef) {
+        self.minter.switch_model(model);
+    }
+
     /// Takes one closed event; returns the minted event (`None` for a class without a
     /// label). It is committed to the outbox before the output sees it.
     ///

@@ -56,6 +56,13 @@ impl Minter {
         }
     }
 
+    /// Events from now on are made by `model` (a model update switched at a window
+    /// boundary). The sequence goes on: a subscriber sees the switch as the first event
+    /// with the new model, with no hole in the boot's seqs.
+    pub fn switch_model(&mut self, model: ModelRef) {
+        self.model = model;
+    }
+
     /// The event of a row, with the next id; `timeline` gives the wall-clock times of the
     /// stream's samples. `None` for a class without a label (nothing to report).
     pub fn mint(
@@ -252,6 +259,34 @@ mod tests {
             w.write(&row, &labels(), event.as_ref()).unwrap();
         }
         String::from_utf8(w.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn after_a_model_switch_events_name_the_new_model_and_seqs_go_on() {
+        let event = SpeciesEvent {
+            class: 0,
+            start_sample: 0,
+            end_sample: 96_000,
+            confidence: 0.9,
+            windows: 1,
+        };
+        let row = Row {
+            file: "live",
+            event: &event,
+            rate_hz: 32_000,
+            clip: None,
+        };
+        let model = |version: &str| ModelRef {
+            id: "demo".into(),
+            version: version.into(),
+        };
+        let t0 = Timeline::starting_at(chrono::Utc::now(), 32_000);
+        let mut minter = Minter::new("st-1", 3, model("0.1.0"));
+        let before = minter.mint(&row, &labels(), &t0).unwrap();
+        minter.switch_model(model("0.2.0"));
+        let after = minter.mint(&row, &labels(), &t0).unwrap();
+        assert_eq!((before.seq, before.model.version.as_str()), (0, "0.1.0"));
+        assert_eq!((after.seq, after.model.version.as_str()), (1, "0.2.0"));
     }
 
     #[test]
