@@ -1,6 +1,7 @@
 //! Batch analysis of recordings with a verified bundle: chunked decoding → the streaming
 //! front end the live recorder uses → batched inference → [`Detector`] → events.
 
+use std::borrow::BorrowMut;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -170,16 +171,26 @@ impl Analyzer {
 
     /// Starts a continuous stream (a file, or live audio between capture gaps): samples go
     /// in with [`Stream::push`], events come out as they close.
-    pub fn stream(&mut self) -> Stream<'_> {
-        self.windows.reset();
-        let per_window: usize = self.window_shape.iter().product();
-        let cap = self.cfg.batch.max(1);
+    pub fn stream(&mut self) -> Stream<&mut Self> {
+        Stream::over(self)
+    }
+
+    /// A stream that owns the analyzer (the recorder's, so that a model update can
+    /// replace the analyzer between streams); [`Stream::into_analyzer`] gives it back.
+    pub fn into_stream(self) -> Stream<Self> {
+        Stream::over(self)
+    }
+}
+
+impl<A: BorrowMut<Analyzer>> Stream<A> {
+    fn over(mut analyzer: A) -> Self {
+        let a = analyzer.borrow_mut();
+        a.windows.reset();
+        let per_window: usize = a.window_shape.iter().product();
+        let cap = a.cfg.batch.max(1);
+        let detector = Detector::new(&a.labels, a.thresholds.clone(), a.cfg.detector.clone());
         Stream {
-            detector: Detector::new(
-                &self.labels,
-                self.thresholds.clone(),
-                self.cfg.detector.clone(),
-            ),
+            detector,
             batch: Batch {
                 x: Vec::with_capacity(cap * per_window),
                 spans: Vec::with_capacity(cap),
@@ -188,10 +199,17 @@ impl Analyzer {
             closed: Vec::new(),
             samples: 0,
             inference: Duration::ZERO,
-            analyzer: self,
+            analyzer,
         }
     }
 
+    /// The analyzer back, once the stream is finished or abandoned.
+    pub fn into_analyzer(self) -> A {
+        self.analyzer
+    }
+}
+
+impl Analyzer {
     /// Analyses one file; `on_event` sees each event as soon as it closes (so the events
     /// before a decoding error part-way through are not lost).
     ///
@@ -300,8 +318,8 @@ pub struct StreamSummary {
 
 /// A continuous stream through an [`Analyzer`]: windows → batched inference → detector.
 #[derive(Debug)]
-pub struct Stream<'a> {
-    analyzer: &'a mut Analyzer,
+pub struct Stream<A: BorrowMut<Analyzer>> {
+    analyzer: A,
     detector: Detector,
     batch: Batch,
     closed: Vec<SpeciesEvent>,
@@ -309,7 +327,7 @@ pub struct Stream<'a> {
     inference: Duration,
 }
 
-impl Stream<'_> {
+impl<A: BorrowMut<Analyzer>> Stream<A> {
     /// Pushes mono samples at the analyzer's sample rate; runs the model whenever a batch
     /// of windows is complete and hands every event that closes to `on_event`.
     ///
@@ -323,12 +341,15 @@ impl Stream<'_> {
         self.samples += pcm.len() as u64;
         let batch = &mut self.batch;
         self.analyzer
+            .borrow_mut()
             .windows
             .push(pcm, |start, window| batch.add(start, window));
         while self.batch.full() {
-            self.inference +=
-                self.analyzer
-                    .flush(&mut self.batch, &mut self.detector, &mut self.closed)?;
+            self.inference += self.analyzer.borrow_mut().flush(
+                &mut self.batch,
+                &mut self.detector,
+                &mut self.closed,
+            )?;
         }
         self.closed.drain(..).for_each(|e| on_event(&e));
         Ok(())
@@ -352,9 +373,10 @@ impl Stream<'_> {
 
     /// Ends the stream after a failure: the events still open are closed and reported as
     /// they stand, without classifying what is buffered (the engine may be what failed).
-    pub fn abandon(mut self, on_event: &mut dyn FnMut(&SpeciesEvent)) {
+    pub fn abandon(mut self, on_event: &mut dyn FnMut(&SpeciesEvent)) -> A {
         self.detector.finish(&mut self.closed);
         self.closed.drain(..).for_each(|e| on_event(&e));
+        self.analyzer
     }
 
     /// Ends the stream: pads and classifies the last partial window, closes open events.
@@ -365,19 +387,38 @@ impl Stream<'_> {
         mut self,
         on_event: &mut dyn FnMut(&SpeciesEvent),
     ) -> Result<StreamSummary, AnalyzeError> {
+        self.end(on_event)
+    }
+
+    /// [`Self::finish`], giving the analyzer back whatever the outcome.
+    pub fn finish_returning(
+        mut self,
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) -> (Result<StreamSummary, AnalyzeError>, A) {
+        let summary = self.end(on_event);
+        (summary, self.analyzer)
+    }
+
+    fn end(
+        &mut self,
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) -> Result<StreamSummary, AnalyzeError> {
         let batch = &mut self.batch;
         self.analyzer
+            .borrow_mut()
             .windows
             .finish(|start, window| batch.add(start, window));
         while !self.batch.spans.is_empty() {
-            self.inference +=
-                self.analyzer
-                    .flush(&mut self.batch, &mut self.detector, &mut self.closed)?;
+            self.inference += self.analyzer.borrow_mut().flush(
+                &mut self.batch,
+                &mut self.detector,
+                &mut self.closed,
+            )?;
         }
         self.detector.finish(&mut self.closed);
         self.closed.drain(..).for_each(|e| on_event(&e));
         Ok(StreamSummary {
-            audio_seconds: self.samples as f64 / f64::from(self.analyzer.rate.hz()),
+            audio_seconds: self.samples as f64 / f64::from(self.analyzer.borrow().rate.hz()),
             inference: self.inference,
             stats: self.detector.stats(),
             privacy_spans: self.detector.take_privacy_spans(),

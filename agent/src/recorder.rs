@@ -276,6 +276,17 @@ pub struct Recorder<W: Write> {
     limits: Limits,
     listening: ListeningFn,
     watchdog: Option<Watchdog>,
+    switches: Option<std::sync::mpsc::Receiver<ModelSwitch>>,
+}
+
+/// A model to switch to (a model update that passed its self-test): its analyzer, made
+/// with the station's settings, and the model its events name.
+#[derive(Debug)]
+pub struct ModelSwitch {
+    /// The new model's analyzer.
+    pub analyzer: Analyzer,
+    /// What its events carry.
+    pub model: warble_core::event::ModelRef,
 }
 
 impl<W: Write> std::fmt::Debug for Recorder<W> {
@@ -294,19 +305,17 @@ struct Outlet<'a, W: Write> {
     clips: &'a RefCell<Option<Clips>>,
     timeline: &'a RefCell<Timeline>,
     health: &'a Health,
-    labels: &'a warble_core::LabelTable,
+    labels: &'a RefCell<warble_core::LabelTable>,
     rate_hz: u32,
     problem: &'a RefCell<Option<EventSinkError>>,
 }
 
 impl<W: Write> Outlet<'_, W> {
     fn event(&self, e: &SpeciesEvent) {
+        let labels = self.labels.borrow();
         let clip = self.clips.borrow_mut().as_mut().map(|c| {
             let at = self.timeline.borrow().time_at(e.start_sample as f64);
-            let code = self
-                .labels
-                .get(e.class)
-                .map_or("unknown", |l| l.code.as_str());
+            let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
             let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
             c.plan(e.start_sample, e.end_sample, &name)
         });
@@ -317,7 +326,7 @@ impl<W: Write> Outlet<'_, W> {
             clip: clip.as_deref(),
         };
         let mut sink = self.sink.borrow_mut();
-        if let Err(err) = sink.emit(&row, self.labels, &self.timeline.borrow()) {
+        if let Err(err) = sink.emit(&row, &labels, &self.timeline.borrow()) {
             self.problem.borrow_mut().get_or_insert(err);
         }
         self.health.note_sink(&sink.stats());
@@ -343,7 +352,19 @@ impl<W: Write> Recorder<W> {
             limits: Limits::default(),
             listening: Box::new(|_| true),
             watchdog: None,
+            switches: None,
         }
+    }
+
+    /// Switches to each model that arrives on `switches`, between two windows: the
+    /// current stream ends (its open events close and are committed under the old
+    /// model), and the next starts with the new one; events go on in the same boot with
+    /// no hole in their seqs. A model at another sample rate is refused (said): the
+    /// resampler, timeline and clips are made for the rate the recorder started with.
+    #[must_use]
+    pub fn with_model_switches(mut self, switches: std::sync::mpsc::Receiver<ModelSwitch>) -> Self {
+        self.switches = Some(switches);
+        self
     }
 
     /// Keeps clips of detections (the model-rate audio).
@@ -400,7 +421,7 @@ impl<W: Write> Recorder<W> {
         report: &mut RecorderReport,
     ) -> Result<(), RecorderError> {
         let Self {
-            mut analyzer,
+            analyzer,
             sink,
             health,
             capture_rate,
@@ -409,10 +430,13 @@ impl<W: Write> Recorder<W> {
             limits,
             listening,
             mut watchdog,
+            switches,
         } = self;
         let mut recording = open_recording(record.as_deref(), capture_rate)?;
-        let labels = analyzer.labels().clone();
+        let labels = RefCell::new(analyzer.labels().clone());
         let model_rate = analyzer.sample_rate();
+        // The analyzer while no stream holds it (outside the listening windows).
+        let mut idle = Some(analyzer);
         // Made for each listening stretch (below): a stretch starts from a clean state.
         let mut resampler = None;
         let new_timeline = || Timeline::live(capture_rate.hz(), model_rate.hz());
@@ -453,22 +477,33 @@ impl<W: Write> Recorder<W> {
                     problem.borrow_mut().get_or_insert(err);
                 }
                 health.note_sink(&sink.borrow().stats());
+                if let Some(switch) = switches.as_ref().and_then(|rx| rx.try_recv().ok()) {
+                    let old =
+                        switch_model(switch, model_rate, &mut stream, &mut idle, &labels, &sink);
+                    if let Err(e) = end_stretch(old, &mut resampler, &clips, report, &mut on_event)
+                    {
+                        break Err(e);
+                    }
+                }
                 let active = listening(Utc::now());
-                if active && stream.is_none() {
+                if active
+                    && stream.is_none()
+                    && let Some(analyzer) = idle.take()
+                {
                     tracing::info!("listening (station schedule)");
                     timeline.replace(new_timeline());
                     resampler = match new_resampler(capture_rate, model_rate) {
                         Ok(r) => r,
                         Err(e) => break Err(e),
                     };
-                    stream = Some(analyzer.stream());
+                    stream = Some(analyzer.into_stream());
                     meter.stream_inference = Duration::ZERO;
                 } else if !active && stream.is_some() {
                     tracing::info!("outside the listening windows: paused");
-                    if let Err(e) =
-                        end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event)
+                    match end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event)
                     {
-                        break Err(e);
+                        Ok(analyzer) => idle = analyzer,
+                        Err(e) => break Err(e),
                     }
                 }
             }
@@ -514,10 +549,11 @@ impl<W: Write> Recorder<W> {
         };
         report.latency = meter.latency;
         let ended = match looped {
-            Ok(()) => end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event),
+            Ok(()) => end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event)
+                .map(|_| ()),
             Err(e) => {
                 if let Some(s) = stream.take() {
-                    s.abandon(&mut on_event);
+                    let _ = s.abandon(&mut on_event);
                 }
                 Err(e)
             }
@@ -652,7 +688,7 @@ impl Meter {
     /// Pushes `samples` into `stream`, counting the time, windows and inference.
     fn push(
         &mut self,
-        stream: &mut Stream<'_>,
+        stream: &mut Stream<Analyzer>,
         samples: &[f32],
         health: &Health,
         on_event: &mut dyn FnMut(&SpeciesEvent),
@@ -681,17 +717,52 @@ impl Meter {
     }
 }
 
+/// Takes `switch` between two windows: the current stream (if any) is handed back to
+/// be ended under the old model, the new analyzer waits in `idle` for the next stretch,
+/// and the labels and the events' model are the new model's from then on. Refused, and
+/// nothing changes, for a model at another rate than `model_rate`.
+fn switch_model<W: Write>(
+    switch: ModelSwitch,
+    model_rate: SampleRate,
+    stream: &mut Option<Stream<Analyzer>>,
+    idle: &mut Option<Analyzer>,
+    labels: &RefCell<warble_core::LabelTable>,
+    sink: &RefCell<EventSink<W>>,
+) -> Option<Stream<Analyzer>> {
+    let ModelSwitch { analyzer, model } = switch;
+    if analyzer.sample_rate() != model_rate {
+        tracing::error!(
+            "not switching to {} {}: it runs at {} Hz, this recorder at {} Hz (restart the agent to run it)",
+            model.id,
+            model.version,
+            analyzer.sample_rate().hz(),
+            model_rate.hz()
+        );
+        return None;
+    }
+    tracing::info!(
+        "switching to model {} {} at a window boundary",
+        model.id,
+        model.version
+    );
+    let old = stream.take();
+    labels.replace(analyzer.labels().clone());
+    sink.borrow_mut().switch_model(model);
+    *idle = Some(analyzer);
+    old
+}
+
 /// Ends a listening stretch: the resampler's tail, the last partial window, every open
-/// event closed; clips of the stretch settled.
+/// event closed; clips of the stretch settled. The analyzer comes back for the next.
 fn end_stretch(
-    stream: Option<Stream<'_>>,
+    stream: Option<Stream<Analyzer>>,
     resampler: &mut Option<StreamResampler>,
     clips: &RefCell<Option<Clips>>,
     report: &mut RecorderReport,
     on_event: &mut dyn FnMut(&SpeciesEvent),
-) -> Result<(), RecorderError> {
+) -> Result<Option<Analyzer>, RecorderError> {
     let Some(mut stream) = stream else {
-        return Ok(());
+        return Ok(None);
     };
     if let Some(r) = resampler.as_mut() {
         let mut tail = Vec::new();
@@ -699,12 +770,13 @@ fn end_stretch(
             .map_err(|e| RecorderError::Resample(format!("{e:?}")))?;
         stream.push(&tail, on_event)?;
     }
-    let summary = stream.finish(on_event)?;
+    let (summary, analyzer) = stream.finish_returning(on_event);
+    let summary = summary?;
     if let Some(c) = clips.borrow_mut().as_mut() {
         c.note_privacy(&summary.privacy_spans);
         c.finish();
     }
     report.audio_seconds += summary.audio_seconds;
     report.windows += summary.stats.windows;
-    Ok(())
+    Ok(Some(analyzer))
 }

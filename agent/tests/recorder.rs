@@ -175,3 +175,115 @@ fn the_recording_keeps_everything_captured_while_the_schedule_is_not_listening()
     let samples = hound::WavReader::open(&wav).unwrap().len();
     assert_eq!(u64::from(samples), 3 * u64::from(rate.hz()), "all captured");
 }
+
+/// A file source that hands a model switch to the recorder once `at` samples were read,
+/// and reads at about twenty times real time (so the switch lands mid-file).
+struct SwitchingSource {
+    inner: FileSource,
+    read: usize,
+    at: usize,
+    switch: Option<(
+        std::sync::mpsc::Sender<warble_agent::recorder::ModelSwitch>,
+        warble_agent::recorder::ModelSwitch,
+    )>,
+}
+
+impl AudioSource for SwitchingSource {
+    fn read(&mut self, out: &mut Vec<f32>) -> usize {
+        std::thread::sleep(std::time::Duration::from_micros(700));
+        let n = self.inner.read(out);
+        self.read += n;
+        if self.read >= self.at
+            && let Some((tx, switch)) = self.switch.take()
+        {
+            tx.send(switch).unwrap();
+        }
+        n
+    }
+
+    fn ended(&self) -> bool {
+        self.inner.ended()
+    }
+}
+
+#[test]
+fn a_model_switch_mid_stream_changes_the_events_model_at_one_boundary_without_a_seq_hole() {
+    use warble_core::bundle::{Bundle, Limits, SecretKey};
+    let key = SecretKey::from_seed([9; 32], "operator");
+    let bytes = warble_tests::demo::resigned("0.2.0", &key, |_, _| {});
+    let trusted = [key.public().clone()].into_iter().collect();
+    let newer = Bundle::from_bytes(&bytes, &trusted, &Limits::default()).unwrap();
+    let engine = warble_infer::EngineConfig {
+        choice: warble_infer::EngineChoice::Tract,
+        ort_library: None,
+        threads: 1,
+    };
+    let next = warble_agent::model::LoadedModel::load(newer, "0.2.0", &engine).unwrap();
+    let switch = warble_agent::recorder::ModelSwitch {
+        model: next.model_ref(),
+        analyzer: next
+            .into_analyzer(AnalyzeConfig {
+                batch: 1,
+                ..AnalyzeConfig::default()
+            })
+            .unwrap(),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_path = dir.path().join("outbox.sqlite");
+    let analyzer = analyzer();
+    let rate = analyzer.sample_rate();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recorder = Recorder::new(
+        analyzer,
+        sink(Outbox::open(&outbox_path, 1 << 24).unwrap()),
+        Arc::new(Health::default()),
+        rate,
+    )
+    .with_model_switches(rx);
+    let inner = FileSource::open(&demo(), rate, 441).unwrap();
+    let mut source = SwitchingSource {
+        inner,
+        read: 0,
+        at: 20 * 32_000,
+        switch: Some((tx, switch)),
+    };
+    recorder
+        .run(&mut source, &CancellationToken::new())
+        .result
+        .unwrap();
+    let mut stored: Vec<_> = Outbox::open(&outbox_path, 1 << 24)
+        .unwrap()
+        .pending(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    stored.sort_by_key(|e| e.seq);
+    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..stored.len() as u64).collect::<Vec<_>>(),
+        "no hole"
+    );
+    let versions: Vec<&str> = stored.iter().map(|e| e.model.version.as_str()).collect();
+    let first_new = versions
+        .iter()
+        .position(|v| *v == "0.2.0")
+        .expect("new-model events");
+    assert!(
+        first_new > 0,
+        "old-model events before the switch: {versions:?}"
+    );
+    assert!(
+        versions[first_new..].iter().all(|v| *v == "0.2.0"),
+        "one boundary: {versions:?}"
+    );
+    // The old model heard up to the switch, the new one from there on.
+    let last_old = stored[..first_new].iter().map(|e| e.start).max().unwrap();
+    let first_new_start = stored[first_new..].iter().map(|e| e.start).min().unwrap();
+    assert!(
+        last_old <= first_new_start,
+        "{last_old} > {first_new_start}"
+    );
+}
