@@ -176,7 +176,8 @@ impl Analyzer {
     }
 
     /// A stream that owns the analyzer (the recorder's, so that a model update can
-    /// replace the analyzer between streams); [`Stream::into_analyzer`] gives it back.
+    /// replace the analyzer between streams); [`Stream::finish_returning`] and
+    /// [`Stream::abandon`] give it back.
     pub fn into_stream(self) -> Stream<Self> {
         Stream::over(self)
     }
@@ -201,11 +202,6 @@ impl<A: BorrowMut<Analyzer>> Stream<A> {
             inference: Duration::ZERO,
             analyzer,
         }
-    }
-
-    /// The analyzer back, once the stream is finished or abandoned.
-    pub fn into_analyzer(self) -> A {
-        self.analyzer
     }
 }
 

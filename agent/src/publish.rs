@@ -51,10 +51,12 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// From a validated station file; reads the credentials file.
+    /// From a validated station file; reads the TLS and credentials files (named
+    /// relative to `base`).
     ///
     /// # Errors
-    /// No `[mqtt]` section, TLS (not built yet), or an unreadable credentials file.
+    /// No `[mqtt]` section, a TLS or credentials file that cannot be used, or a broker
+    /// user that is not the station id.
     pub fn from_station(
         st: &warble_config::StationConfig,
         base: &std::path::Path,
@@ -62,46 +64,37 @@ impl BrokerConfig {
         let Some(m) = &st.mqtt else {
             return Err(DeliveryError::NotConfigured);
         };
-        let tls = if m.tls {
-            let ca = m.ca_file.as_ref().map(|f| base.join(f));
-            let identity = m
-                .client_identity
-                .as_ref()
-                .map(|(c, k)| (base.join(c), base.join(k)));
-            Some(warble_mqtt::tls_config(
-                ca.as_deref(),
-                identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-            )?)
-        } else {
-            None
-        };
-        let credentials = match &m.credentials_file {
-            Some(file) => {
-                let path = base.join(file);
-                let (user, password) = warble_mqtt::read_credentials(&path)?;
-                // The fleet's ACL lets a station publish only under its own id: a mismatch
-                // is refused here, before any event is sent to be denied.
-                if user != st.id.as_str() {
-                    return Err(SetupError::Credentials {
-                        path,
-                        reason: format!(
-                            "the user `{}` is not the station id `{}`: stations log in to the broker with their id (the broker's ACL lets nobody else publish the station's detections)",
-                            user.escape_debug(),
-                            st.id
-                        ),
-                    }
-                    .into());
-                }
-                Some((user, password))
+        let ca = m.ca_file.as_ref().map(|f| base.join(f));
+        let identity = m
+            .client_identity
+            .as_ref()
+            .map(|(c, k)| (base.join(c), base.join(k)));
+        let credentials = m.credentials_file.as_ref().map(|f| base.join(f));
+        let endpoint = Endpoint::with_files(
+            &m.host,
+            m.port,
+            m.tls,
+            credentials.as_deref(),
+            ca.as_deref(),
+            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )?;
+        // The fleet's ACL lets a station publish only under its own id: a mismatch is
+        // refused here, before any event is sent to be denied.
+        if let (Some(path), Some((user, _))) = (credentials, &endpoint.credentials)
+            && user != st.id.as_str()
+        {
+            return Err(SetupError::Credentials {
+                path,
+                reason: format!(
+                    "the user `{}` is not the station id `{}`: stations log in to the broker with their id (the broker's ACL lets nobody else publish the station's detections)",
+                    user.escape_debug(),
+                    st.id
+                ),
             }
-            None => None,
-        };
+            .into());
+        }
         Ok(Self {
-            endpoint: Endpoint {
-                credentials,
-                tls,
-                ..Endpoint::new(&m.host, m.port)
-            },
+            endpoint,
             client_id: m.client_id.clone(),
             topics: Topics::new(m.topic_prefix.clone(), st.id.clone()),
             window: 32,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use warble_config::StationConfig;
 use warble_core::bundle::TrustedKeys;
 use warble_core::bundle::offer::{MAX_OFFER_BYTES, Offer};
-use warble_core::wire::{Leaf, ModelReport, ModelState, ModelVersion};
+use warble_core::wire::{Candidate, Leaf, ModelReport, ModelState, ModelVersion};
 use warble_infer::EngineConfig;
 use warble_mqtt::reconnect_backoff;
 
@@ -64,7 +64,6 @@ struct Handler {
     cfg: UpdaterConfig,
     ledger: Ledger,
     running: ModelVersion,
-    previous: Option<ModelVersion>,
     /// The last offer handled, by its bundle hash: a retained offer seen again after a
     /// reconnect is not handled twice.
     last_handled: Option<String>,
@@ -75,14 +74,15 @@ impl Handler {
     fn report(
         &self,
         state: ModelState,
-        offer: Option<&Offer>,
+        candidate: Option<Candidate>,
         reason: Option<String>,
     ) -> ModelReport {
         ModelReport {
             state,
             active: self.running.clone(),
-            previous: self.previous.clone(),
-            candidate: candidate_of(offer, None),
+            // Filled once models switch while running (a rollback needs it).
+            previous: None,
+            candidate,
             reason,
             since: Utc::now(),
             probation_until: None,
@@ -105,23 +105,19 @@ impl Handler {
                 return;
             }
             Err(refused) => {
-                let mut r = self.report(
-                    ModelState::Rejected,
-                    refused.offer.as_ref(),
-                    Some(refused.rejection.to_string()),
-                );
-                r.candidate = candidate_of(refused.offer.as_ref(), refused.bundle.as_deref());
                 tracing::warn!("model update refused: {}", refused.rejection);
-                say(r);
+                say(self.report(
+                    ModelState::Rejected,
+                    candidate_of(refused.offer.as_ref(), refused.bundle.as_deref()),
+                    Some(refused.rejection.to_string()),
+                ));
                 return;
             }
         };
         let candidate = candidate_of(Some(&accepted.offer), Some(&accepted.bundle));
         let reject = |this: &Self, why: String| {
             tracing::warn!("model update refused: {why}");
-            let mut r = this.report(ModelState::Rejected, Some(&accepted.offer), Some(why));
-            r.candidate = candidate.clone();
-            r
+            this.report(ModelState::Rejected, candidate.clone(), Some(why))
         };
         let slot = self
             .cfg
@@ -131,9 +127,7 @@ impl Handler {
             say(reject(self, format!("writing {}: {e}", slot.display())));
             return;
         }
-        let mut testing = self.report(ModelState::Testing, Some(&accepted.offer), None);
-        testing.candidate = candidate.clone();
-        say(testing);
+        say(self.report(ModelState::Testing, candidate.clone(), None));
         let name = format!("{} (offered)", version_of(&accepted.bundle).version);
         let model = match LoadedModel::load(accepted.bundle, &name, &self.cfg.engine) {
             Ok(m) => m,
@@ -212,7 +206,6 @@ impl Updater {
                 cfg,
                 ledger,
                 running,
-                previous: None,
                 last_handled: None,
                 handoff,
             })),
@@ -317,9 +310,11 @@ impl Updater {
             h.last_handled = Some(hash);
         }
         let handler = self.handler.clone();
-        let mut received = self.lock().report(ModelState::Receiving, None, None);
-        received.reason = Some(format!("{} bytes", message.len()));
-        let _ = say.send(received);
+        let received = format!("{} bytes", message.len());
+        let _ = say.send(
+            self.lock()
+                .report(ModelState::Receiving, None, Some(received)),
+        );
         tokio::task::spawn_blocking(move || {
             let mut h = handler
                 .lock()

@@ -105,7 +105,7 @@ impl Ledger {
         let highest = self.highest.entry(m.model_id.clone()).or_default();
         *highest = (*highest).max([a, b, c]);
         if let Some(o) = offer {
-            self.last_offer = Some(o.issued.max(self.last_offer.unwrap_or(o.issued)));
+            self.last_offer = self.last_offer.max(Some(o.issued));
         }
     }
 }

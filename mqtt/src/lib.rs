@@ -134,8 +134,8 @@ impl Endpoint {
 
     /// `host:port` over TLS when `tls` (trusting `ca_file`, else the system's roots, and
     /// presenting `identity` — certificate and key — for mutual TLS), logging in with the
-    /// `username:password` of `credentials` if given: how the command-line tools reach a
-    /// broker.
+    /// `username:password` of `credentials` if given: how stations and the command-line
+    /// tools reach a broker.
     ///
     /// # Errors
     /// A file that cannot be used, named.
@@ -147,9 +147,10 @@ impl Endpoint {
         ca_file: Option<&Path>,
         identity: Option<(&Path, &Path)>,
     ) -> Result<Self, SetupError> {
+        let tls = tls.then(|| tls_config(ca_file, identity)).transpose()?;
         Ok(Self {
             credentials: credentials.map(read_credentials).transpose()?,
-            tls: tls.then(|| tls_config(ca_file, identity)).transpose()?,
+            tls,
             ..Self::new(host, port)
         })
     }
