@@ -154,6 +154,12 @@ impl Analyzer {
         self.window_samples
     }
 
+    /// Time between window starts.
+    pub fn hop(&self) -> Duration {
+        let hop = self.cfg.hop_samples.unwrap_or(self.window_samples);
+        Duration::from_secs_f64(hop as f64 / f64::from(self.rate.hz()))
+    }
+
     /// The bundle's labels, one per model output.
     pub fn labels(&self) -> &LabelTable {
         &self.labels
@@ -365,6 +371,19 @@ impl<A: BorrowMut<Analyzer>> Stream<A> {
     /// Time spent inside the inference engine so far.
     pub fn inference(&self) -> Duration {
         self.inference
+    }
+
+    /// What a probation compares: audio, windows, NaN windows, detecting windows and
+    /// inference time so far.
+    pub fn figures(&self) -> crate::probation::Figures {
+        let stats = self.detector.stats();
+        crate::probation::Figures {
+            audio_s: self.samples as f64 / f64::from(self.analyzer.borrow().rate.hz()),
+            windows: stats.windows,
+            non_finite: stats.non_finite_windows,
+            detected: stats.detected_windows,
+            inference: self.inference,
+        }
     }
 
     /// Ends the stream after a failure: the events still open are closed and reported as

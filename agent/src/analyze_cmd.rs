@@ -235,6 +235,8 @@ pub(crate) struct Session {
     pub sink: EventSink<Box<dyn Write>>,
     /// The model's id and version.
     pub model: ModelRef,
+    /// The same, with its bundle's hash (as model reports name it).
+    pub version: warble_core::wire::ModelVersion,
     /// This run's boot number.
     pub boot: u64,
 }
@@ -259,6 +261,7 @@ pub(crate) fn prepare(settings: &Settings, out: Option<&Path>) -> anyhow::Result
         model.backend()
     );
     let model_ref = model.model_ref();
+    let version = warble_agent::updates::version_of(model.bundle());
     let cfg = settings.analyze_config(&model);
     let analyzer = model.into_analyzer(cfg)?;
     let sink: Box<dyn Write> = match out {
@@ -291,6 +294,7 @@ pub(crate) fn prepare(settings: &Settings, out: Option<&Path>) -> anyhow::Result
         analyzer,
         sink,
         model: model_ref,
+        version,
         boot,
     })
 }

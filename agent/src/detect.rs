@@ -83,6 +83,9 @@ pub struct DetectorStats {
     pub windows: u64,
     /// Windows dropped because the model produced NaN or infinity.
     pub non_finite_windows: u64,
+    /// Windows in which a reported species reached its threshold (before merging and
+    /// confirmation: the model's detection rate, which a probation compares).
+    pub detected_windows: u64,
     /// Events held back because repeat-confirmation never succeeded.
     pub unconfirmed_events: u64,
 }
@@ -191,9 +194,11 @@ impl Detector {
         {
             self.privacy_spans.push((start_sample, end_sample));
         }
+        let mut detected = false;
         for (class, &p) in probs.iter().enumerate() {
             let hit = self.reported[class] && p >= self.thresholds[class];
             if hit {
+                detected = true;
                 self.record_hit(class, end_sample);
             }
             let confirmed = hit && self.is_confirmed(class);
@@ -241,6 +246,7 @@ impl Detector {
                 None => {}
             }
         }
+        self.stats.detected_windows += u64::from(detected);
     }
 
     /// Ends the stream: closes every open event (in class order).
@@ -478,5 +484,29 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(d.stats().non_finite_windows, 2);
         assert_eq!(d.stats().windows, 2);
+        assert_eq!(d.stats().detected_windows, 0);
+    }
+
+    #[test]
+    fn windows_with_a_reported_species_over_its_threshold_are_counted() {
+        let cfg = DetectorConfig {
+            exclude: ["ccc".to_owned()].into(),
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(&labels(), vec![0.5; 3], cfg);
+        let mut out = Vec::new();
+        // Two species in one window count once; an excluded one not at all.
+        for (i, p) in [
+            [0.9, 0.8, 0.0],
+            [0.1, 0.1, 0.1],
+            [0.0, 0.0, 0.9],
+            [0.6, 0.0, 0.0],
+        ]
+        .iter()
+        .enumerate()
+        {
+            d.push(i as u64 * 100, i as u64 * 100 + 100, p, &mut out);
+        }
+        assert_eq!(d.stats().detected_windows, 2);
     }
 }

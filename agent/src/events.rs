@@ -118,6 +118,11 @@ impl<W: Write> EventSink<W> {
         self.minter.switch_model(model);
     }
 
+    /// The model events are minted with now.
+    pub fn model(&self) -> &warble_core::event::ModelRef {
+        self.minter.model()
+    }
+
     /// Takes one closed event; returns the minted event (`None` for a class without a
     /// label). It is committed to the outbox before the output sees it.
     ///

@@ -3,12 +3,14 @@
 //! ([`warble_core::wire::Heartbeat`]) that presence publishes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use warble_core::event::ModelRef;
-use warble_core::wire::{ClockState, DeliveryState, DeviceState, Engine, Heartbeat, ReserveState};
+use warble_core::wire::{
+    ClockState, DeliveryState, DeviceState, Engine, Heartbeat, ModelState, ReserveState,
+};
 
 use crate::delivery::DeliveryHealth;
 use crate::events::SinkStats;
@@ -52,6 +54,36 @@ pub struct Health {
     pub output_failures: AtomicU64,
     /// What delivery reports: outbox depth, refusals.
     pub delivery: Arc<DeliveryHealth>,
+    /// The model and the state of its update, once an update changed them (a lock: the
+    /// recorder takes it only when models switch, never per window).
+    pub model: Mutex<ModelNow>,
+}
+
+/// The model a station runs now, as the heartbeat says it.
+#[derive(Debug, Default, Clone)]
+pub struct ModelNow {
+    /// The model, once it is not the one the station started with.
+    pub model: Option<ModelRef>,
+    /// Where model updates stand, on a station that takes them.
+    pub state: Option<ModelState>,
+}
+
+impl Health {
+    /// Notes the model producing detections now (a switch or a rollback).
+    pub fn note_model(&self, model: ModelRef) {
+        self.model_now().model = Some(model);
+    }
+
+    /// Notes where model updates stand.
+    pub fn note_model_state(&self, state: ModelState) {
+        self.model_now().state = Some(state);
+    }
+
+    fn model_now(&self) -> std::sync::MutexGuard<'_, ModelNow> {
+        self.model
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What does not change while a station runs.
@@ -92,6 +124,7 @@ impl Health {
         let per_window_ms = |us: u64| (windows > 0).then(|| us as f64 / 1000.0 / windows as f64);
         let busy_s = count(&self.busy_us) as f64 / 1e6;
         let stats = outbox.map(|o| o.stats);
+        let now = self.model_now().clone();
         Heartbeat {
             uptime_s: facts.started.elapsed().as_secs(),
             cpu_s: crate::resources::cpu_seconds(),
@@ -141,7 +174,8 @@ impl Health {
             outbox_failures: count(&self.outbox_failures),
             held_events: count(&self.held_events),
             output_failures: count(&self.output_failures),
-            model: facts.model.clone(),
+            model: now.model.unwrap_or_else(|| facts.model.clone()),
+            model_state: now.state,
             engine: Some(facts.engine),
             boot: facts.boot,
         }

@@ -24,6 +24,8 @@
 //! - [`resources`]: peak memory and CPU time.
 //! - [`species`]: the station file's species codes checked against the model's labels.
 //! - [`station`]: the persisted boot counter behind unique event ids.
+//! - [`updates`], [`updater`]: model updates over MQTT: which offers are taken, the
+//!   ledger, the slots; [`probation`]: a new model judged beside the previous one.
 //!
 //! - [`capture`]: live audio through cpal into a lock-free ring buffer.
 //! - [`clips`]: WAV clips of live detections, with privacy classes, quota and retention.
@@ -43,6 +45,7 @@ pub mod outbox;
 pub mod output;
 pub mod pcm;
 pub mod presence;
+pub mod probation;
 pub mod publish;
 pub mod recorder;
 pub mod resources;

@@ -63,6 +63,11 @@ impl Minter {
         self.model = model;
     }
 
+    /// The model events are minted with now.
+    pub fn model(&self) -> &ModelRef {
+        &self.model
+    }
+
     /// The event of a row, with the next id; `timeline` gives the wall-clock times of the
     /// stream's samples. `None` for a class without a label (nothing to report).
     pub fn mint(

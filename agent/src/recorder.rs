@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use warble_core::SampleRate;
 use warble_core::audio::{AudioError, AudioStream, StreamResampler};
 
+use warble_core::event::ModelRef;
+
 use crate::analyze::{AnalyzeError, Analyzer, Stream};
 use crate::capture::Capture;
 use crate::clips::{ClipStats, Clips};
@@ -27,6 +29,7 @@ use crate::detect::SpeciesEvent;
 use crate::events::{EventSink, EventSinkError, SinkStats};
 use crate::health::Health;
 use crate::output::Row;
+use crate::probation::{Figures, Judge, Outcome, Trial, Verdict};
 use crate::timeline::Timeline;
 
 /// How long the loop waits for audio when none is ready (a sound card delivers a period
@@ -280,13 +283,99 @@ pub struct Recorder<W: Write> {
 }
 
 /// A model to switch to (a model update that passed its self-test): its analyzer, made
-/// with the station's settings, and the model its events name.
+/// with the station's settings, the model its events name, and its probation.
 #[derive(Debug)]
 pub struct ModelSwitch {
     /// The new model's analyzer.
     pub analyzer: Analyzer,
     /// What its events carry.
     pub model: warble_core::event::ModelRef,
+    /// Run it on probation beside the previous model (`None`: switch for good).
+    pub trial: Option<Trial>,
+}
+
+/// Detections of the shadow held during a probation, at most: reported if the candidate
+/// is rolled back (the station's record then has what the previous model heard all
+/// along), dropped if it is committed.
+const MAX_SHADOW_EVENTS: usize = 10_000;
+
+/// A model on probation in the recorder: the previous model's analyzer runs beside it as
+/// a shadow (its detections held, not reported), ready to take over again.
+struct OnTrial {
+    trial: Trial,
+    judge: Judge,
+    candidate: ModelRef,
+    previous: ModelRef,
+    previous_labels: warble_core::LabelTable,
+    /// The previous model's stream while listening, its analyzer while not.
+    shadow: Option<Stream<Analyzer>>,
+    shadow_idle: Option<Analyzer>,
+    /// Figures of the listening stretches already ended.
+    candidate_done: Figures,
+    previous_done: Figures,
+    /// The shadow's detections (see [`MAX_SHADOW_EVENTS`]).
+    held: Vec<SpeciesEvent>,
+}
+
+fn hold(held: &mut Vec<SpeciesEvent>, e: &SpeciesEvent) {
+    if held.len() < MAX_SHADOW_EVENTS {
+        held.push(e.clone());
+    }
+}
+
+impl OnTrial {
+    fn start_shadow(&mut self) {
+        if let Some(a) = self.shadow_idle.take() {
+            self.shadow = Some(a.into_stream());
+        }
+    }
+
+    /// Ends the shadow's stretch (its events are not reported).
+    fn pause_shadow(&mut self) {
+        if let Some(s) = self.shadow.take() {
+            self.previous_done = self.previous_done.plus(s.figures());
+            let held = &mut self.held;
+            let (_, analyzer) = s.finish_returning(&mut |e| hold(held, e));
+            self.shadow_idle = Some(analyzer);
+        }
+    }
+
+    /// The same audio through the previous model. `false`: it failed (it can no longer
+    /// take over).
+    fn push_shadow(&mut self, samples: &[f32]) -> bool {
+        let Some(s) = self.shadow.as_mut() else {
+            return true;
+        };
+        let held = &mut self.held;
+        if let Err(e) = s.push(samples, &mut |e| hold(held, e)) {
+            tracing::error!(
+                "the previous model {} {}, running beside the one on probation, failed: {e}",
+                self.previous.id,
+                self.previous.version
+            );
+            self.shadow = None;
+            return false;
+        }
+        true
+    }
+
+    fn previous_figures(&self) -> Figures {
+        self.previous_done.plus(
+            self.shadow
+                .as_ref()
+                .map(Stream::figures)
+                .unwrap_or_default(),
+        )
+    }
+
+    fn tell(&self, outcome: Outcome, candidate: Figures) {
+        let _ = self.trial.verdicts.send(Verdict {
+            candidate: self.candidate.clone(),
+            outcome,
+            candidate_figures: candidate,
+            previous_figures: self.previous_figures(),
+        });
+    }
 }
 
 impl<W: Write> std::fmt::Debug for Recorder<W> {
@@ -459,6 +548,7 @@ impl<W: Write> Recorder<W> {
         let mut last_check: Option<Instant> = None;
         let mut meter = Meter::default();
         let mut stream = None;
+        let mut trial: Option<OnTrial> = None;
         let looped: Result<(), RecorderError> = loop {
             let done = cancel.is_cancelled()
                 || problem.borrow().is_some()
@@ -477,13 +567,65 @@ impl<W: Write> Recorder<W> {
                     problem.borrow_mut().get_or_insert(err);
                 }
                 health.note_sink(&sink.borrow().stats());
-                if let Some(switch) = switches.as_ref().and_then(|rx| rx.try_recv().ok()) {
-                    let old =
-                        switch_model(switch, model_rate, &mut stream, &mut idle, &labels, &sink);
-                    if let Err(e) = end_stretch(old, &mut resampler, &clips, report, &mut on_event)
-                    {
-                        break Err(e);
-                    }
+                if let Some(switch) = switches.as_ref().and_then(|rx| rx.try_recv().ok())
+                    && let Some(switch) = refuse_switch(switch, model_rate, trial.is_some())
+                {
+                    // The old stream ends under the old model; the next starts with the new.
+                    let old = match end_stretch(
+                        stream.take(),
+                        &mut resampler,
+                        &clips,
+                        report,
+                        &mut on_event,
+                    ) {
+                        Ok(analyzer) => analyzer.or_else(|| idle.take()),
+                        Err(e) => break Err(e),
+                    };
+                    let previous = sink.borrow().model().clone();
+                    let ModelSwitch {
+                        analyzer,
+                        model,
+                        trial: plan,
+                    } = switch;
+                    tracing::info!(
+                        "switching to model {} {} at a window boundary{}",
+                        model.id,
+                        model.version,
+                        if plan.is_some() { ", on probation" } else { "" }
+                    );
+                    let previous_labels = labels.replace(analyzer.labels().clone());
+                    sink.borrow_mut().switch_model(model.clone());
+                    health.note_model(model.clone());
+                    let hop = analyzer.hop();
+                    idle = Some(analyzer);
+                    trial = plan.and_then(|plan| {
+                        let Some(old) = old else {
+                            // Nothing to compare with or go back to (cannot happen: the
+                            // analyzer is in the stream or idle): kept.
+                            let _ = plan.verdicts.send(Verdict {
+                                candidate: model.clone(),
+                                outcome: Outcome::Commit,
+                                candidate_figures: Figures::default(),
+                                previous_figures: Figures::default(),
+                            });
+                            return None;
+                        };
+                        Some(OnTrial {
+                            judge: Judge {
+                                length: plan.length,
+                                hop,
+                            },
+                            trial: plan,
+                            candidate: model,
+                            previous,
+                            previous_labels,
+                            shadow: None,
+                            shadow_idle: Some(old),
+                            candidate_done: Figures::default(),
+                            previous_done: Figures::default(),
+                            held: Vec::new(),
+                        })
+                    });
                 }
                 let active = listening(Utc::now());
                 if active
@@ -497,13 +639,38 @@ impl<W: Write> Recorder<W> {
                         Err(e) => break Err(e),
                     };
                     stream = Some(analyzer.into_stream());
+                    if let Some(t) = trial.as_mut() {
+                        t.start_shadow();
+                    }
                     meter.stream_inference = Duration::ZERO;
                 } else if !active && stream.is_some() {
                     tracing::info!("outside the listening windows: paused");
+                    if let Some(t) = trial.as_mut() {
+                        let now = stream.as_ref().map(Stream::figures).unwrap_or_default();
+                        t.candidate_done = t.candidate_done.plus(now);
+                        t.pause_shadow();
+                    }
                     match end_stretch(stream.take(), &mut resampler, &clips, report, &mut on_event)
                     {
                         Ok(analyzer) => idle = analyzer,
                         Err(e) => break Err(e),
+                    }
+                }
+                if let Some(t) = trial.as_ref() {
+                    let now = stream.as_ref().map(Stream::figures).unwrap_or_default();
+                    let candidate = t.candidate_done.plus(now);
+                    if let Some(outcome) = t.judge.judge(&candidate, Some(&t.previous_figures()))
+                        && let Some(t) = trial.take()
+                    {
+                        let mut models = Models {
+                            stream: &mut stream,
+                            idle: &mut idle,
+                            labels: &labels,
+                            sink: &sink,
+                            health: &health,
+                            meter: &mut meter,
+                        };
+                        models.settle_trial(t, outcome, candidate, &mut on_event);
                     }
                 }
             }
@@ -539,8 +706,38 @@ impl<W: Write> Recorder<W> {
                 Ok(samples) => samples,
                 Err(e) => break Err(e),
             };
+            if let Some(t) = trial.as_mut() {
+                let took = Instant::now();
+                let alive = t.push_shadow(samples);
+                health
+                    .busy_us
+                    .fetch_add(took.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if !alive && let Some(t) = trial.take() {
+                    tracing::warn!(
+                        "{} {} is kept: the previous model cannot take over any more",
+                        t.candidate.id,
+                        t.candidate.version
+                    );
+                    let figures = t.candidate_done.plus(active.figures());
+                    t.tell(Outcome::Commit, figures);
+                }
+            }
             if let Err(e) = meter.push(active, samples, &health, &mut on_event) {
-                break Err(e.into());
+                let Some(t) = trial.take() else {
+                    break Err(e.into());
+                };
+                let figures = t.candidate_done.plus(active.figures());
+                let why = format!("inference failed on live audio: {e}");
+                let mut models = Models {
+                    stream: &mut stream,
+                    idle: &mut idle,
+                    labels: &labels,
+                    sink: &sink,
+                    health: &health,
+                    meter: &mut meter,
+                };
+                models.settle_trial(t, Outcome::RollBack(why), figures, &mut on_event);
+                continue;
             }
             if let Some(c) = clips.borrow_mut().as_mut() {
                 c.note_privacy(&active.take_privacy_spans());
@@ -717,39 +914,108 @@ impl Meter {
     }
 }
 
-/// Takes `switch` between two windows: the current stream (if any) is handed back to
-/// be ended under the old model, the new analyzer waits in `idle` for the next stretch,
-/// and the labels and the events' model are the new model's from then on. Refused, and
-/// nothing changes, for a model at another rate than `model_rate`.
-fn switch_model<W: Write>(
+/// `switch` unless it is refused: a model at another rate than `model_rate` (the
+/// capture path is built for one), or one arriving while another is on probation. A
+/// refused switch that asked for probation is told so.
+fn refuse_switch(
     switch: ModelSwitch,
     model_rate: SampleRate,
-    stream: &mut Option<Stream<Analyzer>>,
-    idle: &mut Option<Analyzer>,
-    labels: &RefCell<warble_core::LabelTable>,
-    sink: &RefCell<EventSink<W>>,
-) -> Option<Stream<Analyzer>> {
-    let ModelSwitch { analyzer, model } = switch;
-    if analyzer.sample_rate() != model_rate {
-        tracing::error!(
-            "not switching to {} {}: it runs at {} Hz, this recorder at {} Hz (restart the agent to run it)",
-            model.id,
-            model.version,
-            analyzer.sample_rate().hz(),
+    on_trial: bool,
+) -> Option<ModelSwitch> {
+    let why = if switch.analyzer.sample_rate() != model_rate {
+        format!(
+            "it runs at {} Hz, this recorder at {} Hz (restart the agent to run it)",
+            switch.analyzer.sample_rate().hz(),
             model_rate.hz()
-        );
-        return None;
-    }
-    tracing::info!(
-        "switching to model {} {} at a window boundary",
-        model.id,
-        model.version
+        )
+    } else if on_trial {
+        "another model is on probation".to_owned()
+    } else {
+        return Some(switch);
+    };
+    tracing::error!(
+        "not switching to {} {}: {why}",
+        switch.model.id,
+        switch.model.version
     );
-    let old = stream.take();
-    labels.replace(analyzer.labels().clone());
-    sink.borrow_mut().switch_model(model);
-    *idle = Some(analyzer);
-    old
+    if let Some(t) = switch.trial {
+        let _ = t.verdicts.send(Verdict {
+            candidate: switch.model,
+            outcome: Outcome::RollBack(format!("not switched to: {why}")),
+            candidate_figures: Figures::default(),
+            previous_figures: Figures::default(),
+        });
+    }
+    None
+}
+
+/// What a probation's end changes: the running stream or idle analyzer, the labels and
+/// model events are minted with, the heartbeat's model, the inference meter.
+struct Models<'a, W: Write> {
+    stream: &'a mut Option<Stream<Analyzer>>,
+    idle: &'a mut Option<Analyzer>,
+    labels: &'a RefCell<warble_core::LabelTable>,
+    sink: &'a RefCell<EventSink<W>>,
+    health: &'a Health,
+    meter: &'a mut Meter,
+}
+
+impl<W: Write> Models<'_, W> {
+    /// Ends probation `t` with `outcome`. Committed: the shadow is dropped. Rolled back:
+    /// the candidate's stream is abandoned (its open events close under its name), the
+    /// shadow's detections during the probation are reported, and the shadow, which
+    /// heard the same audio, carries on as the station's model: no audio goes
+    /// unanalysed by it.
+    fn settle_trial(
+        &mut self,
+        t: OnTrial,
+        outcome: Outcome,
+        figures: Figures,
+        on_event: &mut dyn FnMut(&SpeciesEvent),
+    ) {
+        t.tell(outcome.clone(), figures);
+        let Outcome::RollBack(why) = outcome else {
+            tracing::info!(
+                "{} {} committed after probation: {} windows, {} detecting (the previous model: {})",
+                t.candidate.id,
+                t.candidate.version,
+                figures.windows,
+                figures.detected,
+                t.previous_figures().detected
+            );
+            return;
+        };
+        tracing::warn!(
+            "{} {} rolled back: {why}; {} {} runs again",
+            t.candidate.id,
+            t.candidate.version,
+            t.previous.id,
+            t.previous.version
+        );
+        let OnTrial {
+            shadow,
+            shadow_idle,
+            previous,
+            previous_labels,
+            held,
+            ..
+        } = t;
+        if let Some(s) = self.stream.take() {
+            let _ = s.abandon(on_event);
+        }
+        self.labels.replace(previous_labels);
+        self.sink.borrow_mut().switch_model(previous.clone());
+        self.health.note_model(previous);
+        // What the previous model heard during the probation, reported now.
+        held.iter().for_each(&mut *on_event);
+        match shadow {
+            Some(s) => {
+                self.meter.stream_inference = s.inference();
+                *self.stream = Some(s);
+            }
+            None => *self.idle = shadow_idle,
+        }
+    }
 }
 
 /// Ends a listening stretch: the resampler's tail, the last partial window, every open

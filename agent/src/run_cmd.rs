@@ -20,9 +20,14 @@ use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::delivery::Delivery;
 use warble_agent::health::{Health, StationFacts};
 use warble_agent::presence::Presence;
+use warble_agent::probation::{Figures, Outcome, Verdict};
+use warble_agent::recorder::ModelSwitch;
 use warble_agent::recorder::{Finished, Latency, Limits, Recorder, RecorderReport, Watchdog};
 use warble_agent::settings::{Overrides, Settings};
+use warble_agent::updater::{Installed, Updater, UpdaterConfig};
+use warble_agent::updates::{Ledger, StartNote};
 use warble_core::SampleRate;
+use warble_core::bundle::TrustedKeys;
 
 use crate::analyze_cmd::{Session, prepare};
 
@@ -121,6 +126,16 @@ async fn watch_signals(cancel: CancellationToken) {
     }
 }
 
+/// What the network side needs to run model updates.
+struct UpdatesStart {
+    settings: warble_config::station::Updates,
+    trusted: TrustedKeys,
+    engine: warble_infer::EngineConfig,
+    running: warble_core::wire::ModelVersion,
+    note: Option<StartNote>,
+    handoff: std::sync::mpsc::Sender<Installed>,
+}
+
 /// How long the network side gets to finish once the recorder is done: delivery's final
 /// flush, presence's goodbye, and a margin.
 const NETWORK_STOP: Duration = Duration::from_secs(10);
@@ -137,12 +152,13 @@ struct Network {
 
 impl Network {
     /// Starts the signal watcher (it cancels `cancel`) and, with an `[mqtt]` section,
-    /// delivery and presence.
+    /// delivery, presence and model updates.
     fn start(
         st: &warble_config::StationConfig,
         base: &std::path::Path,
         cancel: &CancellationToken,
         health: &Arc<Health>,
+        updates: Option<UpdatesStart>,
         facts: StationFacts,
         wake: &Arc<Notify>,
     ) -> anyhow::Result<Self> {
@@ -181,6 +197,25 @@ impl Network {
                     }
                 }),
             ));
+            if let Some(u) = updates {
+                let cfg = UpdaterConfig {
+                    broker: broker.clone(),
+                    group: st.group.clone(),
+                    trusted: u.trusted,
+                    revoked: u.settings.revoked_keys.clone(),
+                    station: Arc::new(st.clone()),
+                    slot_dir: u.settings.slot_dir.clone(),
+                    engine: u.engine,
+                    probation: u.settings.probation,
+                    health: health.clone(),
+                };
+                let updater =
+                    Updater::new(cfg, u.running, u.note, u.handoff).map_err(anyhow::Error::msg)?;
+                tasks.push((
+                    "model updates",
+                    tracker.spawn(updater.run(shutdown.clone())),
+                ));
+            }
             let presence =
                 Presence::new(broker, mqtt.heartbeat, health.clone(), facts, wake.clone());
             tasks.push(("presence", tracker.spawn(presence.run(shutdown.clone()))));
@@ -335,14 +370,113 @@ fn say_summary(report: &RecorderReport) {
     }
 }
 
+/// The model the station starts on and its session: the committed slot if the ledger
+/// names one (a model left on probation is abandoned), else `model.bundle`; a slot model
+/// that no longer loads is dropped for `model.bundle`, and said.
+fn start_model(
+    settings: &mut Settings,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<(Session, Option<StartNote>)> {
+    let Some(updates) = settings.station.as_ref().and_then(|s| s.updates.clone()) else {
+        return Ok((prepare(settings, out)?, None));
+    };
+    std::fs::create_dir_all(&updates.slot_dir).with_context(|| {
+        format!(
+            "creating the model slot folder {} (model.slot_dir)",
+            updates.slot_dir.display()
+        )
+    })?;
+    let configured = settings.bundle.clone();
+    let start = Ledger::start(&updates.slot_dir, &configured).map_err(anyhow::Error::msg)?;
+    if let Some(note) = &start.note {
+        tracing::warn!("{}", note.reason);
+    }
+    if start.bundle == configured {
+        return Ok((prepare(settings, out)?, start.note));
+    }
+    settings.bundle.clone_from(&start.bundle);
+    tracing::info!(
+        "starting on the committed model in {}",
+        start.bundle.display()
+    );
+    match prepare(settings, out) {
+        Ok(session) => Ok((session, start.note)),
+        Err(e) => {
+            let reason = format!(
+                "the committed model in {} does not load ({e:#}): the station runs model.bundle",
+                start.bundle.display()
+            );
+            tracing::error!("{reason}");
+            let active = Ledger::forget_active(&updates.slot_dir).map_err(anyhow::Error::msg)?;
+            settings.bundle = configured;
+            let session = prepare(settings, out)?;
+            let note = active.map(|a| StartNote {
+                state: warble_core::wire::ModelState::RolledBack,
+                candidate: warble_core::wire::Candidate {
+                    sha256: a.model.sha256,
+                    id: Some(a.model.id),
+                    version: Some(a.model.version),
+                },
+                reason,
+            });
+            Ok((session, note))
+        }
+    }
+}
+
+/// Turns each model the updater installed into the recorder's switch (an analyzer with
+/// the station's settings), on its own thread; one that cannot be made is rolled back.
+fn bridge_models(
+    settings: Settings,
+    installed: std::sync::mpsc::Receiver<Installed>,
+    switches: std::sync::mpsc::Sender<ModelSwitch>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("warble-switch".into())
+        .spawn(move || {
+            for Installed { model, trial, .. } in installed {
+                let cfg = settings.analyze_config(&model);
+                let model_ref = model.model_ref();
+                match model.into_analyzer(cfg) {
+                    Ok(analyzer) => {
+                        let _ = switches.send(ModelSwitch {
+                            analyzer,
+                            model: model_ref,
+                            trial: Some(trial),
+                        });
+                    }
+                    Err(e) => {
+                        let _ = trial.verdicts.send(Verdict {
+                            candidate: model_ref,
+                            outcome: Outcome::RollBack(format!(
+                                "cannot analyse with the station's settings: {e}"
+                            )),
+                            candidate_figures: Figures::default(),
+                            previous_figures: Figures::default(),
+                        });
+                    }
+                }
+            }
+        })
+        .context("starting the model switch thread")?;
+    Ok(())
+}
+
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
-    let settings = Settings::resolve(Some(station), Overrides::default(), args.batch)?;
-    let Session {
-        analyzer,
-        sink,
-        model,
-        boot,
-    } = prepare(&settings, args.out.as_deref())?;
+    let mut settings = Settings::resolve(Some(station), Overrides::default(), args.batch)?;
+    let (
+        Session {
+            analyzer,
+            sink,
+            model,
+            version,
+            boot,
+        },
+        start_note,
+    ) = start_model(&mut settings, args.out.as_deref())?;
+    let bridge_settings = settings.clone();
+    let trusted = TrustedKeys::read_files(&settings.trusted)?;
+    let engine_config = settings.engine.clone();
     let st = settings.station.context("a station file is required")?;
     let model_rate = analyzer.sample_rate();
     // Every detection also goes to the station's files of the day, in each format.
@@ -368,11 +502,30 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
     };
     let wake = Arc::new(Notify::new());
     let sink = sink.with_wake(wake.clone());
+    // Model updates: the updater installs, the bridge makes the analyzer, the recorder
+    // switches between two windows and judges the probation.
+    let (switch_tx, switch_rx) = std::sync::mpsc::channel();
+    let updates = match &st.updates {
+        Some(u) => {
+            let (installed_tx, installed_rx) = std::sync::mpsc::channel();
+            bridge_models(bridge_settings, installed_rx, switch_tx)?;
+            Some(UpdatesStart {
+                settings: u.clone(),
+                trusted,
+                engine: engine_config,
+                running: version,
+                note: start_note,
+                handoff: installed_tx,
+            })
+        }
+        None => None,
+    };
     let network = Network::start(
         &st,
         base,
         &cancel,
         &health,
+        updates,
         StationFacts {
             started: Instant::now(),
             capture_rate_hz: st.sample_rate_hz,
@@ -442,6 +595,7 @@ pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Resu
         None => schedule.is_active(now, location, &chrono::Local),
     });
     let recorder = Recorder::new(analyzer, sink, health.clone(), capture_rate)
+        .with_model_switches(switch_rx)
         .with_clips(clips)
         .with_recording(args.record.clone())
         .with_schedule(listening)

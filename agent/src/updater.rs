@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use rumqttc::v5::mqttbytes::QoS;
@@ -22,9 +23,11 @@ use warble_core::wire::{Candidate, Leaf, ModelReport, ModelState, ModelVersion};
 use warble_infer::EngineConfig;
 use warble_mqtt::reconnect_backoff;
 
+use crate::health::Health;
 use crate::model::LoadedModel;
+use crate::probation::{Outcome, Trial, Verdict};
 use crate::publish::BrokerConfig;
-use crate::updates::{Ledger, Policy, assess, candidate_of, version_of};
+use crate::updates::{Ledger, Policy, SlotModel, StartNote, assess, candidate_of, version_of};
 
 /// The file of the ledger in the slot directory.
 pub const LEDGER_FILE: &str = "state.json";
@@ -46,9 +49,14 @@ pub struct UpdaterConfig {
     pub slot_dir: PathBuf,
     /// The engine the model will run in (and is self-tested in).
     pub engine: EngineConfig,
+    /// Probation unless an offer asks for another length.
+    pub probation: Duration,
+    /// Where the heartbeat learns the update state.
+    pub health: Arc<Health>,
 }
 
-/// A model that passed every check and its self-test, written to `slot`.
+/// A model that passed every check and its self-test, written to `slot`: the recorder
+/// runs it on `trial`.
 #[derive(Debug)]
 pub struct Installed {
     /// The model.
@@ -57,31 +65,49 @@ pub struct Installed {
     pub offer: Offer,
     /// Its file.
     pub slot: PathBuf,
+    /// Its probation; the verdict goes back to the updater.
+    pub trial: Trial,
 }
 
-/// The part of the updater that handles offers (on a blocking thread).
+/// The part of the updater that handles offers (on a blocking thread) and verdicts.
 struct Handler {
     cfg: UpdaterConfig,
     ledger: Ledger,
+    /// The committed model.
     running: ModelVersion,
-    /// The last offer handled, by its bundle hash: a retained offer seen again after a
+    /// The committed model before it.
+    previous: Option<ModelVersion>,
+    /// The model on probation.
+    on_trial: Option<ModelVersion>,
+    /// An offer that arrived during a probation, handled after it.
+    pending: Option<Vec<u8>>,
+    /// The last offer handled, by its hash: a retained offer seen again after a
     /// reconnect is not handled twice.
     last_handled: Option<String>,
     handoff: std::sync::mpsc::Sender<Installed>,
+    verdicts: tokio::sync::mpsc::UnboundedSender<Verdict>,
+}
+
+fn candidate_named(v: &ModelVersion) -> Candidate {
+    Candidate {
+        sha256: v.sha256.clone(),
+        id: Some(v.id.clone()),
+        version: Some(v.version.clone()),
+    }
 }
 
 impl Handler {
     fn report(
-        &self,
+        &mut self,
         state: ModelState,
         candidate: Option<Candidate>,
         reason: Option<String>,
     ) -> ModelReport {
+        self.cfg.health.note_model_state(state);
         ModelReport {
             state,
             active: self.running.clone(),
-            // Filled once models switch while running (a rollback needs it).
-            previous: None,
+            previous: self.previous.clone(),
             candidate,
             reason,
             since: Utc::now(),
@@ -89,46 +115,57 @@ impl Handler {
         }
     }
 
+    fn write_ledger(&self) -> Result<(), String> {
+        let path = self.cfg.slot_dir.join(LEDGER_FILE);
+        self.ledger
+            .write(&path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
     /// Checks, writes and self-tests one offer message, saying each step to `say`.
     fn handle(&mut self, message: &[u8], say: &mut dyn FnMut(ModelReport)) {
+        let report = self.report(ModelState::Verifying, None, None);
+        say(report);
         let policy = Policy {
             trusted: &self.cfg.trusted,
             revoked: &self.cfg.revoked,
             station: &self.cfg.station,
             ledger: &self.ledger,
         };
-        say(self.report(ModelState::Verifying, None, None));
         let accepted = match assess(message, &policy, &self.running) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                say(self.report(ModelState::Committed, None, None));
+                let report = self.report(ModelState::Committed, None, None);
+                say(report);
                 return;
             }
             Err(refused) => {
                 tracing::warn!("model update refused: {}", refused.rejection);
-                say(self.report(
+                let candidate = candidate_of(refused.offer.as_ref(), refused.bundle.as_deref());
+                let report = self.report(
                     ModelState::Rejected,
-                    candidate_of(refused.offer.as_ref(), refused.bundle.as_deref()),
+                    candidate,
                     Some(refused.rejection.to_string()),
-                ));
+                );
+                say(report);
                 return;
             }
         };
         let candidate = candidate_of(Some(&accepted.offer), Some(&accepted.bundle));
-        let reject = |this: &Self, why: String| {
+        let reject = |this: &mut Self, why: String| {
             tracing::warn!("model update refused: {why}");
             this.report(ModelState::Rejected, candidate.clone(), Some(why))
         };
-        let slot = self
-            .cfg
-            .slot_dir
-            .join(inactive_slot(&self.running, &self.cfg.slot_dir));
+        let slot_name = self.ledger.free_slot();
+        let slot = self.cfg.slot_dir.join(slot_name);
         if let Err(e) = crate::station::write_durably(&slot, &accepted.bytes) {
             say(reject(self, format!("writing {}: {e}", slot.display())));
             return;
         }
-        say(self.report(ModelState::Testing, candidate.clone(), None));
-        let name = format!("{} (offered)", version_of(&accepted.bundle).version);
+        let report = self.report(ModelState::Testing, candidate.clone(), None);
+        say(report);
+        let version = version_of(&accepted.bundle);
+        let name = format!("{} (offered)", version.version);
         let model = match LoadedModel::load(accepted.bundle, &name, &self.cfg.engine) {
             Ok(m) => m,
             Err(e) => {
@@ -136,42 +173,162 @@ impl Handler {
                 return;
             }
         };
+        // Remembered before it runs: a crash from here on restarts on the committed
+        // model, and this offer (or an older one) is not taken again.
         self.ledger.note(model.bundle(), Some(&accepted.offer));
-        let ledger_path = self.cfg.slot_dir.join(LEDGER_FILE);
-        if let Err(e) = self.ledger.write(&ledger_path) {
-            say(reject(
-                self,
-                format!("writing {}: {e}", ledger_path.display()),
-            ));
+        self.ledger.trial = Some(SlotModel {
+            slot: slot_name.to_owned(),
+            model: version.clone(),
+        });
+        if let Err(why) = self.write_ledger() {
+            self.ledger.trial = None;
+            say(reject(self, why));
             return;
         }
-        tracing::info!("model update {} passed its self-test", model.describe());
+        let length = accepted
+            .offer
+            .probation_s
+            .map_or(self.cfg.probation, Duration::from_secs);
+        tracing::info!(
+            "model update {} passed its self-test; on probation for {} s of live audio",
+            model.describe(),
+            length.as_secs()
+        );
+        self.on_trial = Some(version);
+        let mut report = self.report(ModelState::Probation, candidate, None);
+        report.probation_until = chrono::Duration::from_std(length)
+            .ok()
+            .map(|d| report.since + d);
+        say(report);
         let _ = self.handoff.send(Installed {
             model,
             offer: accepted.offer,
             slot,
+            trial: Trial {
+                length,
+                verdicts: self.verdicts.clone(),
+            },
         });
     }
-}
 
-/// `a.warble` or `b.warble`: the slot the running model is not in.
-fn inactive_slot(running: &ModelVersion, dir: &std::path::Path) -> &'static str {
-    let holds = |name: &str| {
-        std::fs::read(dir.join(name))
-            .is_ok_and(|b| warble_core::bundle::sha256_hex(&b) == running.sha256)
-    };
-    if holds("a.warble") {
-        "b.warble"
-    } else {
-        "a.warble"
+    /// Ends the probation `verdict` is about: the ledger first (committed: the model
+    /// the station starts on; rolled back: forgotten), then the report.
+    fn settle(&mut self, verdict: &Verdict) -> Option<ModelReport> {
+        let on_trial = self.on_trial.take()?;
+        let trial = self.ledger.trial.take();
+        let candidate = Some(candidate_named(&on_trial));
+        let figures = format!(
+            "{:.0} s of live audio, detections in {} of {} windows (the previous model: {})",
+            verdict.candidate_figures.audio_s,
+            verdict.candidate_figures.detected,
+            verdict.candidate_figures.windows,
+            verdict.previous_figures.detected
+        );
+        match &verdict.outcome {
+            Outcome::Commit => {
+                self.ledger.previous = self.ledger.active.take();
+                self.ledger.active = trial;
+                let written = self.write_ledger();
+                self.previous = Some(std::mem::replace(&mut self.running, on_trial));
+                let reason = match written {
+                    Ok(()) => format!("committed after probation: {figures}"),
+                    Err(e) => {
+                        tracing::error!("{e}: the station starts on its previous model next time");
+                        format!(
+                            "committed after probation ({figures}), but {e}: the station starts on its previous model next time"
+                        )
+                    }
+                };
+                Some(self.report(ModelState::Committed, candidate, Some(reason)))
+            }
+            Outcome::RollBack(why) => {
+                self.ledger.rolled_back = Some(on_trial.sha256.clone());
+                if let Err(e) = self.write_ledger() {
+                    tracing::error!("{e}");
+                }
+                Some(self.report(
+                    ModelState::RolledBack,
+                    candidate,
+                    Some(format!("{why} ({figures})")),
+                ))
+            }
+        }
     }
 }
 
-/// The station's model updates.
+/// What the updater's thread is asked to do.
+enum Command {
+    /// An offer message as received.
+    Offer(Vec<u8>),
+    /// A probation's verdict from the recorder.
+    Verdict(Verdict),
+}
+
+impl Handler {
+    /// The updater's thread: offers and verdicts in order, each to the end (the checks
+    /// and the self-test are CPU work that must not stall the network runtime).
+    fn serve(
+        mut self,
+        commands: std::sync::mpsc::Receiver<Command>,
+        say: tokio::sync::mpsc::UnboundedSender<ModelReport>,
+        last: Arc<Mutex<ModelReport>>,
+    ) {
+        let mut say = |r: ModelReport| {
+            *last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = r.clone();
+            let _ = say.send(r);
+        };
+        while let Ok(command) = commands.recv() {
+            let offer = match command {
+                Command::Offer(message) => Some(message),
+                Command::Verdict(v) => {
+                    if let Some(report) = self.settle(&v) {
+                        say(report);
+                    }
+                    self.pending.take()
+                }
+            };
+            let Some(message) = offer else { continue };
+            let hash = warble_core::bundle::sha256_hex(&message);
+            if self.last_handled.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            // Handled once the probation ends: what is "the running model" then is known.
+            if self.on_trial.is_some() {
+                tracing::info!("a model offer arrived during a probation: it is handled after");
+                self.pending = Some(message);
+                continue;
+            }
+            // A retained offer seen again (a reconnect, a restart): nothing to say.
+            if let Ok((offer, _)) = Offer::open(&message, &self.cfg.trusted)
+                && self.ledger.settled(&offer, &self.running)
+            {
+                tracing::info!(
+                    "the offered bundle {}… is the one running or the one last rolled back: passed over",
+                    &offer.sha256[..12.min(offer.sha256.len())]
+                );
+                self.last_handled = Some(hash);
+                continue;
+            }
+            self.last_handled = Some(hash);
+            let received = format!("{} bytes", message.len());
+            let report = self.report(ModelState::Receiving, None, Some(received));
+            say(report);
+            self.handle(&message, &mut say);
+        }
+    }
+}
+
+/// The station's model updates: a connection that reads offers and publishes reports,
+/// and a thread (`warble-updates`) that handles them.
 pub struct Updater {
-    handler: Arc<Mutex<Handler>>,
     broker: BrokerConfig,
     group_topic: Option<String>,
+    commands: std::sync::mpsc::Sender<Command>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<ModelReport>,
+    verdicts: tokio::sync::mpsc::UnboundedReceiver<Verdict>,
+    last: Arc<Mutex<ModelReport>>,
 }
 
 impl std::fmt::Debug for Updater {
@@ -184,13 +341,16 @@ impl std::fmt::Debug for Updater {
 }
 
 impl Updater {
-    /// An updater for a station running `running`, handing installed models to `handoff`.
+    /// An updater for a station running `running` (with the ledger's `start` note, if
+    /// the start changed the ledger), handing installed models to `handoff`.
     ///
     /// # Errors
-    /// The ledger cannot be read (a station must not forget what it installed).
+    /// The ledger cannot be read (a station must not forget what it installed), or the
+    /// thread cannot be started.
     pub fn new(
         cfg: UpdaterConfig,
         running: ModelVersion,
+        start: Option<StartNote>,
         handoff: std::sync::mpsc::Sender<Installed>,
     ) -> Result<Self, String> {
         let ledger = Ledger::read(&cfg.slot_dir.join(LEDGER_FILE))?;
@@ -199,27 +359,49 @@ impl Updater {
             .as_ref()
             .map(|g| cfg.broker.topics.prefix().group_topic(g, Leaf::Bundle))
             .transpose()?;
+        let previous = ledger.previous.as_ref().map(|p| p.model.clone());
+        let (verdict_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
+        let broker = cfg.broker.clone();
+        let mut handler = Handler {
+            cfg,
+            ledger,
+            running,
+            previous,
+            on_trial: None,
+            pending: None,
+            last_handled: None,
+            handoff,
+            verdicts: verdict_tx,
+        };
+        let first = match start {
+            Some(note) => handler.report(note.state, Some(note.candidate), Some(note.reason)),
+            None => handler.report(ModelState::Committed, None, None),
+        };
+        let last = Arc::new(Mutex::new(first));
+        let (commands, rx) = std::sync::mpsc::channel();
+        let (say, reports) = tokio::sync::mpsc::unbounded_channel();
+        let shared = last.clone();
+        std::thread::Builder::new()
+            .name("warble-updates".into())
+            .spawn(move || handler.serve(rx, say, shared))
+            .map_err(|e| format!("starting the model update thread: {e}"))?;
         Ok(Self {
-            broker: cfg.broker.clone(),
+            broker,
             group_topic,
-            handler: Arc::new(Mutex::new(Handler {
-                cfg,
-                ledger,
-                running,
-                last_handled: None,
-                handoff,
-            })),
+            commands,
+            reports,
+            verdicts,
+            last,
         })
     }
 
     /// Reads offers and reports until `cancel`. The station's own topic is subscribed
     /// first: the broker sends its retained offer before the group's, and while the
     /// station has an offer of its own, its group's are not taken.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(mut self, cancel: CancellationToken) {
         let own = self.broker.topics.topic(Leaf::Bundle);
         let report_topic = self.broker.topics.topic(Leaf::Model);
         let mut backoff = reconnect_backoff();
-        let (say_tx, mut say_rx) = tokio::sync::mpsc::unbounded_channel::<ModelReport>();
         let mut own_offer = false;
         while !cancel.is_cancelled() {
             let mut opts = self
@@ -232,8 +414,12 @@ impl Updater {
             loop {
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
-                    Some(report) = say_rx.recv() => {
+                    Some(report) = self.reports.recv() => {
                         let _ = client.try_publish(&report_topic, QoS::AtLeastOnce, true, report.to_json());
+                        continue;
+                    }
+                    Some(verdict) = self.verdicts.recv() => {
+                        let _ = self.commands.send(Command::Verdict(verdict));
                         continue;
                     }
                     () = cancel.cancelled() => {
@@ -244,12 +430,16 @@ impl Updater {
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff.reset();
-                        let first = self.lock().report(ModelState::Committed, None, None);
+                        let last = self
+                            .last
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
                         let _ = client.try_publish(
                             &report_topic,
                             QoS::AtLeastOnce,
                             true,
-                            first.to_json(),
+                            last.to_json(),
                         );
                         let mut filters = vec![Filter::new(own.clone(), QoS::AtLeastOnce)];
                         filters.extend(
@@ -269,10 +459,9 @@ impl Updater {
                             );
                             continue;
                         }
-                        if p.payload.is_empty() {
-                            continue;
+                        if !p.payload.is_empty() {
+                            let _ = self.commands.send(Command::Offer(p.payload.to_vec()));
                         }
-                        self.take(p.payload.to_vec(), say_tx.clone());
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -291,37 +480,5 @@ impl Updater {
                 }
             }
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Handler> {
-        self.handler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Handles `message` on a blocking thread unless it is the offer handled last.
-    fn take(&self, message: Vec<u8>, say: tokio::sync::mpsc::UnboundedSender<ModelReport>) {
-        let hash = warble_core::bundle::sha256_hex(&message);
-        {
-            let mut h = self.lock();
-            if h.last_handled.as_deref() == Some(hash.as_str()) {
-                return;
-            }
-            h.last_handled = Some(hash);
-        }
-        let handler = self.handler.clone();
-        let received = format!("{} bytes", message.len());
-        let _ = say.send(
-            self.lock()
-                .report(ModelState::Receiving, None, Some(received)),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut h = handler
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            h.handle(&message, &mut |r| {
-                let _ = say.send(r);
-            });
-        });
     }
 }

@@ -72,6 +72,148 @@ pub struct Ledger {
     /// The issue time of the last offer taken.
     #[serde(default)]
     pub last_offer: Option<DateTime<Utc>>,
+    /// The committed model the station starts on (`None`: `model.bundle` of the station
+    /// file).
+    #[serde(default)]
+    pub active: Option<SlotModel>,
+    /// The committed model before it (`None`: `model.bundle`), for a rollback by hand.
+    #[serde(default)]
+    pub previous: Option<SlotModel>,
+    /// A model on probation. A station that restarts with one here abandons it and starts
+    /// on `active`: a model that has not proved itself never becomes the one that boots.
+    #[serde(default)]
+    pub trial: Option<SlotModel>,
+    /// SHA-256 of the last bundle rolled back (or abandoned on probation): its retained
+    /// offer, seen again, is passed over without a report, so the station's report keeps
+    /// saying why it went back (an operator retries it with a new, forced push).
+    #[serde(default)]
+    pub rolled_back: Option<String>,
+}
+
+/// A model in one of the two slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotModel {
+    /// The slot's file name in the slot folder (`a.warble` or `b.warble`).
+    pub slot: String,
+    /// The model it holds.
+    pub model: ModelVersion,
+}
+
+/// The two slots.
+pub const SLOTS: [&str; 2] = ["a.warble", "b.warble"];
+
+/// The model a station starts on, from its ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    /// The bundle file to run.
+    pub bundle: std::path::PathBuf,
+    /// What happened to the ledger's models on the way (said in the first report).
+    pub note: Option<StartNote>,
+}
+
+/// A change the start made: a probation abandoned, or a committed slot that cannot be
+/// used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartNote {
+    /// `rolled_back`.
+    pub state: warble_core::wire::ModelState,
+    /// The model concerned.
+    pub candidate: Candidate,
+    /// Why.
+    pub reason: String,
+}
+
+impl Ledger {
+    /// Whether `offer` needs no handling: the bundle the station runs, or the one it last
+    /// rolled back unless a newer forced offer asks for it again.
+    pub fn settled(&self, offer: &Offer, running: &ModelVersion) -> bool {
+        let seen = self.last_offer.is_some_and(|last| offer.issued <= last);
+        offer.sha256 == running.sha256
+            || (self.rolled_back.as_deref() == Some(offer.sha256.as_str())
+                && (!offer.force || seen))
+    }
+
+    /// Forgets the committed slot model (it no longer loads): the station runs
+    /// `model.bundle` until the next update. Returns what it was.
+    ///
+    /// # Errors
+    /// The ledger cannot be read or written.
+    pub fn forget_active(slot_dir: &Path) -> Result<Option<SlotModel>, String> {
+        let path = slot_dir.join(crate::updater::LEDGER_FILE);
+        let mut ledger = Self::read(&path)?;
+        let active = ledger.active.take();
+        ledger
+            .write(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(active)
+    }
+
+    /// The slot a new model goes to: the one the committed model is not in.
+    pub fn free_slot(&self) -> &'static str {
+        match &self.active {
+            Some(a) if a.slot == SLOTS[0] => SLOTS[1],
+            _ => SLOTS[0],
+        }
+    }
+
+    /// Decides the model to start on and writes the ledger if that changed it: a model
+    /// left on probation is abandoned (the agent stopped or crashed during its trial), and
+    /// a committed slot whose file no longer matches its hash is dropped for
+    /// `configured` (the station file's `model.bundle`).
+    ///
+    /// # Errors
+    /// The ledger cannot be read or written.
+    pub fn start(slot_dir: &Path, configured: &Path) -> Result<Start, String> {
+        let path = slot_dir.join(crate::updater::LEDGER_FILE);
+        let mut ledger = Self::read(&path)?;
+        let mut note = None;
+        if let Some(trial) = ledger.trial.take() {
+            ledger.rolled_back = Some(trial.model.sha256.clone());
+            note = Some(StartNote {
+                state: warble_core::wire::ModelState::RolledBack,
+                candidate: Candidate {
+                    sha256: trial.model.sha256.clone(),
+                    id: Some(trial.model.id.clone()),
+                    version: Some(trial.model.version.clone()),
+                },
+                reason: format!(
+                    "the agent stopped while {} {} was on probation: it starts on the previous model",
+                    trial.model.id, trial.model.version
+                ),
+            });
+        }
+        let mut bundle = configured.to_path_buf();
+        if let Some(active) = ledger.active.clone() {
+            let file = slot_dir.join(&active.slot);
+            let holds = std::fs::read(&file)
+                .is_ok_and(|b| warble_core::bundle::sha256_hex(&b) == active.model.sha256);
+            if holds {
+                bundle = file;
+            } else {
+                note = Some(StartNote {
+                    state: warble_core::wire::ModelState::RolledBack,
+                    candidate: Candidate {
+                        sha256: active.model.sha256.clone(),
+                        id: Some(active.model.id.clone()),
+                        version: Some(active.model.version.clone()),
+                    },
+                    reason: format!(
+                        "{} no longer holds {} {} (missing or damaged): the station runs model.bundle",
+                        file.display(),
+                        active.model.id,
+                        active.model.version
+                    ),
+                });
+                ledger.active = None;
+            }
+        }
+        if note.is_some() {
+            ledger
+                .write(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(Start { bundle, note })
+    }
 }
 
 impl Ledger {

@@ -182,6 +182,12 @@ struct SwitchingSource {
     inner: FileSource,
     read: usize,
     at: usize,
+    /// Sleep per read.
+    pace: std::time::Duration,
+    /// After sending the switch, no audio for this long: the recorder, which looks for a
+    /// switch every second, takes it exactly at `at` (no call straddles the boundary).
+    stall: Option<std::time::Duration>,
+    stalled_until: Option<std::time::Instant>,
     switch: Option<(
         std::sync::mpsc::Sender<warble_agent::recorder::ModelSwitch>,
         warble_agent::recorder::ModelSwitch,
@@ -190,13 +196,20 @@ struct SwitchingSource {
 
 impl AudioSource for SwitchingSource {
     fn read(&mut self, out: &mut Vec<f32>) -> usize {
-        std::thread::sleep(std::time::Duration::from_micros(700));
+        if self
+            .stalled_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return 0;
+        }
+        std::thread::sleep(self.pace);
         let n = self.inner.read(out);
         self.read += n;
         if self.read >= self.at
             && let Some((tx, switch)) = self.switch.take()
         {
             tx.send(switch).unwrap();
+            self.stalled_until = self.stall.map(|d| std::time::Instant::now() + d);
         }
         n
     }
@@ -208,26 +221,13 @@ impl AudioSource for SwitchingSource {
 
 #[test]
 fn a_model_switch_mid_stream_changes_the_events_model_at_one_boundary_without_a_seq_hole() {
-    use warble_core::bundle::{Bundle, Limits, SecretKey};
-    let key = SecretKey::from_seed([9; 32], "operator");
-    let bytes = warble_tests::demo::resigned("0.2.0", &key, |_, _| {});
-    let trusted = [key.public().clone()].into_iter().collect();
-    let newer = Bundle::from_bytes(&bytes, &trusted, &Limits::default()).unwrap();
-    let engine = warble_infer::EngineConfig {
-        choice: warble_infer::EngineChoice::Tract,
-        ort_library: None,
-        threads: 1,
-    };
-    let next = warble_agent::model::LoadedModel::load(newer, "0.2.0", &engine).unwrap();
-    let switch = warble_agent::recorder::ModelSwitch {
-        model: next.model_ref(),
-        analyzer: next
-            .into_analyzer(AnalyzeConfig {
-                batch: 1,
-                ..AnalyzeConfig::default()
-            })
-            .unwrap(),
-    };
+    let switch = demo_020(
+        AnalyzeConfig {
+            batch: 1,
+            ..AnalyzeConfig::default()
+        },
+        None,
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let outbox_path = dir.path().join("outbox.sqlite");
@@ -246,6 +246,9 @@ fn a_model_switch_mid_stream_changes_the_events_model_at_one_boundary_without_a_
         inner,
         read: 0,
         at: 20 * 32_000,
+        pace: std::time::Duration::from_micros(700),
+        stall: None,
+        stalled_until: None,
         switch: Some((tx, switch)),
     };
     recorder
@@ -286,4 +289,151 @@ fn a_model_switch_mid_stream_changes_the_events_model_at_one_boundary_without_a_
         last_old <= first_new_start,
         "{last_old} > {first_new_start}"
     );
+}
+
+/// The demo model re-signed as 0.2.0, analysing with `cfg`, to switch to.
+fn demo_020(
+    cfg: AnalyzeConfig,
+    trial: Option<warble_agent::probation::Trial>,
+) -> warble_agent::recorder::ModelSwitch {
+    use warble_core::bundle::{Bundle, Limits, SecretKey};
+    let key = SecretKey::from_seed([9; 32], "operator");
+    let bytes = warble_tests::demo::resigned("0.2.0", &key, |_, _| {});
+    let trusted = [key.public().clone()].into_iter().collect();
+    let newer = Bundle::from_bytes(&bytes, &trusted, &Limits::default()).unwrap();
+    let engine = warble_infer::EngineConfig {
+        choice: warble_infer::EngineChoice::Tract,
+        ort_library: None,
+        threads: 1,
+    };
+    let next = warble_agent::model::LoadedModel::load(newer, "0.2.0", &engine).unwrap();
+    warble_agent::recorder::ModelSwitch {
+        model: next.model_ref(),
+        analyzer: next.into_analyzer(cfg).unwrap(),
+        trial,
+    }
+}
+
+/// One-second hops: enough windows in a short probation to compare detection rates.
+fn hop_1s() -> AnalyzeConfig {
+    AnalyzeConfig {
+        batch: 1,
+        hop_samples: Some(32_000),
+        ..AnalyzeConfig::default()
+    }
+}
+
+/// The demo recording through a recorder on a 1-s hop that switches to `switch` after
+/// 21 s of audio: the stored events in seq order and the probation's verdict.
+fn through_a_probation(
+    switch: impl FnOnce(warble_agent::probation::Trial) -> warble_agent::recorder::ModelSwitch,
+) -> (
+    Vec<warble_core::event::Detection>,
+    warble_agent::probation::Verdict,
+) {
+    let (verdicts, mut verdict) = tokio::sync::mpsc::unbounded_channel();
+    let trial = warble_agent::probation::Trial {
+        length: std::time::Duration::from_secs(15),
+        verdicts,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_path = dir.path().join("outbox.sqlite");
+    let analyzer = common::demo_analyzer(hop_1s());
+    let rate = analyzer.sample_rate();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let health = Arc::new(Health::default());
+    let recorder = Recorder::new(
+        analyzer,
+        sink(Outbox::open(&outbox_path, 1 << 24).unwrap()),
+        health.clone(),
+        rate,
+    )
+    .with_model_switches(rx);
+    // The switch at 21 s exactly, between two calls of the recording.
+    let mut source = SwitchingSource {
+        inner: FileSource::open(&demo(), rate, 500).unwrap(),
+        read: 0,
+        at: 21 * 32_000,
+        pace: std::time::Duration::from_micros(700),
+        stall: Some(std::time::Duration::from_millis(1500)),
+        stalled_until: None,
+        switch: Some((tx, switch(trial))),
+    };
+    recorder
+        .run(&mut source, &CancellationToken::new())
+        .result
+        .unwrap();
+    let verdict = verdict.try_recv().expect("a verdict");
+    let mut stored: Vec<_> = Outbox::open(&outbox_path, 1 << 24)
+        .unwrap()
+        .pending(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    stored.sort_by_key(|e| e.seq);
+    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..stored.len() as u64).collect::<Vec<_>>(),
+        "no hole"
+    );
+    // The heartbeat names the model running at the end.
+    let last = stored.last().unwrap().model.version.clone();
+    let now = health.model.lock().unwrap().model.clone().unwrap();
+    assert_eq!(now.version, last);
+    (stored, verdict)
+}
+
+#[test]
+fn a_model_that_hears_like_the_previous_one_is_committed_after_its_probation() {
+    let (stored, verdict) = through_a_probation(|t| demo_020(hop_1s(), Some(t)));
+    assert_eq!(verdict.outcome, warble_agent::probation::Outcome::Commit);
+    assert!(verdict.candidate_figures.audio_s >= 15.0, "{verdict:?}");
+    // The same weights: the same detecting windows over the same audio.
+    assert_eq!(
+        verdict.candidate_figures.detected,
+        verdict.previous_figures.detected
+    );
+    assert!(verdict.previous_figures.detected >= 5, "{verdict:?}");
+    let versions: Vec<&str> = stored.iter().map(|e| e.model.version.as_str()).collect();
+    let first_new = versions.iter().position(|v| *v == "0.2.0").unwrap();
+    assert!(
+        first_new > 0 && versions[first_new..].iter().all(|v| *v == "0.2.0"),
+        "{versions:?}"
+    );
+}
+
+#[test]
+fn a_model_that_detects_nothing_is_rolled_back_and_the_previous_one_carries_on() {
+    let deaf = AnalyzeConfig {
+        detector: warble_agent::detect::DetectorConfig {
+            min_confidence: Some(1.5),
+            ..hop_1s().detector
+        },
+        ..hop_1s()
+    };
+    let (stored, verdict) = through_a_probation(|t| demo_020(deaf, Some(t)));
+    let warble_agent::probation::Outcome::RollBack(why) = &verdict.outcome else {
+        panic!("committed: {verdict:?}");
+    };
+    assert!(why.contains("detected in 0 windows"), "{why}");
+    assert_eq!(verdict.candidate_figures.detected, 0);
+    // Nothing from the deaf model; the previous model's detections of the whole
+    // recording, the probation included (its shadow heard the same audio, its detections
+    // were held and reported on the rollback, and it took over where it stood).
+    let versions: Vec<&str> = stored.iter().map(|e| e.model.version.as_str()).collect();
+    assert!(versions.iter().all(|v| *v == "0.1.0"), "{versions:?}");
+    let mut batch = common::demo_analyzer(hop_1s());
+    let labels = batch.labels().clone();
+    let heard: std::collections::BTreeSet<String> = batch
+        .analyze_file(&demo(), |_| {})
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| labels.get(e.class).unwrap().code.to_string())
+        .collect();
+    let reported: std::collections::BTreeSet<String> =
+        stored.iter().map(|e| e.code.to_string()).collect();
+    assert_eq!(reported, heard);
 }

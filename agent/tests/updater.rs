@@ -56,9 +56,11 @@ impl Station {
                 ort_library: None,
                 threads: 1,
             },
+            probation: Duration::from_secs(60),
+            health: Arc::default(),
         };
         let (tx, installed) = std::sync::mpsc::channel();
-        let updater = Updater::new(cfg, version_of(&demo::bundle()), tx).unwrap();
+        let updater = Updater::new(cfg, version_of(&demo::bundle()), None, tx).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
         runtime.spawn(updater.run(cancel.clone()));
@@ -193,4 +195,77 @@ fn offers_are_checked_installed_in_a_slot_and_reported() {
             .is_err(),
         "the station's own offer beats its group's"
     );
+}
+
+#[test]
+fn a_probation_verdict_commits_or_rolls_back_in_the_ledger_and_the_report() {
+    use warble_agent::probation::{Figures, Outcome, Verdict};
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let op = SecretKey::from_seed([7; 32], "operator");
+    let station = Station::start(&broker, dir.path(), keys(&op));
+    station.until(ModelState::Committed);
+    let ledger_at = dir.path().join("slots").join(LEDGER_FILE);
+    let offer = |version: &str| {
+        let bundle = demo::resigned(version, &op, |_, _| {});
+        publish_retained(
+            broker.port(),
+            "warble/wetland-03/bundle",
+            dir.path(),
+            &Offer::encode(&bundle, false, chrono::Utc::now(), &op),
+        );
+        let installed = station
+            .installed
+            .recv_timeout(Duration::from_secs(20))
+            .expect("installed");
+        let probation = station.until(ModelState::Probation);
+        let report = probation.last().unwrap();
+        assert!(report.probation_until.unwrap() > report.since, "{report:?}");
+        // On probation: in the ledger's trial, not yet the model the station starts on.
+        let ledger = Ledger::read(&ledger_at).unwrap();
+        assert_eq!(ledger.trial.as_ref().unwrap().model.version, version);
+        installed
+    };
+    let verdict = |installed: &Installed, outcome: Outcome| {
+        installed
+            .trial
+            .verdicts
+            .send(Verdict {
+                candidate: installed.model.model_ref(),
+                outcome,
+                candidate_figures: Figures::default(),
+                previous_figures: Figures::default(),
+            })
+            .unwrap();
+    };
+
+    let first = offer("0.2.0");
+    verdict(&first, Outcome::Commit);
+    let committed = station.until(ModelState::Committed);
+    let committed = committed.last().unwrap();
+    assert_eq!(committed.active.version, "0.2.0");
+    assert_eq!(committed.previous.as_ref().unwrap().version, "0.1.0");
+    let ledger = Ledger::read(&ledger_at).unwrap();
+    assert_eq!(ledger.trial, None);
+    let active = ledger.active.unwrap();
+    assert_eq!(active.model.version, "0.2.0");
+    assert_eq!(dir.path().join("slots").join(&active.slot), first.slot);
+
+    // The next goes to the other slot; rolled back, it is forgotten.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = offer("0.3.0");
+    assert_ne!(second.slot, first.slot);
+    verdict(&second, Outcome::RollBack("NaN scores".into()));
+    let rolled = station.until(ModelState::RolledBack);
+    let rolled = rolled.last().unwrap();
+    assert_eq!(rolled.active.version, "0.2.0");
+    assert!(
+        rolled.reason.as_deref().unwrap().contains("NaN scores"),
+        "{rolled:?}"
+    );
+    let ledger = Ledger::read(&ledger_at).unwrap();
+    assert_eq!(ledger.trial, None);
+    assert_eq!(ledger.active.unwrap().model.version, "0.2.0");
+    // Not taken again, even pushed anew: 0.3.0 was installed once.
+    assert_eq!(ledger.highest["warble-demo"], [0, 3, 0]);
 }

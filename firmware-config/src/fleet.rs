@@ -225,6 +225,8 @@ pub fn station_table(fleet: &Fleet, entry: &StationEntry) -> Table {
     merge(&mut t, &entry.overrides);
     let mut station = Table::new();
     station.insert("id".into(), Value::String(entry.id.clone()));
+    // The group its model updates may come from (`<prefix>/fleet/<group>/bundle`).
+    station.insert("group".into(), Value::String(entry.group.clone()));
     if let Some(n) = &entry.name {
         station.insert("name".into(), Value::String(n.clone()));
     }

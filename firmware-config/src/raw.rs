@@ -60,6 +60,10 @@ pub struct RawStation {
     /// IANA time zone (e.g. `Europe/Berlin`) for fixed-time schedule windows.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Fleet group (a topic level): the station also takes model updates offered to
+    /// `<prefix>/fleet/<group>/bundle`.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// `[audio]`.
@@ -131,6 +135,17 @@ pub struct RawModel {
     pub slot_dir: Option<PathBuf>,
     /// Public keys (`.pub` files) whose signatures the agent trusts.
     pub trusted_keys: Vec<PathBuf>,
+    /// Key ids (as a `.pub` file names them) refused even if trusted: a key retired or
+    /// lost.
+    #[serde(default)]
+    pub revoked_keys: Vec<String>,
+    /// Take model updates offered over MQTT (default: yes when `[mqtt]` is set).
+    #[serde(default)]
+    pub updates: Option<bool>,
+    /// Seconds of live audio a new model runs on probation beside the previous one
+    /// before it is committed (an offer may ask for another length).
+    #[serde(default = "default_probation_s")]
+    pub probation_s: f64,
     /// One confidence threshold (0–1) for every species instead of the bundle's
     /// calibrated per-class thresholds (a global sensitivity knob).
     #[serde(default)]
@@ -324,4 +339,8 @@ impl Default for RawLog {
             format: "text".into(),
         }
     }
+}
+
+fn default_probation_s() -> f64 {
+    600.0
 }

@@ -94,6 +94,76 @@ pub struct Mqtt {
     pub ha_discovery: bool,
 }
 
+/// How the station takes model updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Updates {
+    /// Folder of the A/B slots and the model ledger.
+    pub slot_dir: PathBuf,
+    /// Key ids refused even if trusted.
+    pub revoked_keys: Vec<String>,
+    /// Live audio a new model runs on probation (unless its offer asks for another).
+    pub probation: Duration,
+}
+
+/// `[model]`'s update settings: on by default with `[mqtt]`; asked for without it, or
+/// with a slot folder given while off, refused (a setting that would do nothing).
+fn station_updates(f: &mut Findings, raw: &RawStationConfig) -> Option<Updates> {
+    let m = &raw.model;
+    let on = m.updates.unwrap_or(raw.mqtt.is_some());
+    if on && raw.mqtt.is_none() {
+        f.add(
+            "model.updates",
+            "model updates arrive over MQTT: add an [mqtt] section or remove this line",
+        );
+        return None;
+    }
+    if !on {
+        if m.slot_dir.is_some() {
+            f.add(
+                "model.slot_dir",
+                "model updates are off (model.updates = false): the slots would never be used; remove this line",
+            );
+        }
+        if !m.revoked_keys.is_empty() {
+            f.add(
+                "model.revoked_keys",
+                "model updates are off (model.updates = false): nothing would be checked against these keys; remove this line",
+            );
+        }
+        return None;
+    }
+    f.range(
+        "model.probation_s",
+        m.probation_s,
+        1.0,
+        7.0 * 86_400.0,
+        " s",
+    );
+    for (i, id) in m.revoked_keys.iter().enumerate() {
+        if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
+            f.add(
+                &format!("model.revoked_keys[{i}]"),
+                format!("`{id}` is not a key id (the id a .pub file or a rejection names)"),
+            );
+        }
+    }
+    let slot_dir = m
+        .slot_dir
+        .clone()
+        .unwrap_or_else(|| raw.storage.data_dir.join("models"));
+    if !slot_dir.is_absolute() {
+        f.add(
+            "model.slot_dir",
+            format!("`{}` must be an absolute path", slot_dir.display()),
+        );
+    }
+    Some(Updates {
+        slot_dir,
+        revoked_keys: m.revoked_keys.clone(),
+        probation: seconds(m.probation_s.clamp(0.0, 7.0 * 86_400.0)),
+    })
+}
+
 /// The validated configuration the agent runs on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StationConfig {
@@ -105,6 +175,8 @@ pub struct StationConfig {
     pub location: Option<Location>,
     /// The time zone of fixed schedule times (`None`: the recorder's own).
     pub timezone: Option<chrono_tz::Tz>,
+    /// Fleet group, whose offered models the station also takes.
+    pub group: Option<String>,
     /// Input device.
     pub device: String,
     /// Capture rate.
@@ -121,6 +193,8 @@ pub struct StationConfig {
     pub bundle: PathBuf,
     /// Trusted public keys.
     pub trusted_keys: Vec<PathBuf>,
+    /// Model updates over MQTT, if taken.
+    pub updates: Option<Updates>,
     /// Global confidence floor.
     pub min_confidence: Option<Threshold>,
     /// Per-species thresholds.
@@ -268,6 +342,13 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         }
         zone
     });
+
+    let group = raw.station.group.clone();
+    if let Some(g) = &group
+        && let Err(e) = warble_core::wire::check_group(g)
+    {
+        f.add("station.group", e);
+    }
 
     let a = &raw.audio;
     f.range(
@@ -445,13 +526,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         1_000_000.0,
         " MB",
     );
-    if raw.model.slot_dir.is_some() {
-        f.add(
-            "model.slot_dir",
-            "is not used yet: the agent runs model.bundle (model updates with A/B slots are \
-             not built); remove this line",
-        );
-    }
+    let updates = station_updates(&mut f, raw);
     if s.disk_quota_mb.is_some() {
         f.add(
             "storage.disk_quota_mb",
@@ -557,6 +632,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         name: raw.station.name.clone(),
         location,
         timezone,
+        group,
         device: a.device.clone(),
         sample_rate_hz: a.sample_rate_hz,
         channels: a.channels,
@@ -565,6 +641,7 @@ pub fn check(raw: &RawStationConfig, base: &Path) -> Result<StationConfig, Findi
         schedule,
         bundle: m.bundle.clone(),
         trusted_keys: m.trusted_keys.clone(),
+        updates,
         min_confidence,
         thresholds,
         include: m.include.clone(),

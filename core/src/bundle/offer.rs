@@ -70,6 +70,10 @@ pub struct Offer {
     pub force: bool,
     /// When the operator made the offer.
     pub issued: DateTime<Utc>,
+    /// Seconds of live audio the model runs on probation (`None`: the station's own
+    /// `model.probation_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_s: Option<u64>,
     /// The key that signed the header.
     pub key_id: String,
     /// Hex of the ed25519 signature over [`Offer::signed_text`].
@@ -79,6 +83,17 @@ pub struct Offer {
 impl Offer {
     /// The offer message for `bundle`, signed with `key`.
     pub fn encode(bundle: &[u8], force: bool, issued: DateTime<Utc>, key: &SecretKey) -> Vec<u8> {
+        Self::encode_with_probation(bundle, force, issued, None, key)
+    }
+
+    /// [`Self::encode`], asking for `probation_s` seconds of probation on the station.
+    pub fn encode_with_probation(
+        bundle: &[u8],
+        force: bool,
+        issued: DateTime<Utc>,
+        probation_s: Option<u64>,
+        key: &SecretKey,
+    ) -> Vec<u8> {
         // Whole seconds: the text signed is the text sent.
         let issued = DateTime::from_timestamp(issued.timestamp(), 0).unwrap_or(issued);
         let mut offer = Self {
@@ -86,6 +101,7 @@ impl Offer {
             sha256: sha256_hex(bundle),
             force,
             issued,
+            probation_s,
             key_id: key.public().id().to_string(),
             signature: String::new(),
         };
@@ -136,14 +152,17 @@ impl Offer {
         Ok((offer, bundle))
     }
 
-    /// What the signature covers: schema, bundle hash, force and issue time, one per line.
+    /// What the signature covers: schema, bundle hash, force, issue time and the
+    /// probation asked for (`-`: none), one per line.
     pub fn signed_text(&self) -> String {
         format!(
-            "{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}",
             self.schema,
             self.sha256,
             self.force,
-            self.issued.to_rfc3339_opts(SecondsFormat::Secs, true)
+            self.issued.to_rfc3339_opts(SecondsFormat::Secs, true),
+            self.probation_s
+                .map_or_else(|| "-".to_owned(), |s| s.to_string())
         )
     }
 }
@@ -191,6 +210,18 @@ mod tests {
         // The header changed after signing: `force` turned on.
         let text =
             String::from_utf8_lossy(&message).replacen("\"force\":false", "\"force\":true", 1);
+        assert!(matches!(
+            Offer::open(text.as_bytes(), &trusted),
+            Err(OfferError::BadSignature(_))
+        ));
+        // The probation asked for is signed too: a shorter one cannot be slipped in.
+        let asked = Offer::encode_with_probation(b"bundle bytes", false, at(), Some(600), &k);
+        assert_eq!(
+            Offer::open(&asked, &trusted).unwrap().0.probation_s,
+            Some(600)
+        );
+        let text =
+            String::from_utf8_lossy(&asked).replacen("\"probation_s\":600", "\"probation_s\":1", 1);
         assert!(matches!(
             Offer::open(text.as_bytes(), &trusted),
             Err(OfferError::BadSignature(_))

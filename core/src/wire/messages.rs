@@ -167,6 +167,10 @@ pub struct Heartbeat {
     pub output_failures: u64,
     /// The model the station runs.
     pub model: ModelRef,
+    /// Where its model updates stand (as on `<prefix>/<station>/model`); null when the
+    /// station takes no updates.
+    #[serde(default)]
+    pub model_state: Option<crate::wire::ModelState>,
     /// The engine it runs on (`tract` with `runtime.engine = "auto"`: ONNX Runtime could
     /// not be loaded).
     pub engine: Option<Engine>,
