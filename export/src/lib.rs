@@ -11,3 +11,4 @@ pub mod onnx;
 pub mod parity;
 pub mod pipeline;
 pub mod push;
+pub mod rollout;

@@ -14,7 +14,7 @@ use warble_export::parity::ParityReport;
 use warble_export::pipeline::{
     BundleOptions, ImportOptions, Progress, bundle_run, export_run, import_onnx,
 };
-use warble_export::push;
+use warble_export::{push, rollout};
 use warble_infer::{EngineChoice, EngineConfig};
 use warble_mqtt::BrokerArgs;
 
@@ -43,6 +43,59 @@ impl From<EngineArg> for EngineChoice {
             EngineArg::Tract => Self::Tract,
         }
     }
+}
+
+/// `warble-export rollout` arguments.
+#[derive(clap::Args)]
+struct RolloutArgs {
+    /// Bundle file to roll out.
+    bundle: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// The fleet group.
+    #[arg(long)]
+    group: String,
+    /// Fleet inventory (`id,group,…` CSV or TOML, as `warble-config render` reads it):
+    /// the group's stations, rolled out in its order.
+    #[arg(long)]
+    inventory: PathBuf,
+    /// The bundle the stations run now: an aborted wave is offered it again (forced).
+    #[arg(long)]
+    previous: PathBuf,
+    /// Secret key that signs the offers.
+    #[arg(long)]
+    key: PathBuf,
+    /// Further public keys the bundles may be signed by.
+    #[arg(long = "trusted")]
+    trusted: Vec<PathBuf>,
+    /// Cumulative shares of the group per wave.
+    #[arg(long, default_value = "5%,25%,100%")]
+    waves: String,
+    /// Stop when this share of the stations with an outcome failed...
+    #[arg(long, default_value = "10%")]
+    abort_failed: String,
+    /// ...once at least this many have an outcome.
+    #[arg(long, default_value_t = 3)]
+    min_stations: usize,
+    /// Probation on live audio each station runs it (e.g. 90s, 10m, 1h).
+    #[arg(long, default_value = "10m")]
+    probation: String,
+    /// How long a wave's stations have to report an outcome (default: the probation plus
+    /// 5 minutes); a station silent that long counts as failed.
+    #[arg(long)]
+    wave_timeout: Option<String>,
+    /// Where the state is saved (default: rollout-<group>.json here).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Offer it even where it is not newer than what a station installed.
+    #[arg(long)]
+    force: bool,
+    /// Topic prefix of the stations.
+    #[arg(long, default_value = "warble")]
+    prefix: String,
+    /// MQTT client id.
+    #[arg(long, default_value = "warble-operator")]
+    client_id: String,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +245,10 @@ enum Command {
         /// Install even if it is not newer than what a station runs (a rollback by hand).
         #[arg(long)]
         force: bool,
+        /// Probation on live audio the stations run it (e.g. 90s, 10m; default: each
+        /// station's model.probation_s).
+        #[arg(long)]
+        probation: Option<String>,
         /// Remove the retained offer instead (stations keep what they run).
         #[arg(long, conflicts_with_all = ["bundle", "force"])]
         clear: bool,
@@ -202,6 +259,12 @@ enum Command {
         #[arg(long, default_value = "warble-operator")]
         client_id: String,
     },
+    /// Roll a bundle out to a fleet group in waves: each wave's stations are offered it
+    /// on their own topics and watched until each reports it committed, rejected or
+    /// rolled back; at the abort threshold the wave is offered the previous bundle again
+    /// and later waves nothing. The state is saved after every change: run the same
+    /// command again to resume.
+    Rollout(RolloutArgs),
     /// Print a verified bundle's manifest for people: model, input, thresholds, metrics.
     Inspect {
         /// Bundle file.
@@ -325,10 +388,15 @@ fn prepare_offer(
     key: &Path,
     trusted: &[PathBuf],
     force: bool,
+    probation: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
     let key = SecretKey::read(key)?;
     let trusted = TrustedKeys::read_files(trusted)?;
-    let (verified, message) = push::offer_message(bundle, &key, &trusted, force)?;
+    let probation_s = probation
+        .map(|p| rollout::parse_duration(p).map(|d| d.as_secs().max(1)))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--probation: {e}"))?;
+    let (verified, message) = push::offer_message(bundle, &key, &trusted, force, probation_s)?;
     let m = verified.manifest();
     println!(
         "offering {} {} ({} classes, {:.1} MB, sha256 {}…){}, offer signed by {}",
@@ -617,6 +685,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             trusted,
             force,
+            probation,
             clear,
             prefix,
             client_id,
@@ -630,12 +699,201 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("--station or --group is required"),
             };
             let offer = match (bundle, key) {
-                (Some(bundle), Some(key)) if !clear => {
-                    Some(prepare_offer(&bundle, &key, &trusted, force)?)
-                }
+                (Some(bundle), Some(key)) if !clear => Some(prepare_offer(
+                    &bundle,
+                    &key,
+                    &trusted,
+                    force,
+                    probation.as_deref(),
+                )?),
                 _ => None,
             };
             push_offer(&broker, &client_id, &target.topic(&prefix)?, offer)
+        }
+        Command::Rollout(args) => rollout_cmd(args),
+    }
+}
+
+/// Shows a rollout as it goes: a bar per wave, a line per station outcome.
+#[derive(Default)]
+struct RolloutBars {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl rollout::Progress for RolloutBars {
+    fn wave(&mut self, wave: usize, waves: usize, stations: usize) {
+        println!("wave {}/{waves}: {stations} station(s)", wave + 1);
+        let bar = indicatif::ProgressBar::new(stations as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("  [{bar:30}] {pos}/{len} finished {elapsed}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar = Some(bar);
+    }
+
+    fn station(&mut self, id: &str, state: &rollout::StationState) {
+        use rollout::StationState as S;
+        let line = match state {
+            S::Committed => format!("  {id}: committed"),
+            S::Failed { reason } => format!("  {id}: FAILED ({reason})"),
+            S::Restoring { .. } => format!("  {id}: offered the previous bundle again"),
+            S::Restored { .. } => format!("  {id}: runs the previous bundle again"),
+            S::Waiting | S::Offered { .. } => return,
+        };
+        match &self.bar {
+            Some(bar) => {
+                if matches!(state, S::Committed | S::Failed { .. }) {
+                    bar.inc(1);
+                }
+                bar.suspend(|| println!("{line}"));
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    fn wave_done(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The rollout's table: one row per station.
+fn rollout_summary(r: &rollout::Rollout) {
+    use rollout::StationState as S;
+    println!("\n{:<24} {:>4}  outcome", "station", "wave");
+    for (w, wave) in r.waves.iter().enumerate() {
+        for id in wave {
+            let outcome = match r.stations.get(id) {
+                Some(S::Committed) => "committed".to_owned(),
+                Some(S::Failed { reason }) => format!("failed: {reason}"),
+                Some(S::Restoring { .. }) => {
+                    "offered the previous bundle again (no report yet)".to_owned()
+                }
+                Some(S::Restored { .. }) => "restored to the previous bundle".to_owned(),
+                Some(S::Offered { .. }) => "offered, no outcome yet".to_owned(),
+                Some(S::Waiting) | None => "not offered".to_owned(),
+            };
+            println!("{id:<24} {:>4}  {outcome}", w + 1);
+        }
+    }
+}
+
+/// `warble-export rollout`.
+#[allow(clippy::too_many_arguments, reason = "the command's flags")]
+fn rollout_cmd(a: RolloutArgs) -> anyhow::Result<()> {
+    let prefix = TopicPrefix::new(&a.prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+    let shares = rollout::parse_waves(&a.waves).map_err(anyhow::Error::msg)?;
+    let failed_share = rollout::parse_percent(&a.abort_failed)
+        .map_err(|e| anyhow::anyhow!("--abort-failed: {e}"))?;
+    let probation =
+        rollout::parse_duration(&a.probation).map_err(|e| anyhow::anyhow!("--probation: {e}"))?;
+    let wave_timeout = match &a.wave_timeout {
+        Some(t) => {
+            rollout::parse_duration(t).map_err(|e| anyhow::anyhow!("--wave-timeout: {e}"))?
+        }
+        None => probation + std::time::Duration::from_secs(300),
+    };
+    let inventory =
+        warble_config::fleet::read_inventory(&a.inventory).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let stations: Vec<String> = inventory
+        .into_iter()
+        .filter(|e| e.group == a.group)
+        .map(|e| e.id)
+        .collect();
+    if stations.is_empty() {
+        anyhow::bail!(
+            "{}: no station in group `{}`",
+            a.inventory.display(),
+            a.group
+        );
+    }
+    let key = SecretKey::read(&a.key)?;
+    let trusted = TrustedKeys::read_files(&a.trusted)?;
+    let probation_s = Some(probation.as_secs().max(1));
+    let (bundle, offer) = push::offer_message(&a.bundle, &key, &trusted, a.force, probation_s)?;
+    // Checked now, signed again when it is sent.
+    let (previous, _) = push::offer_message(&a.previous, &key, &trusted, true, probation_s)?;
+    let previous_offer = {
+        let (path, key_path, trusted) = (a.previous.clone(), a.key.clone(), trusted.clone());
+        Box::new(move || {
+            let key = SecretKey::read(&key_path).map_err(|e| push::PushError::Io {
+                path: key_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            push::offer_message(&path, &key, &trusted, true, probation_s).map(|(_, offer)| offer)
+        })
+    };
+    let m = bundle.manifest();
+    let name = format!("{} {}", m.model_id, m.version);
+    let state_path = a
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("rollout-{}.json", a.group)));
+    let mut state = match rollout::Rollout::read(&state_path)? {
+        Some(saved) if saved.bundle_sha256 == bundle.sha256() && saved.group == a.group => {
+            println!(
+                "resuming the rollout of {name} saved in {}",
+                state_path.display()
+            );
+            saved
+        }
+        Some(saved) => anyhow::bail!(
+            "{} holds a rollout of {} to group `{}`: finish it, or remove the file to start anew",
+            state_path.display(),
+            saved.bundle,
+            saved.group
+        ),
+        None => rollout::Rollout::new(
+            bundle.sha256().to_owned(),
+            name.clone(),
+            previous.sha256().to_owned(),
+            a.group.clone(),
+            rollout::plan_waves(&stations, &shares),
+        ),
+    };
+    println!(
+        "rolling {name} out to {} station(s) of group `{}` in {} wave(s); probation {} s; stop at {:.0} % failed once {} have an outcome; state in {}",
+        stations.len(),
+        a.group,
+        state.waves.len(),
+        probation.as_secs(),
+        100.0 * failed_share,
+        a.min_stations,
+        state_path.display()
+    );
+    let cfg = rollout::RolloutConfig {
+        endpoint: a.broker.endpoint("operator")?,
+        client_id: a.client_id.clone(),
+        prefix,
+        offer,
+        previous_offer,
+        abort: rollout::AbortRule {
+            failed_share,
+            min_stations: a.min_stations,
+        },
+        wave_timeout,
+        state_path,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut bars = RolloutBars::default();
+    let ran = runtime.block_on(rollout::run(&cfg, &mut state, &mut bars));
+    rollout_summary(&state);
+    ran?;
+    match &state.status {
+        rollout::Status::Done => {
+            println!("\n{name} is committed on every station of `{}`", a.group);
+            Ok(())
+        }
+        rollout::Status::Aborted { wave, reason } => anyhow::bail!(
+            "rollout stopped in wave {wave}: {reason}; that wave was offered {} again, later waves nothing",
+            previous.manifest().version
+        ),
+        rollout::Status::Running => {
+            anyhow::bail!("the rollout did not finish: run again to resume")
         }
     }
 }

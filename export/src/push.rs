@@ -85,6 +85,7 @@ pub fn offer_message(
     key: &SecretKey,
     trusted: &TrustedKeys,
     force: bool,
+    probation_s: Option<u64>,
 ) -> Result<(Bundle, Vec<u8>), PushError> {
     let name = path.display().to_string();
     let size = std::fs::metadata(path)
@@ -111,7 +112,7 @@ pub fn offer_message(
             path: name.clone(),
             reason: e.to_string(),
         })?;
-    let message = Offer::encode(&bytes, force, chrono::Utc::now(), key);
+    let message = Offer::encode_with_probation(&bytes, force, chrono::Utc::now(), probation_s, key);
     if message.len() > MAX_OFFER_BYTES {
         return Err(PushError::TooLarge {
             path: name,
