@@ -315,6 +315,9 @@ struct OnTrial {
     previous_done: Figures,
     /// The shadow's detections (see [`MAX_SHADOW_EVENTS`]).
     held: Vec<SpeciesEvent>,
+    /// The candidate failed on live audio (its stream is not pushed again): rolled back
+    /// at the next check, which comes at once.
+    failed: Option<(String, Figures)>,
 }
 
 fn hold(held: &mut Vec<SpeciesEvent>, e: &SpeciesEvent) {
@@ -624,6 +627,7 @@ impl<W: Write> Recorder<W> {
                             candidate_done: Figures::default(),
                             previous_done: Figures::default(),
                             held: Vec::new(),
+                            failed: None,
                         })
                     });
                 }
@@ -658,8 +662,15 @@ impl<W: Write> Recorder<W> {
                 }
                 if let Some(t) = trial.as_ref() {
                     let now = stream.as_ref().map(Stream::figures).unwrap_or_default();
-                    let candidate = t.candidate_done.plus(now);
-                    if let Some(outcome) = t.judge.judge(&candidate, Some(&t.previous_figures()))
+                    let (outcome, candidate) = match &t.failed {
+                        Some((why, figures)) => (Some(Outcome::RollBack(why.clone())), *figures),
+                        None => {
+                            let candidate = t.candidate_done.plus(now);
+                            let previous = t.previous_figures();
+                            (t.judge.judge(&candidate, Some(&previous)), candidate)
+                        }
+                    };
+                    if let Some(outcome) = outcome
                         && let Some(t) = trial.take()
                     {
                         let mut models = Models {
@@ -723,20 +734,12 @@ impl<W: Write> Recorder<W> {
                 }
             }
             if let Err(e) = meter.push(active, samples, &health, &mut on_event) {
-                let Some(t) = trial.take() else {
+                let Some(t) = trial.as_mut() else {
                     break Err(e.into());
                 };
                 let figures = t.candidate_done.plus(active.figures());
-                let why = format!("inference failed on live audio: {e}");
-                let mut models = Models {
-                    stream: &mut stream,
-                    idle: &mut idle,
-                    labels: &labels,
-                    sink: &sink,
-                    health: &health,
-                    meter: &mut meter,
-                };
-                models.settle_trial(t, Outcome::RollBack(why), figures, &mut on_event);
+                t.failed = Some((format!("inference failed on live audio: {e}"), figures));
+                last_check = None;
                 continue;
             }
             if let Some(c) = clips.borrow_mut().as_mut() {

@@ -412,11 +412,7 @@ fn start_model(
             let session = prepare(settings, out)?;
             let note = active.map(|a| StartNote {
                 state: warble_core::wire::ModelState::RolledBack,
-                candidate: warble_core::wire::Candidate {
-                    sha256: a.model.sha256,
-                    id: Some(a.model.id),
-                    version: Some(a.model.version),
-                },
+                candidate: warble_agent::updates::candidate_named(&a.model),
                 reason,
             });
             Ok((session, note))

@@ -27,7 +27,9 @@ use crate::health::Health;
 use crate::model::LoadedModel;
 use crate::probation::{Outcome, Trial, Verdict};
 use crate::publish::BrokerConfig;
-use crate::updates::{Ledger, Policy, SlotModel, StartNote, assess, candidate_of, version_of};
+use crate::updates::{
+    Ledger, Policy, SlotModel, StartNote, assess, candidate_named, candidate_of, version_of,
+};
 
 /// The file of the ledger in the slot directory.
 pub const LEDGER_FILE: &str = "state.json";
@@ -86,14 +88,6 @@ struct Handler {
     last_handled: Option<String>,
     handoff: std::sync::mpsc::Sender<Installed>,
     verdicts: tokio::sync::mpsc::UnboundedSender<Verdict>,
-}
-
-fn candidate_named(v: &ModelVersion) -> Candidate {
-    Candidate {
-        sha256: v.sha256.clone(),
-        id: Some(v.id.clone()),
-        version: Some(v.version.clone()),
-    }
 }
 
 impl Handler {
@@ -353,7 +347,8 @@ impl Updater {
         start: Option<StartNote>,
         handoff: std::sync::mpsc::Sender<Installed>,
     ) -> Result<Self, String> {
-        let ledger = Ledger::read(&cfg.slot_dir.join(LEDGER_FILE))?;
+        let mut ledger = Ledger::read(&cfg.slot_dir.join(LEDGER_FILE))?;
+        ledger.note_running(&running);
         let group_topic = cfg
             .group
             .as_ref()

@@ -88,6 +88,10 @@ pub struct Ledger {
     /// saying why it went back (an operator retries it with a new, forced push).
     #[serde(default)]
     pub rolled_back: Option<String>,
+    /// SHA-256 of the station file's `model.bundle` when the station last started: a
+    /// different one means a technician put a new model there, and the station runs it.
+    #[serde(default)]
+    pub configured: Option<String>,
 }
 
 /// A model in one of the two slots.
@@ -171,11 +175,7 @@ impl Ledger {
             ledger.rolled_back = Some(trial.model.sha256.clone());
             note = Some(StartNote {
                 state: warble_core::wire::ModelState::RolledBack,
-                candidate: Candidate {
-                    sha256: trial.model.sha256.clone(),
-                    id: Some(trial.model.id.clone()),
-                    version: Some(trial.model.version.clone()),
-                },
+                candidate: candidate_named(&trial.model),
                 reason: format!(
                     "the agent stopped while {} {} was on probation: it starts on the previous model",
                     trial.model.id, trial.model.version
@@ -183,6 +183,24 @@ impl Ledger {
             });
         }
         let mut bundle = configured.to_path_buf();
+        let configured_sha = std::fs::read(configured)
+            .ok()
+            .map(|b| warble_core::bundle::sha256_hex(&b));
+        let replaced = ledger.configured.is_some() && ledger.configured != configured_sha;
+        if replaced && let Some(active) = ledger.active.take() {
+            note = Some(StartNote {
+                state: warble_core::wire::ModelState::RolledBack,
+                candidate: candidate_named(&active.model),
+                reason: format!(
+                    "model.bundle ({}) changed since the last start: the station runs it instead of the update {} {}",
+                    configured.display(),
+                    active.model.id,
+                    active.model.version
+                ),
+            });
+        }
+        let configured_changed = ledger.configured != configured_sha;
+        ledger.configured = configured_sha;
         if let Some(active) = ledger.active.clone() {
             let file = slot_dir.join(&active.slot);
             let holds = std::fs::read(&file)
@@ -192,11 +210,7 @@ impl Ledger {
             } else {
                 note = Some(StartNote {
                     state: warble_core::wire::ModelState::RolledBack,
-                    candidate: Candidate {
-                        sha256: active.model.sha256.clone(),
-                        id: Some(active.model.id.clone()),
-                        version: Some(active.model.version.clone()),
-                    },
+                    candidate: candidate_named(&active.model),
                     reason: format!(
                         "{} no longer holds {} {} (missing or damaged): the station runs model.bundle",
                         file.display(),
@@ -207,7 +221,7 @@ impl Ledger {
                 ledger.active = None;
             }
         }
-        if note.is_some() {
+        if note.is_some() || configured_changed {
             ledger
                 .write(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -238,6 +252,18 @@ impl Ledger {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         crate::station::write_durably(path, &bytes)
+    }
+
+    /// Counts the model a station runs as installed: an update to a version below the
+    /// one it runs from its station file is a downgrade too. A version that is not
+    /// `major.minor.patch` (a bundle's is checked when it is read) is not counted.
+    pub fn note_running(&mut self, running: &ModelVersion) {
+        let core = running.version.split(['-', '+']).next().unwrap_or_default();
+        let parts: Vec<u64> = core.split('.').filter_map(|p| p.parse().ok()).collect();
+        if let [a, b, c] = parts[..] {
+            let highest = self.highest.entry(running.id.clone()).or_default();
+            *highest = (*highest).max([a, b, c]);
+        }
     }
 
     /// Notes a model installed (and the offer that brought it, if any).
@@ -296,6 +322,15 @@ pub fn candidate_of(offer: Option<&Offer>, bundle: Option<&Bundle>) -> Option<Ca
         id: bundle.map(|b| b.manifest().model_id.clone()),
         version: bundle.map(|b| b.manifest().version.clone()),
     })
+}
+
+/// A model as the report's `candidate` names it.
+pub fn candidate_named(v: &ModelVersion) -> Candidate {
+    Candidate {
+        sha256: v.sha256.clone(),
+        id: Some(v.id.clone()),
+        version: Some(v.version.clone()),
+    }
 }
 
 /// The model a report names.

@@ -97,6 +97,14 @@ impl Live {
     }
 }
 
+/// The logs of several agents, for a failure message.
+fn logs_of(live: &[Live]) -> String {
+    live.iter()
+        .map(Live::log)
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 /// The model reports on `warble/+/model`, by station.
 struct Reports(std::sync::mpsc::Receiver<(String, Vec<u8>)>);
 
@@ -184,12 +192,7 @@ fn a_good_update_commits_on_every_station_and_their_events_switch_model_once() {
         .collect();
     let reports = Reports::subscribe(&broker, "watcher");
     let live: Vec<Live> = stations.iter().map(|s| start(s, 32.0, 0)).collect();
-    let logs = || {
-        live.iter()
-            .map(Live::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let logs = || logs_of(&live);
     // Each says what it runs when it connects.
     reports.until(
         &ids,
@@ -254,9 +257,13 @@ fn an_agent_killed_during_an_install_step_restarts_on_a_working_model() {
     let _serial = serial();
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for (n, step) in [ModelState::Testing, ModelState::Probation]
-        .into_iter()
-        .enumerate()
+    for (n, step) in [
+        ModelState::Verifying,
+        ModelState::Testing,
+        ModelState::Probation,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = format!("reed-{n}");
         // A probation longer than the run: the kill finds it still on trial.
@@ -351,12 +358,7 @@ fn a_rollout_whose_second_wave_fails_stops_restores_that_wave_and_reports() {
 
     let reports = Reports::subscribe(&broker, "watcher");
     let live: Vec<Live> = stations.iter().map(|s| start(s, 50.0, 0)).collect();
-    let logs = || {
-        live.iter()
-            .map(Live::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let logs = || logs_of(&live);
     reports.until(
         &ids,
         Duration::from_secs(20),
@@ -430,4 +432,214 @@ fn a_rollout_whose_second_wave_fails_stops_restores_that_wave_and_reports() {
     assert_one_switch("fen-2", &runs[1], &["0.1.0", "0.2.0", "0.1.0"]);
     assert_one_switch("fen-3", &runs[2], &["0.1.0"]);
     assert_one_switch("fen-4", &runs[3], &["0.1.0"]);
+}
+
+/// The last RolledBack report of `station` in `seen`.
+fn rolled_back<'a>(seen: &'a [(String, ModelReport)], station: &str) -> &'a ModelReport {
+    seen.iter()
+        .rev()
+        .find(|(s, r)| s == station && r.state == ModelState::RolledBack)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("{station} did not roll back: {seen:#?}"))
+}
+
+#[test]
+fn a_model_that_gives_nan_or_hears_nothing_on_live_audio_is_rolled_back_and_the_old_one_detects_on()
+{
+    let _serial = serial();
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nan_station = station_in(dir.path(), "pool-1", broker.port(), PROBATION_S);
+    // Long enough for the previous model to detect in several windows.
+    let deaf_station = station_in(dir.path(), "pool-2", broker.port(), 12);
+    let reports = Reports::subscribe(&broker, "watcher");
+    let live = [start(&nan_station, 40.0, 0), start(&deaf_station, 40.0, 0)];
+    let logs = || logs_of(&live);
+    let ids = ["pool-1", "pool-2"];
+    reports.until(
+        &ids,
+        Duration::from_secs(20),
+        |r| r.state == ModelState::Committed,
+        logs,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    // A front end that overflows to infinity on real audio: its self-test (on features)
+    // passes, live audio gives NaN scores.
+    let nan = warble_tests::demo::resigned("0.2.0", &operator(), |m, _| {
+        if let warble_core::bundle::InputSpec::Logmel { frontend, .. } = &mut m.input {
+            frontend.std = 1e-300;
+        }
+    });
+    // Thresholds no score reaches: it hears nothing.
+    let deaf = warble_tests::demo::resigned("0.2.0", &operator(), |m, _| {
+        m.thresholds.default = 1.0;
+        m.thresholds.per_class.clear();
+    });
+    for (id, bundle) in [("pool-1", nan), ("pool-2", deaf)] {
+        let offer = Offer::encode(&bundle, false, chrono::Utc::now(), &operator());
+        publish(
+            broker.port(),
+            &format!("warble/{id}/bundle"),
+            dir.path(),
+            &offer,
+        );
+    }
+    let seen = reports.until(
+        &ids,
+        Duration::from_secs(40),
+        |r| r.state == ModelState::RolledBack,
+        logs,
+    );
+    let nan_report = rolled_back(&seen, "pool-1");
+    assert!(
+        nan_report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("NaN or infinite scores"),
+        "{nan_report:?}"
+    );
+    let deaf_report = rolled_back(&seen, "pool-2");
+    assert!(
+        deaf_report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("detected in 0 windows where the previous model detected in"),
+        "{deaf_report:?}"
+    );
+    let [nan_run, deaf_run] = live;
+    for (id, run, report) in [
+        ("pool-1", nan_run, nan_report),
+        ("pool-2", deaf_run, deaf_report),
+    ] {
+        assert_eq!(report.active.version, "0.1.0");
+        let events = run.detections();
+        // Neither bad model reported a detection; the old one detected on after the
+        // rollback.
+        assert_one_switch(id, &events, &["0.1.0"]);
+        assert!(
+            events.iter().any(|e| e.start > report.since),
+            "{id}: detections after the rollback at {}: {events:?}",
+            report.since
+        );
+    }
+}
+
+#[test]
+fn bad_offers_are_rejected_with_their_reason_while_the_old_model_keeps_detecting() {
+    let _serial = serial();
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let station = station_in(dir.path(), "bog-1", broker.port(), PROBATION_S);
+    // A key still trusted but listed as revoked.
+    let retired = SecretKey::from_seed([9; 32], "retired");
+    let retired_pub = dir.path().join("retired.pub");
+    std::fs::write(&retired_pub, retired.public().to_text()).unwrap();
+    let text = std::fs::read_to_string(&station).unwrap().replace(
+        "trusted_keys = [",
+        &format!(
+            "revoked_keys = [\"{}\"]\ntrusted_keys = [\"{}\", ",
+            retired.public().id(),
+            retired_pub.display()
+        ),
+    );
+    std::fs::write(&station, text).unwrap();
+    let reports = Reports::subscribe(&broker, "watcher");
+    let run = start(&station, 45.0, 0);
+    reports.until(
+        &["bog-1"],
+        Duration::from_secs(20),
+        |r| r.state == ModelState::Committed,
+        || run.log(),
+    );
+    let op = operator();
+    let stranger = SecretKey::from_seed([8; 32], "stranger");
+    let good = warble_tests::demo::resigned("0.2.0", &op, |_, _| {});
+    let mut corrupt = Offer::encode(&good, false, chrono::Utc::now(), &op);
+    *corrupt.last_mut().unwrap() ^= 1;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "unknown key",
+            Offer::encode(&good, false, chrono::Utc::now(), &stranger),
+            "which is not among the trusted keys",
+        ),
+        (
+            "revoked key",
+            Offer::encode(&good, false, chrono::Utc::now(), &retired),
+            "lists as revoked",
+        ),
+        ("hash mismatch", corrupt, "corrupt in transit"),
+        (
+            "incompatible front end",
+            Offer::encode(
+                &warble_tests::demo::resigned("0.2.0", &op, |m, _| {
+                    if let warble_core::bundle::InputSpec::Logmel { frontend, .. } = &mut m.input {
+                        frontend.sample_rate_hz = 48_000;
+                    }
+                }),
+                false,
+                chrono::Utc::now(),
+                &op,
+            ),
+            "needs audio at 48000 Hz",
+        ),
+        (
+            "failing self-test",
+            Offer::encode(
+                &warble_tests::demo::resigned("0.2.0", &op, |m, _| {
+                    m.selftest_tolerance = 1e-12;
+                }),
+                false,
+                chrono::Utc::now(),
+                &op,
+            ),
+            "self-test",
+        ),
+        (
+            "downgrade below the model it runs",
+            Offer::encode(
+                &warble_tests::demo::resigned("0.0.9", &op, |_, _| {}),
+                false,
+                chrono::Utc::now(),
+                &op,
+            ),
+            "is not newer than 0.1.0",
+        ),
+    ];
+    for (what, message, reason) in cases {
+        // Offers are issued to the second: each after the one before.
+        std::thread::sleep(Duration::from_millis(1100));
+        publish(broker.port(), "warble/bog-1/bundle", dir.path(), &message);
+        let seen = reports.until(
+            &["bog-1"],
+            Duration::from_secs(20),
+            |r| r.state == ModelState::Rejected,
+            || run.log(),
+        );
+        let (_, report) = seen.last().unwrap();
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains(reason),
+            "{what}: {report:?}"
+        );
+        assert_eq!(report.active.version, "0.1.0", "{what}");
+    }
+    // Larger than a station reads: the broker does not deliver it to the station (MQTT 5
+    // maximum packet size), which goes on as it was.
+    let huge = vec![b'x'; warble_core::bundle::offer::MAX_OFFER_BYTES + 4096];
+    publish(broker.port(), "warble/bog-1/bundle", dir.path(), &huge);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = run.log();
+    let events = run.detections();
+    assert_one_switch("bog-1", &events, &["0.1.0"]);
+    assert!(events.len() >= 5, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.contains("reconnecting"),
+        "not delivered, no error: {log}"
+    );
 }

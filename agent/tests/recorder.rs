@@ -255,20 +255,7 @@ fn a_model_switch_mid_stream_changes_the_events_model_at_one_boundary_without_a_
         .run(&mut source, &CancellationToken::new())
         .result
         .unwrap();
-    let mut stored: Vec<_> = Outbox::open(&outbox_path, 1 << 24)
-        .unwrap()
-        .pending(10_000)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.event)
-        .collect();
-    stored.sort_by_key(|e| e.seq);
-    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (0..stored.len() as u64).collect::<Vec<_>>(),
-        "no hole"
-    );
+    let stored = stored_without_a_hole(&outbox_path);
     let versions: Vec<&str> = stored.iter().map(|e| e.model.version.as_str()).collect();
     let first_new = versions
         .iter()
@@ -364,20 +351,7 @@ fn through_a_probation(
         .result
         .unwrap();
     let verdict = verdict.try_recv().expect("a verdict");
-    let mut stored: Vec<_> = Outbox::open(&outbox_path, 1 << 24)
-        .unwrap()
-        .pending(10_000)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.event)
-        .collect();
-    stored.sort_by_key(|e| e.seq);
-    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (0..stored.len() as u64).collect::<Vec<_>>(),
-        "no hole"
-    );
+    let stored = stored_without_a_hole(&outbox_path);
     // The heartbeat names the model running at the end.
     let last = stored.last().unwrap().model.version.clone();
     let now = health.model.lock().unwrap().model.clone().unwrap();
@@ -436,4 +410,23 @@ fn a_model_that_detects_nothing_is_rolled_back_and_the_previous_one_carries_on()
     let reported: std::collections::BTreeSet<String> =
         stored.iter().map(|e| e.code.to_string()).collect();
     assert_eq!(reported, heard);
+}
+
+/// The events in the outbox at `path`, in seq order, checked to run from 0 with no hole.
+fn stored_without_a_hole(path: &std::path::Path) -> Vec<warble_core::event::Detection> {
+    let mut stored: Vec<_> = Outbox::open(path, 1 << 24)
+        .unwrap()
+        .pending(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    stored.sort_by_key(|e| e.seq);
+    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..stored.len() as u64).collect::<Vec<_>>(),
+        "no hole"
+    );
+    stored
 }

@@ -234,3 +234,98 @@ fn a_bundle_that_does_not_fit_the_station_is_refused() {
     assert!(r.contains("incompatible with this station"), "{r}");
     assert!(r.contains("model.privacy_classes: `syn03`"), "{r}");
 }
+
+#[test]
+fn the_ledger_picks_the_model_a_station_starts_on() {
+    use warble_agent::updates::SlotModel;
+    use warble_core::wire::ModelState;
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path();
+    let ledger_at = slots.join(warble_agent::updater::LEDGER_FILE);
+    let configured = dir.path().join("station-model.warble");
+    std::fs::copy(
+        repo_file("models/demo/warble-demo-0.1.0.warble"),
+        &configured,
+    )
+    .unwrap();
+    let newer = demo::resigned("0.2.0", &key(1), |_, _| {});
+    std::fs::write(slots.join("b.warble"), &newer).unwrap();
+    let in_b = SlotModel {
+        slot: "b.warble".into(),
+        model: ModelVersion {
+            id: "warble-demo".into(),
+            version: "0.2.0".into(),
+            sha256: warble_core::bundle::sha256_hex(&newer),
+        },
+    };
+
+    // No ledger yet: the station file's model; the ledger remembers which that was.
+    let start = Ledger::start(slots, &configured).unwrap();
+    assert_eq!(
+        (start.bundle.as_path(), start.note),
+        (configured.as_path(), None)
+    );
+    assert!(Ledger::read(&ledger_at).unwrap().configured.is_some());
+
+    // A committed slot: started on it. The next update goes to the other slot.
+    let mut ledger = Ledger::read(&ledger_at).unwrap();
+    ledger.active = Some(in_b.clone());
+    ledger.write(&ledger_at).unwrap();
+    assert_eq!(
+        Ledger::start(slots, &configured).unwrap().bundle,
+        slots.join("b.warble")
+    );
+    assert_eq!(Ledger::read(&ledger_at).unwrap().free_slot(), "a.warble");
+
+    // A model left on probation (a crash): abandoned, said, not taken again.
+    let mut ledger = Ledger::read(&ledger_at).unwrap();
+    ledger.trial = Some(SlotModel {
+        slot: "a.warble".into(),
+        model: ModelVersion {
+            id: "warble-demo".into(),
+            version: "0.3.0".into(),
+            sha256: "ab".repeat(32),
+        },
+    });
+    ledger.write(&ledger_at).unwrap();
+    let start = Ledger::start(slots, &configured).unwrap();
+    assert_eq!(start.bundle, slots.join("b.warble"));
+    let note = start.note.unwrap();
+    assert_eq!(note.state, ModelState::RolledBack);
+    assert!(
+        note.reason.contains("0.3.0 was on probation"),
+        "{}",
+        note.reason
+    );
+    let ledger = Ledger::read(&ledger_at).unwrap();
+    assert_eq!(ledger.trial, None);
+    assert_eq!(
+        ledger.rolled_back.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+
+    // A damaged slot: the station file's model, said.
+    std::fs::write(slots.join("b.warble"), b"not the bundle").unwrap();
+    let start = Ledger::start(slots, &configured).unwrap();
+    assert_eq!(start.bundle, configured);
+    assert!(start.note.unwrap().reason.contains("missing or damaged"));
+    assert_eq!(Ledger::read(&ledger_at).unwrap().active, None);
+
+    // A technician put another model into model.bundle: the station runs it.
+    std::fs::write(slots.join("b.warble"), &newer).unwrap();
+    let mut ledger = Ledger::read(&ledger_at).unwrap();
+    ledger.active = Some(in_b);
+    ledger.write(&ledger_at).unwrap();
+    std::fs::write(&configured, demo::resigned("0.4.0", &key(1), |_, _| {})).unwrap();
+    let start = Ledger::start(slots, &configured).unwrap();
+    assert_eq!(start.bundle, configured);
+    assert!(
+        start.note.unwrap().reason.contains("model.bundle"),
+        "the change is said"
+    );
+    // ... and a corrupt ledger stops the start, named: forgetting it would let old
+    // bundles back in.
+    std::fs::write(&ledger_at, b"{ not json").unwrap();
+    let err = Ledger::start(slots, &configured).unwrap_err();
+    assert!(err.contains("not a model ledger"), "{err}");
+}
