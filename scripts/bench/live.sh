@@ -11,16 +11,8 @@ cargo build --release --locked -p warble-agent --bin warble-agent --example pace
 bin="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkfifo "$work/mic.fifo"
-cat > "$work/asound.conf" <<CONF
-pcm.!default {
- type file
- slave.pcm { type null }
- file "/dev/null"
- infile "$work/mic.fifo"
- format "raw"
-}
-CONF
+. scripts/bench/file_microphone.sh
+file_microphone "$work"
 for engine in ort tract; do
     cat > "$work/station.toml" <<TOML
 [station]
