@@ -1,11 +1,13 @@
 //! The station's side of model updates over MQTT: it reads the retained offers on its
 //! own bundle topic and its group's (its own beats its group's), checks each
-//! ([`crate::updates::assess`]), writes what passes to the inactive slot durably,
-//! self-tests it in the engine that will run it, and hands the model to the recorder.
-//! Every step is reported, retained, on `<prefix>/<station>/model`.
+//! ([`crate::updates::assess`]), writes what passes to the free slot durably, self-tests
+//! it in the engine that will run it, records it in the ledger as on probation and hands
+//! it to the recorder; the recorder's verdict ([`crate::probation`]) commits it or rolls
+//! it back in the ledger. Every step is reported, retained, on `<prefix>/<station>/model`.
 //!
-//! The checks and the self-test are CPU work: they run on a blocking thread while the
-//! connection keeps being served; reports come back over a channel.
+//! The checks and the self-test are CPU work: they run on the updater's own thread
+//! (`warble-updates`) while the connection keeps being served; reports come back over a
+//! channel.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -71,7 +73,7 @@ pub struct Installed {
     pub trial: Trial,
 }
 
-/// The part of the updater that handles offers (on a blocking thread) and verdicts.
+/// The part of the updater that handles offers and verdicts, on its own thread.
 struct Handler {
     cfg: UpdaterConfig,
     ledger: Ledger,
@@ -92,7 +94,7 @@ struct Handler {
 
 impl Handler {
     fn report(
-        &mut self,
+        &self,
         state: ModelState,
         candidate: Option<Candidate>,
         reason: Option<String>,
@@ -357,7 +359,7 @@ impl Updater {
         let previous = ledger.previous.as_ref().map(|p| p.model.clone());
         let (verdict_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
         let broker = cfg.broker.clone();
-        let mut handler = Handler {
+        let handler = Handler {
             cfg,
             ledger,
             running,
