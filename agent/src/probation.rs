@@ -41,6 +41,18 @@ pub struct Verdict {
     pub previous_figures: Figures,
 }
 
+impl Verdict {
+    /// The verdict on a model that never ran (refused or not switched to): no figures.
+    pub fn before_running(candidate: ModelRef, outcome: Outcome) -> Self {
+        Self {
+            candidate,
+            outcome,
+            candidate_figures: Figures::default(),
+            previous_figures: Figures::default(),
+        }
+    }
+}
+
 /// The end of a probation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

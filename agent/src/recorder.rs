@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use warble_core::SampleRate;
 use warble_core::audio::{AudioError, AudioStream, StreamResampler};
-
 use warble_core::event::ModelRef;
 
 use crate::analyze::{AnalyzeError, Analyzer, Stream};
@@ -289,7 +288,7 @@ pub struct ModelSwitch {
     /// The new model's analyzer.
     pub analyzer: Analyzer,
     /// What its events carry.
-    pub model: warble_core::event::ModelRef,
+    pub model: ModelRef,
     /// Run it on probation beside the previous model (`None`: switch for good).
     pub trial: Option<Trial>,
 }
@@ -605,12 +604,9 @@ impl<W: Write> Recorder<W> {
                         let Some(old) = old else {
                             // Nothing to compare with or go back to (cannot happen: the
                             // analyzer is in the stream or idle): kept.
-                            let _ = plan.verdicts.send(Verdict {
-                                candidate: model.clone(),
-                                outcome: Outcome::Commit,
-                                candidate_figures: Figures::default(),
-                                previous_figures: Figures::default(),
-                            });
+                            let _ = plan
+                                .verdicts
+                                .send(Verdict::before_running(model.clone(), Outcome::Commit));
                             return None;
                         };
                         Some(OnTrial {
@@ -942,12 +938,10 @@ fn refuse_switch(
         switch.model.version
     );
     if let Some(t) = switch.trial {
-        let _ = t.verdicts.send(Verdict {
-            candidate: switch.model,
-            outcome: Outcome::RollBack(format!("not switched to: {why}")),
-            candidate_figures: Figures::default(),
-            previous_figures: Figures::default(),
-        });
+        let outcome = Outcome::RollBack(format!("not switched to: {why}"));
+        let _ = t
+            .verdicts
+            .send(Verdict::before_running(switch.model, outcome));
     }
     None
 }

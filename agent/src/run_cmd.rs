@@ -20,7 +20,7 @@ use warble_agent::daily::{DailyFiles, Zone};
 use warble_agent::delivery::Delivery;
 use warble_agent::health::{Health, StationFacts};
 use warble_agent::presence::Presence;
-use warble_agent::probation::{Figures, Outcome, Verdict};
+use warble_agent::probation::{Outcome, Verdict};
 use warble_agent::recorder::ModelSwitch;
 use warble_agent::recorder::{Finished, Latency, Limits, Recorder, RecorderReport, Watchdog};
 use warble_agent::settings::{Overrides, Settings};
@@ -442,14 +442,12 @@ fn bridge_models(
                         });
                     }
                     Err(e) => {
-                        let _ = trial.verdicts.send(Verdict {
-                            candidate: model_ref,
-                            outcome: Outcome::RollBack(format!(
-                                "cannot analyse with the station's settings: {e}"
-                            )),
-                            candidate_figures: Figures::default(),
-                            previous_figures: Figures::default(),
-                        });
+                        let outcome = Outcome::RollBack(format!(
+                            "cannot analyse with the station's settings: {e}"
+                        ));
+                        let _ = trial
+                            .verdicts
+                            .send(Verdict::before_running(model_ref, outcome));
                     }
                 }
             }
