@@ -278,10 +278,20 @@ pub(crate) fn prepare(settings: &Settings, out: Option<&Path>) -> anyhow::Result
     let outbox = match (&settings.station, data_dir) {
         (Some(s), Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            Some(warble_agent::outbox::Outbox::open(
+            let mut outbox = warble_agent::outbox::Outbox::open(
                 warble_agent::outbox::path_in(dir),
                 s.outbox_quota_bytes,
-            )?)
+            )?;
+            // A live station closes what its last run reported open and never closed.
+            if settings.first_reports {
+                let closed = outbox.close_unfinished(boot)?;
+                if closed > 0 {
+                    tracing::info!(
+                        "{closed} detection(s) first reported before the last stop, still open then, sent again as final"
+                    );
+                }
+            }
+            Some(outbox)
         }
         _ => None,
     };

@@ -140,6 +140,7 @@ impl DailyFiles {
             end_sample: offset(event.end),
             confidence: event.confidence,
             windows: 1,
+            closed: true,
         };
         let date = day.format("%Y-%m-%d").to_string();
         let row = Row {

@@ -4,6 +4,9 @@
 //! Every window's probabilities go through [`Detector::push`] in stream order; an event is
 //! emitted when it is closed (the species stops being detected, or the stream ends), so
 //! one call that spans several overlapping windows is one event with a start and an end.
+//! With [`DetectorConfig::first_reports`] it is also emitted once at first sight, open,
+//! in the window that confirmed it: a live station tells its subscribers then, and sends
+//! the final span when the event closes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -38,6 +41,9 @@ pub struct DetectorConfig {
     /// which one reaches its threshold is noted (reported as a species or not), so clips
     /// that overlap it are not saved.
     pub privacy: BTreeSet<String>,
+    /// Also emit each event once the window it is first confirmed in, still open (see
+    /// [`SpeciesEvent::closed`]), before it closes.
+    pub first_reports: bool,
 }
 
 impl Default for DetectorConfig {
@@ -53,6 +59,7 @@ impl Default for DetectorConfig {
             confirm_count: 1,
             confirm_within_samples: 0,
             privacy: BTreeSet::new(),
+            first_reports: false,
         }
     }
 }
@@ -74,6 +81,9 @@ pub struct SpeciesEvent {
     pub confidence: f32,
     /// Windows merged.
     pub windows: u32,
+    /// False for a first report: the event is still open, and is emitted again, closed,
+    /// with its final span and confidence (same `class` and `start_sample`).
+    pub closed: bool,
 }
 
 /// Counters a summary or heartbeat reports.
@@ -94,6 +104,8 @@ pub struct DetectorStats {
 struct Open {
     event: SpeciesEvent,
     confirmed: bool,
+    /// Its first report was emitted.
+    reported: bool,
 }
 
 impl Open {
@@ -105,8 +117,10 @@ impl Open {
                 end_sample,
                 confidence: p,
                 windows: 1,
+                closed: true,
             },
             confirmed,
+            reported: false,
         }
     }
 }
@@ -244,6 +258,17 @@ impl Detector {
                     *slot = Some(Open::new(class, start_sample, end_sample, p, confirmed));
                 }
                 None => {}
+            }
+            if self.cfg.first_reports
+                && let Some(open) = slot
+                && open.confirmed
+                && !open.reported
+            {
+                open.reported = true;
+                out.push(SpeciesEvent {
+                    closed: false,
+                    ..open.event.clone()
+                });
             }
         }
         self.stats.detected_windows += u64::from(detected);
@@ -407,6 +432,90 @@ mod tests {
             spans,
             [(0, 9), (9, 18), (18, 27)],
             "nothing lost between parts"
+        );
+    }
+
+    /// `(closed, start, end, confidence)` of each event emitted, in order.
+    fn reports(cfg: DetectorConfig, windows: &[f32]) -> Vec<(bool, u64, u64, f32)> {
+        let mut d = Detector::new(&labels(), vec![0.5; 3], cfg);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for (i, &p) in windows.iter().enumerate() {
+            let start = i as u64 * 100;
+            d.push(start, start + 100, &[p, 0.0, 0.0], &mut out);
+            // Each report appears in the window that makes it, not later.
+            seen.extend(
+                out.drain(..)
+                    .map(|e| (e.closed, e.start_sample, e.end_sample, e.confidence)),
+            );
+            seen.push((true, u64::MAX, start, 0.0));
+        }
+        d.finish(&mut out);
+        seen.extend(
+            out.drain(..)
+                .map(|e| (e.closed, e.start_sample, e.end_sample, e.confidence)),
+        );
+        seen
+    }
+
+    #[test]
+    fn first_reports_come_in_the_window_that_confirms_and_the_close_follows() {
+        let first = DetectorConfig {
+            first_reports: true,
+            ..DetectorConfig::default()
+        };
+        let window = |at: u64| (true, u64::MAX, at, 0.0);
+        assert_eq!(
+            reports(first.clone(), &[0.0, 0.6, 0.9, 0.7, 0.1]),
+            [
+                window(0),
+                (false, 100, 200, 0.6),
+                window(100),
+                window(200),
+                window(300),
+                // A miss that starts where the event ends still touches it: the event
+                // closes when a window starts past it, or at the end of the stream.
+                window(400),
+                (true, 100, 400, 0.9),
+            ]
+        );
+        // Without them only the close is emitted, as before.
+        assert_eq!(
+            reports(DetectorConfig::default(), &[0.6, 0.9, 0.1]),
+            [window(0), window(100), window(200), (true, 0, 200, 0.9)]
+        );
+        // Repeat-confirmation: the first report waits for the second hit.
+        let confirmed = DetectorConfig {
+            confirm_count: 2,
+            confirm_within_samples: 300,
+            ..first.clone()
+        };
+        assert_eq!(
+            reports(confirmed, &[0.9, 0.8, 0.0]),
+            [
+                window(0),
+                (false, 0, 200, 0.9),
+                window(100),
+                window(200),
+                (true, 0, 200, 0.9),
+            ]
+        );
+        // The stream's end closes what is open; a split's continuation is reported anew.
+        let capped = DetectorConfig {
+            max_event_samples: 200,
+            ..first
+        };
+        assert_eq!(
+            reports(capped, &[0.9, 0.9, 0.9]),
+            [
+                (false, 0, 100, 0.9),
+                window(0),
+                window(100),
+                (true, 0, 200, 0.9),
+                (false, 200, 300, 0.9),
+                window(200),
+                (true, 200, 300, 0.9),
+            ]
         );
     }
 

@@ -1,6 +1,12 @@
 //! Where a detection goes once the detector closes it: it gets its id, is committed to the
 //! station's outbox, and only then reaches the detection file or standard output.
 //!
+//! A first report of an event still open (see
+//! [`DetectorConfig::first_reports`](crate::detect::DetectorConfig::first_reports)) is
+//! minted and committed too, so subscribers hear of it at once, but reaches no file: files
+//! hold final events. Its closing becomes revision 1 of the same id. The outbox is written
+//! twice per event at most: once at first sight, once at the close.
+//!
 //! The order is the promise: an event the outbox holds will reach the broker, so nothing
 //! a file sink does (a full disk, a closed pipe, a restarted journal) may keep it from
 //! the outbox. A sink failure is counted and reported at the end; it never stops the
@@ -76,6 +82,9 @@ pub struct EventSink<W: Write> {
     writer: Writer<W>,
     files: Option<DailyFiles>,
     wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// First reports of events still open, by class and first sample (which an open event
+    /// keeps): their closing revises them.
+    open: std::collections::HashMap<(usize, u64), Detection>,
     held: Vec<Detection>,
     last_outbox_error: Option<OutboxError>,
     output_error: Option<io::Error>,
@@ -92,6 +101,7 @@ impl<W: Write> EventSink<W> {
             writer,
             files: None,
             wake: None,
+            open: std::collections::HashMap::new(),
             held: Vec::new(),
             last_outbox_error: None,
             output_error: None,
@@ -123,8 +133,9 @@ impl<W: Write> EventSink<W> {
         self.minter.model()
     }
 
-    /// Takes one closed event; returns the minted event (`None` for a class without a
-    /// label). It is committed to the outbox before the output sees it.
+    /// Takes one event; returns the minted event (`None` for a class without a label).
+    /// It is committed to the outbox before the output sees it; a first report (an event
+    /// still open) reaches only the outbox, and its closing is minted as its revision.
     ///
     /// # Errors
     /// [`EventSinkError::Outbox`] once [`MAX_HELD`] events wait for a refusing outbox.
@@ -135,14 +146,27 @@ impl<W: Write> EventSink<W> {
         labels: &LabelTable,
         timeline: &Timeline,
     ) -> Result<Option<Detection>, EventSinkError> {
-        let event = self.minter.mint(row, labels, timeline);
+        let key = (row.event.class, row.event.start_sample);
+        let event = match self.open.remove(&key) {
+            Some(first) => Some(self.minter.revise(&first, row, timeline)),
+            None => {
+                let minted = self.minter.mint(row, labels, timeline);
+                self.stats.events += u64::from(minted.is_some());
+                minted
+            }
+        };
         if let Some(e) = &event {
-            self.stats.events += 1;
             if self.outbox.is_some() {
                 self.held.push(e.clone());
             }
+            if !e.is_final {
+                self.open.insert(key, e.clone());
+            }
         }
         let committed = self.commit_held();
+        if !row.event.closed {
+            return committed.map(|()| event);
+        }
         if let Err(err) = self.writer.write(row, labels, event.as_ref()) {
             self.output_failed(err);
         }
@@ -285,5 +309,86 @@ impl<W: Write> EventSink<W> {
             );
             self.output_error = Some(err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::SpeciesEvent;
+    use crate::output::Format;
+    use warble_core::SpeciesCode;
+    use warble_core::event::ModelRef;
+
+    fn event(start: u64, end: u64, confidence: f32, closed: bool) -> SpeciesEvent {
+        SpeciesEvent {
+            class: 0,
+            start_sample: start,
+            end_sample: end,
+            confidence,
+            windows: 1,
+            closed,
+        }
+    }
+
+    #[test]
+    fn a_first_report_goes_to_the_outbox_only_and_its_close_revises_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        let model = ModelRef {
+            id: "m".into(),
+            version: "1.0.0".into(),
+        };
+        let mut rows = Vec::new();
+        let writer = Writer::new(&mut rows, Format::Csv).unwrap();
+        let mut sink = EventSink::new(Minter::new("st", 3, model), Some(outbox), writer);
+        let labels = LabelTable::new(vec![(
+            SpeciesCode::new("eurrob1").unwrap(),
+            "Erithacus rubecula".into(),
+            "European Robin".into(),
+        )])
+        .unwrap();
+        let timeline = Timeline::starting_at(chrono::Utc::now(), 100);
+        let emit = |sink: &mut EventSink<_>, e: &SpeciesEvent| {
+            let row = Row {
+                file: "live",
+                event: e,
+                rate_hz: 100,
+                clip: e.closed.then_some("c.wav"),
+            };
+            sink.emit(&row, &labels, &timeline).unwrap().unwrap()
+        };
+        let first = emit(&mut sink, &event(100, 400, 0.6, false));
+        assert!(!first.is_final && first.revision == 0 && first.clip.is_none());
+        let last = emit(&mut sink, &event(100, 900, 0.9, true));
+        assert_eq!((last.id.as_str(), last.revision), ("st:3:0", 1));
+        assert!(last.is_final);
+        assert_eq!((last.end_sample, last.confidence), (900, 0.9));
+        assert_eq!(last.clip.as_deref(), Some("c.wav"));
+        assert_eq!(last.start, first.start);
+        // A later event gets the next seq; one never reported open is minted final.
+        let next = emit(&mut sink, &event(1000, 1300, 0.7, true));
+        assert_eq!((next.id.as_str(), next.revision), ("st:3:1", 0));
+        assert!(next.is_final);
+        assert_eq!(sink.stats().events, 2, "two events, three reports");
+        sink.finish().unwrap();
+        let csv = String::from_utf8(rows).unwrap();
+        assert_eq!(
+            csv.lines().count(),
+            3,
+            "the header and the two final events: {csv}"
+        );
+        let outbox = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        let pending: Vec<_> = outbox
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.event.id, p.event.revision))
+            .collect();
+        assert_eq!(
+            pending,
+            [("st:3:0".to_owned(), 1), ("st:3:1".to_owned(), 0)],
+            "the revision replaced the first report, which was not delivered yet"
+        );
     }
 }

@@ -14,6 +14,11 @@
 //!   event would exceed it, the oldest archived events go first, then the oldest pending
 //!   ones, dropped and counted (persistently) — never the new one, so the newest knowledge
 //!   survives a month-long outage.
+//! - A revision of an event (the same id, a higher `revision`: the final report of an
+//!   event first reported open) replaces a lower one still waiting, so an outage sends
+//!   only the last; once acknowledged it replaces the lower one in the archive. The broker
+//!   may have the first report in flight when it is replaced: its acknowledgement then
+//!   finds nothing to remove, and the revision is sent after it.
 
 use std::path::{Path, PathBuf};
 
@@ -203,6 +208,17 @@ fn write_reserve(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An event ready to be stored.
+struct Encoded<'e> {
+    id: &'e str,
+    json: String,
+    size: u64,
+    revision: u32,
+}
+
+/// The largest boot SQLite compares as an integer.
+const MAX_COUNTER_I64: u64 = i64::MAX as u64;
+
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -247,8 +263,9 @@ impl Outbox {
     }
 
     /// Commits events durably, in one transaction; returns how many old events the quota
-    /// dropped to make room. An event whose id is already stored is not stored twice.
-    /// Waits up to 5 s for another connection's write.
+    /// dropped to make room. An event whose id is already waiting is not stored twice,
+    /// unless it is a higher revision: that replaces the waiting one. Waits up to 5 s for
+    /// another connection's write.
     ///
     /// # Errors
     /// [`OutboxError`]; on error nothing of the batch is stored.
@@ -324,10 +341,7 @@ impl Outbox {
         }
     }
 
-    fn encode<'e>(
-        &self,
-        events: &'e [Detection],
-    ) -> Result<Vec<(&'e str, String, u64)>, OutboxError> {
+    fn encode<'e>(&self, events: &'e [Detection]) -> Result<Vec<Encoded<'e>>, OutboxError> {
         let mut encoded = Vec::with_capacity(events.len());
         for e in events {
             let json = serde_json::to_string(e).map_err(|err| OutboxError::Corrupt {
@@ -342,12 +356,17 @@ impl Outbox {
                     quota: self.quota_bytes,
                 });
             }
-            encoded.push((e.id.as_str(), json, size));
+            encoded.push(Encoded {
+                id: e.id.as_str(),
+                json,
+                size,
+                revision: e.revision,
+            });
         }
         Ok(encoded)
     }
 
-    fn insert(&mut self, encoded: &[(&str, String, u64)]) -> Result<u64, OutboxError> {
+    fn insert(&mut self, encoded: &[Encoded<'_>]) -> Result<u64, OutboxError> {
         let path = &self.path;
         let e = |source| self_err(path, source);
         let tx = begin_write(&mut self.conn, path)?;
@@ -369,7 +388,24 @@ impl Outbox {
             let mut oldest = tx
                 .prepare_cached("DELETE FROM events WHERE rowid = (SELECT MIN(rowid) FROM events) RETURNING bytes")
                 .map_err(e)?;
-            for (id, json, size) in encoded {
+            let mut superseded = tx
+                .prepare_cached(
+                    "DELETE FROM events WHERE id = ?1
+                     AND COALESCE(json_extract(payload, '$.revision'), 0) < ?2 RETURNING bytes",
+                )
+                .map_err(e)?;
+            for Encoded {
+                id,
+                json,
+                size,
+                revision,
+            } in encoded
+            {
+                let replaced: Option<i64> = superseded
+                    .query_row(params![id, revision], |r| r.get(0))
+                    .optional()
+                    .map_err(e)?;
+                pending_bytes = pending_bytes.saturating_sub(replaced.unwrap_or(0) as u64);
                 // The archive yields first: it was delivered once already.
                 while pending_bytes + sent_bytes + size > self.quota_bytes && sent_bytes > 0 {
                     let freed: Option<i64> = oldest_sent
@@ -462,6 +498,16 @@ impl Outbox {
         let tx = begin_write(&mut self.conn, path)?;
         let mut removed = 0u64;
         {
+            // A revision replaces the lower one archived when its first report was
+            // acknowledged.
+            let mut superseded = tx
+                .prepare_cached(
+                    "DELETE FROM sent WHERE id = (SELECT id FROM events WHERE rowid = ?1)
+                     AND COALESCE(json_extract(payload, '$.revision'), 0)
+                         < (SELECT COALESCE(json_extract(payload, '$.revision'), 0)
+                            FROM events WHERE rowid = ?1)",
+                )
+                .map_err(e)?;
             let mut to_archive = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO sent (id, boot, seq, payload, bytes, sent_at)
@@ -475,6 +521,7 @@ impl Outbox {
                 .map_err(e)?;
             for &rowid in rowids {
                 if archive {
+                    superseded.execute([rowid]).map_err(e)?;
                     to_archive.execute(params![rowid, now]).map_err(e)?;
                 }
                 removed += delete.execute([rowid]).map_err(e)? as u64;
@@ -536,6 +583,54 @@ impl Outbox {
         .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(queued as u64)
+    }
+
+    /// Closes the events of boots before `boot` that were reported at first sight and
+    /// never closed (the station stopped or was killed while they were open): each gets a
+    /// final revision as it was first reported, marked historical, so subscribers are not
+    /// left waiting for a close that cannot come. Returns how many. Call it at a station's
+    /// start, before it reports anything of its own boot.
+    ///
+    /// # Errors
+    /// [`OutboxError`]; then nothing is closed.
+    pub fn close_unfinished(&mut self, boot: u64) -> Result<u64, OutboxError> {
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT rowid, payload FROM events
+                     WHERE json_extract(payload, '$.final') = 0
+                       AND json_extract(payload, '$.boot') < ?1
+                     UNION ALL
+                     SELECT -1, payload FROM sent
+                     WHERE json_extract(payload, '$.final') = 0 AND boot < ?1
+                       AND id NOT IN (SELECT id FROM events)",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([boot.min(MAX_COUNTER_I64) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        let mut closed = Vec::with_capacity(rows.len());
+        for (rowid, payload) in rows {
+            let first: Detection =
+                serde_json::from_str(&payload).map_err(|e| OutboxError::Corrupt {
+                    path: self.path.clone(),
+                    rowid,
+                    reason: e.to_string(),
+                })?;
+            closed.push(Detection {
+                revision: first.revision.saturating_add(1),
+                is_final: true,
+                historical: true,
+                ..first
+            });
+        }
+        self.push(&closed)?;
+        Ok(closed.len() as u64)
     }
 
     /// The counters, what is held per boot and the reserve, together.
@@ -684,6 +779,8 @@ mod tests {
             location: None,
             clip: None,
             historical: false,
+            revision: 0,
+            is_final: true,
         }
     }
 
@@ -711,6 +808,111 @@ mod tests {
         assert_eq!(ob.stats().unwrap().depth, 1);
         assert!(ob.stats().unwrap().bytes < bytes_before);
         assert_eq!(ob.pending(10).unwrap()[0].event.seq, 2);
+    }
+
+    fn revised(seq: u64, revision: u32) -> Detection {
+        Detection {
+            revision,
+            is_final: revision > 0,
+            end_sample: 96_000 * (1 + u64::from(revision)),
+            ..event(seq)
+        }
+    }
+
+    #[test]
+    fn a_revision_replaces_its_first_report_waiting_or_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        let revisions = |ob: &Outbox| -> Vec<(u64, u32)> {
+            let p = ob.pending(10).unwrap();
+            p.iter().map(|p| (p.event.seq, p.event.revision)).collect()
+        };
+        // Waiting: the revision takes the first report's place, counted once.
+        ob.push(&[revised(0, 0), event(1)]).unwrap();
+        let in_flight = ob.pending(1).unwrap()[0].rowid;
+        ob.push(&[revised(0, 1)]).unwrap();
+        assert_eq!(revisions(&ob), [(1, 0), (0, 1)]);
+        assert_eq!(ob.stats().unwrap().depth, 2);
+        let bytes: u64 = ob
+            .pending(10)
+            .unwrap()
+            .iter()
+            .map(|p| serde_json::to_string(&p.event).unwrap().len() as u64)
+            .sum();
+        assert_eq!(ob.stats().unwrap().bytes, bytes);
+        // The first report's acknowledgement (it was in flight) removes nothing.
+        assert!(!ob.ack(in_flight).unwrap());
+        // Neither an older revision nor the same one again is stored.
+        ob.push(&[revised(0, 0), revised(0, 1)]).unwrap();
+        assert_eq!(revisions(&ob), [(1, 0), (0, 1)]);
+        // Archived: the first report was acknowledged before its revision came.
+        ob.push(&[revised(2, 0)]).unwrap();
+        let first = ob.pending(10).unwrap()[2].rowid;
+        ob.ack(first).unwrap();
+        ob.push(&[revised(2, 1)]).unwrap();
+        let all: Vec<i64> = ob.pending(10).unwrap().iter().map(|p| p.rowid).collect();
+        assert_eq!(ob.ack_many(&all).unwrap(), 3);
+        let archived_bytes = ob.stats().unwrap().archived_bytes;
+        assert_eq!(
+            archived_bytes,
+            [event(1), revised(0, 1), revised(2, 1)]
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap().len() as u64)
+                .sum::<u64>(),
+            "one archived report per event, the last"
+        );
+        // A replay sends the last revision.
+        assert_eq!(ob.replay(1, 0, 2).unwrap(), 3);
+        let replayed = ob.pending(10).unwrap();
+        let got: Vec<(u64, u32, bool)> = replayed
+            .iter()
+            .map(|p| (p.event.seq, p.event.revision, p.event.is_final))
+            .collect();
+        assert_eq!(got, [(0, 1, true), (1, 0, true), (2, 1, true)]);
+    }
+
+    #[test]
+    fn first_reports_of_earlier_boots_left_open_are_closed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path().join("o.db"), 1 << 20).unwrap();
+        let in_boot = |boot: u64, seq: u64, revision: u32| Detection {
+            boot,
+            id: Detection::make_id("st", boot, seq),
+            ..revised(seq, revision)
+        };
+        // Boot 1: seq 0 open and waiting, seq 1 open and delivered, seq 2 closed.
+        // Boot 2 (the station running now) has an open one too.
+        ob.push(&[in_boot(1, 0, 0), in_boot(1, 1, 0), in_boot(1, 2, 1)])
+            .unwrap();
+        let delivered = ob.pending(10).unwrap()[1].rowid;
+        ob.ack(delivered).unwrap();
+        ob.push(&[in_boot(2, 0, 0)]).unwrap();
+        assert_eq!(ob.close_unfinished(2).unwrap(), 2);
+        let got: Vec<(u64, u64, u32, bool, bool)> = ob
+            .pending(10)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let e = &p.event;
+                (e.boot, e.seq, e.revision, e.is_final, e.historical)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 2, 1, true, false),
+                (2, 0, 0, false, false),
+                (1, 0, 1, true, true),
+                (1, 1, 1, true, true),
+            ]
+        );
+        let closed = ob.pending(10).unwrap()[2].event.clone();
+        assert_eq!(
+            closed.end_sample,
+            in_boot(1, 0, 0).end_sample,
+            "as first reported"
+        );
+        assert_eq!(ob.close_unfinished(2).unwrap(), 0, "once");
     }
 
     #[test]

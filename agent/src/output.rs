@@ -96,9 +96,27 @@ impl Minter {
             location: None,
             clip: row.clip.map(str::to_owned),
             historical: false,
+            revision: 0,
+            is_final: e.closed,
         };
         self.seq += 1;
         Some(event)
+    }
+
+    /// The next revision of `reported`, an event reported before, from the row of its
+    /// closing: its final span, peak confidence and clip, under the same id.
+    pub fn revise(&self, reported: &Detection, row: &Row<'_>, timeline: &Timeline) -> Detection {
+        let e = row.event;
+        Detection {
+            end: timeline.time_at(e.end_sample as f64).max(reported.start),
+            end_sample: e.end_sample.max(reported.start_sample),
+            confidence: e.confidence.clamp(0.0, 1.0),
+            clip: row.clip.map(str::to_owned),
+            historical: false,
+            revision: reported.revision.saturating_add(1),
+            is_final: e.closed,
+            ..reported.clone()
+        }
     }
 }
 
@@ -242,6 +260,7 @@ mod tests {
             end_sample: 128_000,
             confidence: 0.875,
             windows: 2,
+            closed: true,
         };
         let model = ModelRef {
             id: "demo".into(),
@@ -274,6 +293,7 @@ mod tests {
             end_sample: 96_000,
             confidence: 0.9,
             windows: 1,
+            closed: true,
         };
         let row = Row {
             file: "live",

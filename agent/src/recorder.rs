@@ -319,8 +319,10 @@ struct OnTrial {
     failed: Option<(String, Figures)>,
 }
 
+/// Keeps a closed event of the shadow (a first report is of no use: the event is
+/// reported, if ever, after the shadow's stream has closed it).
 fn hold(held: &mut Vec<SpeciesEvent>, e: &SpeciesEvent) {
-    if held.len() < MAX_SHADOW_EVENTS {
+    if e.closed && held.len() < MAX_SHADOW_EVENTS {
         held.push(e.clone());
     }
 }
@@ -404,12 +406,18 @@ struct Outlet<'a, W: Write> {
 impl<W: Write> Outlet<'_, W> {
     fn event(&self, e: &SpeciesEvent) {
         let labels = self.labels.borrow();
-        let clip = self.clips.borrow_mut().as_mut().map(|c| {
-            let at = self.timeline.borrow().time_at(e.start_sample as f64);
-            let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
-            let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
-            c.plan(e.start_sample, e.end_sample, &name)
-        });
+        // A clip is planned once the event's span is known: at its close.
+        let clip = self
+            .clips
+            .borrow_mut()
+            .as_mut()
+            .filter(|_| e.closed)
+            .map(|c| {
+                let at = self.timeline.borrow().time_at(e.start_sample as f64);
+                let code = labels.get(e.class).map_or("unknown", |l| l.code.as_str());
+                let name = format!("{}_{code}.wav", at.format("%Y%m%dT%H%M%S%.3fZ"));
+                c.plan(e.start_sample, e.end_sample, &name)
+            });
         let row = Row {
             file: "live",
             event: e,

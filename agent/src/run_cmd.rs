@@ -458,6 +458,7 @@ fn bridge_models(
 
 pub fn run(args: RunArgs, station: warble_config::StationConfig) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::resolve(Some(station), Overrides::default(), args.batch)?;
+    settings.first_reports = true;
     let (
         Session {
             analyzer,

@@ -100,6 +100,9 @@ pub struct Settings {
     min_confidence: Option<f32>,
     /// Consecutive windows of a species merged into one event.
     merge: bool,
+    /// Events are also reported at first sight, while still open (a live station: its
+    /// subscribers hear of a call in the window that detected it, the final span follows).
+    pub first_reports: bool,
     /// The station file's settings, if the run has one: its other detection rules
     /// (thresholds, species lists, merge gap, confirmation) apply as they are.
     pub station: Option<StationConfig>,
@@ -175,6 +178,7 @@ impl Settings {
                 .min_confidence
                 .or(st.and_then(|s| s.min_confidence.map(|t| t.get()))),
             merge: !over.no_merge && st.is_none_or(|s| s.merge),
+            first_reports: false,
             station,
         })
     }
@@ -197,6 +201,7 @@ impl Settings {
             max_event_samples: samples(Duration::from_secs_f64(crate::detect::MAX_EVENT_S)),
             min_confidence: self.min_confidence,
             merge: self.merge,
+            first_reports: self.first_reports,
             ..DetectorConfig::default()
         };
         if let Some(s) = &self.station {

@@ -238,7 +238,7 @@ fn the_collector_keeps_every_event_once_even_while_it_was_down() {
     let total = first.len() + second.len();
     assert!(
         report.contains(&format!(
-            "marsh-3: {total} event(s), boots [{}, {}], {total} late, 1 duplicate(s), no gaps",
+            "marsh-3: {total} event(s), boots [{}, {}], {total} late, 0 revised, 1 duplicate(s), no gaps",
             first[0].boot, second[0].boot
         )),
         "{report}"
@@ -577,7 +577,9 @@ fn the_collector_ignores_and_counts_malformed_and_oversized_messages() {
         .unwrap();
     let report = String::from_utf8_lossy(&report.stdout).into_owned();
     assert!(
-        report.contains("wetland-03: 3 event(s), boots [7], 0 late, 0 duplicate(s), no gaps"),
+        report.contains(
+            "wetland-03: 3 event(s), boots [7], 0 late, 0 revised, 0 duplicate(s), no gaps"
+        ),
         "{report}"
     );
     assert!(

@@ -37,6 +37,8 @@ fn event(seq: u64) -> Detection {
         location: None,
         clip: None,
         historical: false,
+        revision: 0,
+        is_final: true,
     }
 }
 

@@ -209,11 +209,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     n => format!(", {n} conflict(s)"),
                 };
                 println!(
-                    "{}: {} event(s), boots {:?}, {} late, {} duplicate(s){conflicts}, {}",
+                    "{}: {} event(s), boots {:?}, {} late, {} revised, {} duplicate(s){conflicts}, {}",
                     r.station,
                     r.events,
                     r.boots,
                     r.late,
+                    r.revisions,
                     r.duplicates,
                     if gaps.is_empty() {
                         "no gaps".to_owned()
@@ -313,7 +314,7 @@ fn commit(
         let topic = String::from_utf8_lossy(&p.topic);
         match r {
             Ingest::Stored => stored += 1,
-            Ingest::Duplicate => {}
+            Ingest::Duplicate | Ingest::Revised => {}
             Ingest::Conflict => tracing::warn!(
                 "a message on {topic} reuses a stored event's id with other content: kept in the conflicts table, not stored"
             ),

@@ -52,10 +52,14 @@ const BATCH_ATTEMPTS: usize = 6;
 pub enum Ingest {
     /// A new event, stored.
     Stored,
-    /// An event already stored (same id, same content but for `historical`).
+    /// An event already stored (same id, same content but for `historical`), or an
+    /// earlier revision of a stored one.
     Duplicate,
-    /// An event whose id is stored with different content: counted, and kept in the
-    /// `conflicts` table for inspection; the stored event stays.
+    /// A higher revision of a stored event (its final report after the first): it
+    /// replaces the stored one.
+    Revised,
+    /// An event whose id is stored with different content in the same revision: counted,
+    /// and kept in the `conflicts` table for inspection; the stored event stays.
     Conflict,
     /// Not a valid `warble.detection/1` event of the topic's station; the reason.
     Invalid(String),
@@ -70,8 +74,11 @@ pub struct StationReport {
     pub events: u64,
     /// Boots seen.
     pub boots: Vec<u64>,
-    /// Messages that repeated a stored event.
+    /// Messages that repeated a stored event (or an earlier revision of it).
     pub duplicates: u64,
+    /// Revisions that replaced a stored event (final reports of events first reported
+    /// open).
+    pub revisions: u64,
     /// Events that arrived marked historical (late).
     pub late: u64,
     /// Missing sequence ranges `(boot, first, last)` the station can still send again:
@@ -373,23 +380,49 @@ impl Store {
             }
             return Ok(Ingest::Stored);
         }
-        let stored = self.query(
-            "SELECT payload FROM events WHERE id = $1",
-            &[Val::Text(event.id.clone())],
-        )?;
-        let same = stored
-            .first()
-            .and_then(|r| r.first())
-            .and_then(Val::text)
-            .and_then(|p| serde_json::from_str::<Detection>(p).ok())
-            .is_some_and(|mut s| {
-                // A re-sent event is marked historical; otherwise it is the same.
-                s.historical = event.historical;
-                s == event
-            });
-        if same {
-            self.count(&event.station, "duplicates");
-            return Ok(Ingest::Duplicate);
+        // Another collector of a shared store may revise the event meanwhile: the update
+        // below only takes the payload it read, and reads again when it lost.
+        for _ in 0..BATCH_ATTEMPTS {
+            let rows = self.query(
+                "SELECT payload FROM events WHERE id = $1",
+                &[Val::Text(event.id.clone())],
+            )?;
+            let Some(text) = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Val::text)
+                .map(str::to_owned)
+            else {
+                break;
+            };
+            let stored = serde_json::from_str::<Detection>(&text).ok();
+            let earlier = stored.as_ref().is_some_and(|s| s.revision < event.revision);
+            if stored
+                .as_ref()
+                .is_some_and(|s| s.same_report(&event) || s.revision > event.revision)
+            {
+                self.count(&event.station, "duplicates");
+                return Ok(Ingest::Duplicate);
+            }
+            if !earlier {
+                break;
+            }
+            let revised = self.execute(
+                "UPDATE events SET start = $2, code = $3, confidence = $4, payload = $5
+                 WHERE id = $1 AND payload = $6",
+                &[
+                    Val::Text(event.id.clone()),
+                    Val::Text(event.start.to_rfc3339()),
+                    Val::Text(event.code.as_str().to_owned()),
+                    Val::Real(f64::from(event.confidence)),
+                    Val::Text(String::from_utf8_lossy(payload).into_owned()),
+                    Val::Text(text),
+                ],
+            )?;
+            if revised == 1 {
+                self.count(&event.station, "revisions");
+                return Ok(Ingest::Revised);
+            }
         }
         self.count(&event.station, "conflicts");
         let text = String::from_utf8_lossy(payload).into_owned();
@@ -532,6 +565,23 @@ impl Store {
         Ok(rows
             .iter()
             .filter_map(|r| r.first().and_then(Val::text).map(str::to_owned))
+            .collect())
+    }
+
+    /// The events stored from `station` as stored (the latest revision of each), in boot
+    /// and seq order; a payload that no longer parses is left out.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn events_of(&mut self, station: &str) -> Result<Vec<Detection>, CollectError> {
+        let rows = self.query(
+            "SELECT payload FROM events WHERE station = $1 ORDER BY boot, seq",
+            &[Val::Text(station.into())],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.first().and_then(Val::text))
+            .filter_map(|p| serde_json::from_str(p).ok())
             .collect())
     }
 
@@ -698,6 +748,7 @@ impl Store {
                     .map(|b| b.boot)
                     .collect(),
                 duplicates: self.counter(&station, "duplicates")?,
+                revisions: self.counter(&station, "revisions")?,
                 conflicts: self.counter(&station, "conflicts")?,
                 late: self.counter(&station, "late")?,
                 gaps: self.ranges(&station, &boots, (0, 0), usize::MAX, Missing::Requestable)?,
@@ -848,6 +899,8 @@ mod tests {
             location: None,
             clip: None,
             historical,
+            revision: 0,
+            is_final: true,
         })
         .unwrap()
     }

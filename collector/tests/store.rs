@@ -141,11 +141,61 @@ fn exercise(target: &str, csv: &std::path::Path) {
     );
 }
 
+/// A first report (`final: false`) then its final revision: the store keeps the latest
+/// once, whatever order and repetition they come in; the same revision with other content
+/// is still a conflict.
+fn revisions(target: &str, csv: &std::path::Path) {
+    let mut store = Store::open(target).unwrap();
+    let report = |revision: u32, end_sample: u64, confidence: f32| {
+        let mut e = detection("r", 1, 0, false);
+        e.revision = revision;
+        e.is_final = revision > 0;
+        e.end_sample = end_sample;
+        e.confidence = confidence;
+        serde_json::to_vec(&e).unwrap()
+    };
+    let (first, last) = (report(0, 96_000, 0.6), report(1, 192_000, 0.9));
+    assert_eq!(store.ingest("r", &first).unwrap(), Ingest::Stored);
+    assert_eq!(store.ingest("r", &last).unwrap(), Ingest::Revised);
+    assert_eq!(store.ingest("r", &last).unwrap(), Ingest::Duplicate);
+    assert_eq!(
+        store.ingest("r", &first).unwrap(),
+        Ingest::Duplicate,
+        "an earlier revision arriving late changes nothing"
+    );
+    assert_eq!(
+        store.ingest("r", &report(1, 192_000, 0.8)).unwrap(),
+        Ingest::Conflict
+    );
+    // The final report first (the first was lost with a broker): stored as it is.
+    let mut only_final = detection("r", 1, 1, false);
+    only_final.revision = 1;
+    let only_final = serde_json::to_vec(&only_final).unwrap();
+    assert_eq!(store.ingest("r", &only_final).unwrap(), Ingest::Stored);
+    let r = &store.report().unwrap()[0];
+    assert_eq!(
+        (r.events, r.revisions, r.duplicates, r.conflicts),
+        (2, 1, 2, 1)
+    );
+    assert_eq!(store.export_csv(csv).unwrap(), 2);
+    let text = std::fs::read_to_string(csv).unwrap();
+    assert!(
+        text.contains("r:1:0,r,1,0,2026-05-01T04:30:00+00:00,eurrob1,0.9000,0\n"),
+        "{text}"
+    );
+    assert_eq!(
+        store.events_of("r").unwrap()[0],
+        serde_json::from_slice(&last).unwrap()
+    );
+}
+
 #[test]
 fn the_sqlite_store_keeps_events_once_and_reports_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.sqlite");
     exercise(db.to_str().unwrap(), &dir.path().join("events.csv"));
+    let db = dir.path().join("r.sqlite");
+    revisions(db.to_str().unwrap(), &dir.path().join("r.csv"));
 }
 
 #[test]
@@ -154,6 +204,8 @@ fn the_postgres_store_keeps_events_once_and_reports_gaps() {
         .expect("PostgreSQL (Debian package postgresql) is installed by scripts/install-deps");
     let dir = tempfile::tempdir().unwrap();
     exercise(&pg.url(), &dir.path().join("events.csv"));
+    let pg = warble_tests::postgres::Postgres::start().unwrap();
+    revisions(&pg.url(), &dir.path().join("r.csv"));
 }
 
 /// Two collectors sharing one PostgreSQL store take late events of stations a and b in

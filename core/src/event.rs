@@ -3,6 +3,12 @@
 //! Its `id` is `station:boot:seq`, unique forever for a station because the boot counter
 //! is persisted and `seq` restarts at each boot; subscribers de-duplicate on it and detect
 //! gaps from (`boot`, `seq`).
+//!
+//! A live station reports an event twice: at first sight (`final: false`), the moment a
+//! species crosses its threshold, and once more when the event closes (`revision: 1`,
+//! the final span and peak confidence). Both carry the same id; a subscriber keeps the
+//! highest revision. An event reported once, already closed (batch analysis, a station
+//! without first reports), carries neither field: absent means revision 0, final.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -21,6 +27,10 @@ pub const MAX_TEXT_BYTES: usize = 256;
 
 /// The largest `boot` or `seq`: stores keep them as signed 64-bit integers.
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
+/// The highest `revision`: an event is revised a few times at most (a station sends two
+/// reports of each), and stores keep it as a signed 32-bit integer.
+pub const MAX_REVISION: u32 = i32::MAX as u32;
 
 /// The model that produced a detection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -83,12 +93,40 @@ pub struct Detection {
     /// True when re-sent from the outbox after an outage or restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub historical: bool,
+    /// Which report of this event it is: 0 the first, higher ones revise it (same id,
+    /// later span or higher confidence). Subscribers keep the highest they received.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
+    /// False for a first report of an event still open: a revision with its final span
+    /// follows. Absent means true.
+    #[serde(rename = "final", default = "yes", skip_serializing_if = "is_true")]
+    pub is_final: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Detection {
     /// The event id for a station, boot and sequence number.
     pub fn make_id(station: &str, boot: u64, seq: u64) -> String {
         format!("{station}:{boot}:{seq}")
+    }
+
+    /// Whether two reports describe the same revision of the same event identically
+    /// (`historical` aside: a re-sent event is marked so, and is otherwise the same).
+    pub fn same_report(&self, other: &Self) -> bool {
+        let mut other = other.clone();
+        other.historical = self.historical;
+        *self == other
     }
 
     /// Checks the invariants a subscriber relies on: the schema, a valid station id, the
@@ -135,6 +173,9 @@ impl Detection {
         }
         if !(0.0..=1.0).contains(&self.confidence) {
             return Err(format!("confidence {} outside [0, 1]", self.confidence));
+        }
+        if self.revision > MAX_REVISION {
+            return Err(format!("revision {} beyond {MAX_REVISION}", self.revision));
         }
         Ok(())
     }
@@ -202,6 +243,8 @@ mod tests {
             location: None,
             clip: None,
             historical: false,
+            revision: 0,
+            is_final: true,
         }
     }
 
@@ -217,6 +260,39 @@ mod tests {
         assert!(json.contains("\"id\":\"wetland-03:7:42\""));
         assert!(!json.contains("historical"), "false is omitted: {json}");
         assert_eq!(serde_json::from_str::<Detection>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn first_reports_and_revisions_say_so_and_closed_events_look_as_before() {
+        let closed = serde_json::to_string(&sample()).unwrap();
+        assert!(
+            !closed.contains("revision") && !closed.contains("final"),
+            "{closed}"
+        );
+        let mut first = sample();
+        first.is_final = false;
+        let json = serde_json::to_string(&first).unwrap();
+        assert!(
+            json.contains("\"final\":false") && !json.contains("revision"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Detection>(&json).unwrap(), first);
+        let mut last = sample();
+        last.revision = 1;
+        let json = serde_json::to_string(&last).unwrap();
+        assert!(
+            json.contains("\"revision\":1") && !json.contains("final"),
+            "{json}"
+        );
+        let back: Detection = serde_json::from_str(&json).unwrap();
+        assert!(back.is_final && back.revision == 1);
+        // An event of an agent before revisions reads as a final first report.
+        let old: Detection = serde_json::from_str(&closed).unwrap();
+        assert!(old.is_final && old.revision == 0);
+        let mut resent = last.clone();
+        resent.historical = true;
+        assert!(last.same_report(&resent));
+        assert!(!last.same_report(&sample()));
     }
 
     #[test]

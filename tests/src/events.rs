@@ -33,6 +33,8 @@ pub fn sample_event(seq: u64) -> Detection {
         location: None,
         clip: None,
         historical: false,
+        revision: 0,
+        is_final: true,
     }
 }
 
