@@ -94,7 +94,7 @@ for r in events.values():
     # The end of the first window that heard it: the first report's end.
     heard = t(e["end"]) if not e.get("final", True) else t(e["start"]) + WINDOW_S
     first.append(at - heard)
-    line = f"{e['code']:>6}  {e['start'][11:23]}  first report {first[-1]:6.2f} s"
+    line = f"{e['code']:>6}  {e['start'][11:23]}  first report {first[-1] * 1000:5.0f} ms"
     if "final" in r:
         at, f = r["final"]
         final_from_first.append(at - (t(f["start"]) + WINDOW_S))
@@ -122,5 +122,6 @@ for name, xs in (("first report, from the window that heard it", first),
                  ("final report, from that window", final_from_first),
                  ("final report, from its last window", final_from_last)):
     if xs:
-        print(f"{name:>45}: p50 {q(xs, .5):.2f} s, p99 {q(xs, .99):.2f} s, max {max(xs):.2f} s")
+        print(f"{name:>45}: p50 {q(xs, .5) * 1000:5.0f} ms, p99 {q(xs, .99) * 1000:5.0f} ms, "
+              f"max {max(xs) * 1000:5.0f} ms")
 PY
