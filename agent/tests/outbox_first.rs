@@ -105,12 +105,15 @@ fn a_station_whose_output_file_is_full_keeps_every_detection_in_the_outbox() {
     let made = common::count_before(&stderr, " detections,") as usize;
     assert!(made >= 20, "{stderr}");
     let outbox = Outbox::open(dir.path().join("data-full/outbox.sqlite"), 1 << 30).unwrap();
-    let seqs: Vec<u64> = outbox
+    // In the order they were last committed: an event's final report replaces its first
+    // one, behind the events committed in between.
+    let mut seqs: Vec<u64> = outbox
         .pending(10_000)
         .unwrap()
         .iter()
         .map(|p| p.event.seq)
         .collect();
+    seqs.sort_unstable();
     assert_eq!(seqs, (0..made as u64).collect::<Vec<_>>());
 }
 

@@ -2,10 +2,14 @@
 //!
 //! - [`store`]: every station's events once by id (SQLite, or PostgreSQL shared by a
 //!   fleet's collectors), with gaps, duplicates, late arrivals, what stations say they
-//!   still hold, and the replay requests for what is missing.
+//!   still hold, and the replay requests for what is missing; the stations' status and
+//!   heartbeats.
+//! - [`metrics`] and [`serve`]: the fleet in the Prometheus text format over HTTP.
 //!
 //! It builds none of the recorder's audio or inference stack: a collector host needs
 //! neither ALSA nor ONNX Runtime.
 #![deny(missing_docs)]
 
+pub mod metrics;
+pub mod serve;
 pub mod store;

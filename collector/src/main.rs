@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
@@ -100,6 +101,19 @@ enum Command {
         /// The store.
         #[arg(long)]
         db: PathBuf,
+    },
+    /// Serve the fleet's metrics from the store over HTTP: `GET /metrics` in the
+    /// Prometheus text format (until Ctrl-C, SIGTERM or --duration).
+    Serve {
+        /// The store `warble-collect run` writes.
+        #[arg(long)]
+        db: PathBuf,
+        /// Address and port to listen on (port 0: any free one; the log says which).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
     },
     /// Write every stored event as CSV.
     Export {
@@ -231,8 +245,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = Store::open(&db)?.export_csv(&out)?;
             println!("exported {n} event(s) to {}", out.display());
         }
+        Command::Serve {
+            db,
+            listen,
+            duration,
+        } => {
+            let store = Store::open(&db)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                let at = listener.local_addr()?;
+                tracing::info!(
+                    "serving the fleet of {} as metrics on http://{at}/metrics",
+                    db.display()
+                );
+                warble_collect::serve::serve(store, listener, stopped(duration)).await?;
+                anyhow::Ok(())
+            })?;
+        }
     }
     Ok(())
+}
+
+/// Completes after `duration` seconds, or at Ctrl-C or SIGTERM (how systemd stops a
+/// service), whichever comes first.
+async fn stopped(duration: Option<f64>) {
+    let limit = async {
+        match duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
+            None => std::future::pending().await,
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = limit => {}
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// What the collector subscribes to and asks for.
@@ -285,13 +346,16 @@ fn commit(
     unacked: &mut std::collections::VecDeque<Publish>,
     prefix: &TopicPrefix,
 ) -> anyhow::Result<u64> {
-    // Heartbeats (QoS 0) only update what the stations say they delivered.
+    // Heartbeats and statuses (QoS 0) update what the store knows of the stations.
     let mut events = Vec::with_capacity(batch.len());
     for p in batch.drain(..) {
         let topic = String::from_utf8_lossy(&p.topic).into_owned();
         match prefix.parse(&topic) {
             Some((station, Leaf::Heartbeat)) => {
                 store.note_heartbeat(station, &p.payload)?;
+            }
+            Some((station, Leaf::Status)) => {
+                store.note_status(station, &p.payload)?;
             }
             // The subscription is `<prefix>/+/detections`: the topic names the sender (a
             // topic that does not is stored under no station: refused as invalid).
@@ -343,14 +407,7 @@ async fn collect(
     // Acks wait here when the request queue is full; they go out as the loop polls.
     let mut unacked: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
     let mut batch: Vec<Publish> = Vec::new();
-    let stop = async {
-        match duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
+    let stop = stopped(duration);
     tokio::pin!(stop);
     let mut stored = 0u64;
     let mut backoff = warble_mqtt::reconnect_backoff();
@@ -393,9 +450,12 @@ async fn collect(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
                 connected = true;
+                // Queued behind acknowledgements of the last connection if need be. The
+                // retained statuses come with every subscription (a session kept by an
+                // older collector has none).
+                subscriptions = vec![(prefix.filter(Leaf::Status), QoS::AtMostOnce)];
                 if !ack.session_present {
-                    // Queued behind acknowledgements of the last connection if need be.
-                    subscriptions = vec![(link.filter.clone(), QoS::AtLeastOnce)];
+                    subscriptions.push((link.filter.clone(), QoS::AtLeastOnce));
                     subscriptions.push((prefix.filter(Leaf::Heartbeat), QoS::AtMostOnce));
                 }
             }

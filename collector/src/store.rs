@@ -12,7 +12,9 @@ mod sql;
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use warble_core::event::{Detection, MAX_COUNTER};
+use warble_core::wire::{Heartbeat, Presence, Status};
 
 pub use sql::DbError;
 use sql::{Db, Val};
@@ -151,7 +153,47 @@ CREATE TABLE IF NOT EXISTS archived (station TEXT NOT NULL, boot BIGINT NOT NULL
 CREATE TABLE IF NOT EXISTS conflicts (id TEXT NOT NULL, station TEXT NOT NULL,
     received_at TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS conflicts_id ON conflicts (id);
+CREATE TABLE IF NOT EXISTS stations (station TEXT PRIMARY KEY, status TEXT, agent TEXT,
+    status_at TEXT, beat_at TEXT, beat TEXT);
+CREATE TABLE IF NOT EXISTS heartbeats (station TEXT NOT NULL, received_at TEXT NOT NULL,
+    payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS heartbeats_station ON heartbeats (station, received_at);
 ";
+
+/// How long heartbeats are kept for plots: a week.
+pub const HEARTBEAT_RETENTION_S: i64 = 7 * 24 * 3600;
+
+/// Heartbeats closer together than this are not all kept in the history (the last one is
+/// always known): a station beating too fast cannot grow the store without bound.
+pub const HEARTBEAT_HISTORY_MIN_GAP_S: i64 = 5;
+
+/// What the collector knows of a station's presence and health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationState {
+    /// Station id.
+    pub station: String,
+    /// What its retained status says: online, offline (a clean stop or its last will);
+    /// `None` while the collector has not heard it.
+    pub online: Option<bool>,
+    /// The agent version its status names.
+    pub agent: Option<String>,
+    /// When the status arrived.
+    pub status_at: Option<DateTime<Utc>>,
+    /// Its last heartbeat.
+    pub heartbeat: Option<Heartbeat>,
+    /// When that arrived.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// A time as the store keeps it: RFC 3339 in UTC with milliseconds, so text order is time
+/// order in both databases.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+}
 
 /// Whether `target` names a store several collectors can share (a PostgreSQL server).
 pub fn is_shared_store(target: impl AsRef<Path>) -> bool {
@@ -450,14 +492,30 @@ impl Store {
     /// # Errors
     /// [`CollectError::Db`].
     pub fn note_heartbeat(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
+        self.note_heartbeat_at(station, payload, Utc::now())
+    }
+
+    /// [`Store::note_heartbeat`] for a heartbeat that arrived at `now`. Every heartbeat
+    /// that reads as one is also kept: the last per station, and a history of
+    /// [`HEARTBEAT_RETENTION_S`] (at most one per [`HEARTBEAT_HISTORY_MIN_GAP_S`]).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn note_heartbeat_at(
+        &mut self,
+        station: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<bool, CollectError> {
         if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
             return Ok(false);
         }
-        // A heartbeat that cannot say what the station holds says nothing here.
-        let Some(delivered) = serde_json::from_slice::<warble_core::wire::Heartbeat>(payload)
-            .ok()
-            .and_then(|beat| beat.delivered)
-        else {
+        let Ok(beat) = serde_json::from_slice::<Heartbeat>(payload) else {
+            return Ok(false);
+        };
+        self.keep_heartbeat(station, &beat, now)?;
+        // A heartbeat that cannot say what the station holds says nothing more here.
+        let Some(delivered) = beat.delivered else {
             return Ok(false);
         };
         // Counters a database holds; a few boots (the archive keeps a week).
@@ -505,6 +563,183 @@ impl Store {
             Ok(())
         })?;
         Ok(true)
+    }
+
+    /// Keeps `beat` as `station`'s last heartbeat and in its history.
+    fn keep_heartbeat(
+        &mut self,
+        station: &str,
+        beat: &Heartbeat,
+        now: DateTime<Utc>,
+    ) -> Result<(), CollectError> {
+        // Stored as the typed message reads it: a field that is not one is not kept.
+        let text = serde_json::to_string(beat).map_err(|e| CollectError::Export {
+            path: "heartbeat".into(),
+            reason: e.to_string(),
+        })?;
+        let at = stamp(now);
+        let station = Val::Text(station.into());
+        self.transaction(|store| {
+            let recent = store.query(
+                "SELECT 1 FROM heartbeats WHERE station = $1 AND received_at > $2",
+                &[
+                    station.clone(),
+                    Val::Text(stamp(now - chrono::Duration::seconds(HEARTBEAT_HISTORY_MIN_GAP_S))),
+                ],
+            )?;
+            if recent.is_empty() {
+                store.execute(
+                    "INSERT INTO heartbeats (station, received_at, payload) VALUES ($1, $2, $3)",
+                    &[station.clone(), Val::Text(at.clone()), Val::Text(text.clone())],
+                )?;
+            }
+            store.execute(
+                "DELETE FROM heartbeats WHERE station = $1 AND received_at < $2",
+                &[
+                    station.clone(),
+                    Val::Text(stamp(now - chrono::Duration::seconds(HEARTBEAT_RETENTION_S))),
+                ],
+            )?;
+            store.execute(
+                "INSERT INTO stations (station, beat_at, beat) VALUES ($1, $2, $3)
+                 ON CONFLICT (station) DO UPDATE SET beat_at = excluded.beat_at, beat = excluded.beat",
+                &[station.clone(), Val::Text(at.clone()), Val::Text(text.clone())],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Notes a station's status message (`<prefix>/<station>/status`, retained: online at
+    /// its start, offline at a clean stop or as its last will); returns whether it was
+    /// one.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn note_status(&mut self, station: &str, payload: &[u8]) -> Result<bool, CollectError> {
+        self.note_status_at(station, payload, Utc::now())
+    }
+
+    /// [`Store::note_status`] for a status that arrived at `now`.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn note_status_at(
+        &mut self,
+        station: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<bool, CollectError> {
+        if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
+            return Ok(false);
+        }
+        let Ok(status) = serde_json::from_slice::<Status>(payload) else {
+            return Ok(false);
+        };
+        if status
+            .agent
+            .as_deref()
+            .is_some_and(|a| warble_core::event::check_text("agent", a).is_err())
+        {
+            return Ok(false);
+        }
+        let state = match status.state {
+            Presence::Online => "online",
+            Presence::Offline => "offline",
+        };
+        self.transaction(|store| {
+            store.execute(
+                "INSERT INTO stations (station, status, agent, status_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (station) DO UPDATE SET status = excluded.status,
+                     agent = CASE WHEN excluded.agent = '' THEN stations.agent ELSE excluded.agent END,
+                     status_at = excluded.status_at",
+                &[
+                    Val::Text(station.into()),
+                    Val::Text(state.into()),
+                    // (An offline status names no agent: the one named before stays.)
+                    Val::Text(status.agent.clone().unwrap_or_default()),
+                    Val::Text(stamp(now)),
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Every station the store knows (from its events, heartbeats or status), with its
+    /// presence and last heartbeat, in station order.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn fleet(&mut self) -> Result<Vec<StationState>, CollectError> {
+        let mut out = Vec::new();
+        let known: std::collections::BTreeMap<String, Vec<Val>> = self
+            .query(
+                "SELECT station, status, agent, status_at, beat_at, beat FROM stations",
+                &[],
+            )?
+            .into_iter()
+            .filter_map(|r| Some((r.first()?.text()?.to_owned(), r)))
+            .collect();
+        let mut names: std::collections::BTreeSet<String> = self.stations()?.into_iter().collect();
+        names.extend(known.keys().cloned());
+        for station in names {
+            let row = known.get(&station);
+            let text = |i: usize| row.and_then(|r| r.get(i)).and_then(Val::text);
+            out.push(StationState {
+                online: text(1).map(|s| s == "online"),
+                agent: text(2).filter(|a| !a.is_empty()).map(str::to_owned),
+                status_at: text(3).and_then(parse_stamp),
+                heartbeat_at: text(4).and_then(parse_stamp),
+                heartbeat: text(5).and_then(|b| serde_json::from_str(b).ok()),
+                station,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The heartbeats of `station` kept since `since`, oldest first (for plots).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn heartbeats(
+        &mut self,
+        station: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Heartbeat)>, CollectError> {
+        let rows = self.query(
+            "SELECT received_at, payload FROM heartbeats WHERE station = $1 AND received_at >= $2
+             ORDER BY received_at",
+            &[Val::Text(station.into()), Val::Text(stamp(since))],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let at = parse_stamp(r.first()?.text()?)?;
+                let beat = serde_json::from_str(r.get(1)?.text()?).ok()?;
+                Some((at, beat))
+            })
+            .collect())
+    }
+
+    /// Detections stored per station and species: `(station, code, count)`.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn species_counts(&mut self) -> Result<Vec<(String, String, u64)>, CollectError> {
+        let rows = self.query(
+            "SELECT station, code, COUNT(*) FROM events GROUP BY station, code ORDER BY station, code",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.first()?.text()?.to_owned(),
+                    r.get(1)?.text()?.to_owned(),
+                    r.get(2)?.int()?.max(0) as u64,
+                ))
+            })
+            .collect())
     }
 
     /// The conflicting messages kept: `(id, station, received_at, payload)`, oldest first.

@@ -189,6 +189,89 @@ fn revisions(target: &str, csv: &std::path::Path) {
     );
 }
 
+/// Status and heartbeats: the last of each per station, a week of heartbeats at most one
+/// per 5 s, hostile ones ignored.
+fn presence(target: &str) {
+    use chrono::{Duration, TimeZone, Utc};
+    let mut store = Store::open(target).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
+    let beat = |uptime: u64| format!(r#"{{"uptime_s": {uptime}, "outbox_depth": 3}}"#);
+    for (i, dt) in [0, 2, 6, 60].into_iter().enumerate() {
+        assert!(
+            !store
+                .note_heartbeat_at("h", beat(i as u64).as_bytes(), t0 + Duration::seconds(dt))
+                .unwrap(),
+            "no delivered list"
+        );
+    }
+    let kept: Vec<u64> = store
+        .heartbeats("h", t0)
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.uptime_s)
+        .collect();
+    assert_eq!(
+        kept,
+        [0, 2, 3],
+        "the one 2 s after another is not kept in the history"
+    );
+    // A week on, the first ones are gone.
+    store
+        .note_heartbeat_at(
+            "h",
+            beat(9).as_bytes(),
+            t0 + Duration::days(7) + Duration::seconds(30),
+        )
+        .unwrap();
+    let kept: Vec<u64> = store
+        .heartbeats("h", t0)
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.uptime_s)
+        .collect();
+    assert_eq!(kept, [3, 9]);
+    assert!(
+        store
+            .note_status_at("h", br#"{"state":"online","agent":"0.9.0"}"#, t0)
+            .unwrap()
+    );
+    assert!(
+        store
+            .note_status_at("h", br#"{"state":"offline"}"#, t0)
+            .unwrap()
+    );
+    for (station, hostile) in [
+        ("h", &br#"{"state":"sleeping"}"#[..]),
+        ("h", br#"{"state":"online","agent":"a\u0000b"}"#),
+        ("Not/A/Station", br#"{"state":"online"}"#),
+    ] {
+        assert!(!store.note_status_at(station, hostile, t0).unwrap());
+    }
+    assert!(!store.note_heartbeat_at("h", b"{not json", t0).unwrap());
+    let fleet = store.fleet().unwrap();
+    assert_eq!(fleet.len(), 1, "{fleet:?}");
+    let h = &fleet[0];
+    assert_eq!((h.online, h.agent.as_deref()), (Some(false), Some("0.9.0")));
+    assert_eq!(h.heartbeat.as_ref().map(|b| b.uptime_s), Some(9));
+    assert_eq!(
+        h.heartbeat_at,
+        Some(t0 + Duration::days(7) + Duration::seconds(30))
+    );
+    let text = warble_collect::metrics::render(&mut store, t0 + Duration::days(8)).unwrap();
+    assert!(
+        text.contains("warble_station_up{station=\"h\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warble_station_heartbeat_age_seconds{station=\"h\"} 86370.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE warble_station_outbox_depth gauge\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_sqlite_store_keeps_events_once_and_reports_gaps() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,6 +279,7 @@ fn the_sqlite_store_keeps_events_once_and_reports_gaps() {
     exercise(db.to_str().unwrap(), &dir.path().join("events.csv"));
     let db = dir.path().join("r.sqlite");
     revisions(db.to_str().unwrap(), &dir.path().join("r.csv"));
+    presence(dir.path().join("p.sqlite").to_str().unwrap());
 }
 
 #[test]
@@ -206,6 +290,8 @@ fn the_postgres_store_keeps_events_once_and_reports_gaps() {
     exercise(&pg.url(), &dir.path().join("events.csv"));
     let pg = warble_tests::postgres::Postgres::start().unwrap();
     revisions(&pg.url(), &dir.path().join("r.csv"));
+    let pg = warble_tests::postgres::Postgres::start().unwrap();
+    presence(&pg.url());
 }
 
 /// Two collectors sharing one PostgreSQL store take late events of stations a and b in
