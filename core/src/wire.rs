@@ -17,7 +17,10 @@ pub use messages::{
 };
 pub use model::{Candidate, ModelReport, ModelState, ModelVersion};
 pub use replay::{InboundError, MAX_RANGE, MAX_REQUEST_BYTES, ReplayRequest};
-pub use topics::{Leaf, TopicPrefix, Topics};
+pub use topics::{
+    HA_DISCOVERY_PREFIX, Leaf, TopicPrefix, Topics, ha_discovery_filter, ha_discovery_topic,
+    ha_node,
+};
 
 /// The most boots one heartbeat lists (a collector ignores a heartbeat with more): a
 /// station restarting every few minutes for a week holds more, and then lists the newest.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
-use warble_core::wire::Leaf;
+use warble_core::wire::{Leaf, StationId, ha_discovery_filter};
 
 use crate::problem::{Problem, Problems, problem};
 
@@ -538,7 +538,8 @@ fn names_problems(fleet_file: &Path, fleet: &Fleet, inventory: &[StationEntry]) 
 }
 
 /// The mosquitto ACL (`acl_file`): each station (broker user = station id) may publish
-/// only its own detections, status, heartbeat and model report, and read only its own and
+/// only its own detections, status, heartbeat and model report (and its own Home
+/// Assistant discovery configs), and read only its own and
 /// its group's bundle and its own replay requests; the operator may publish bundles (and
 /// read everything); collectors read what stations publish and may ask any station for
 /// missing events (`replay`). Anything not listed is denied.
@@ -572,6 +573,10 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
             let _ = writeln!(acl, "topic read {p}/{id}/{leaf}");
         }
         let _ = writeln!(acl, "topic read {p}/fleet/{group}/{}", Leaf::Bundle);
+        // Its Home Assistant discovery configs (`mqtt.ha_discovery`).
+        if let Ok(station) = StationId::new(id) {
+            let _ = writeln!(acl, "topic write {}", ha_discovery_filter(&station));
+        }
     }
     acl
 }

@@ -142,6 +142,12 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
         "{acl}"
     );
     assert!(acl.contains("topic read warble/fleet/dawn/bundle"), "{acl}");
+    // Its Home Assistant discovery configs, and only its own.
+    assert!(
+        acl.contains("topic write homeassistant/+/warble_grunewald_01/+/config\n"),
+        "{acl}"
+    );
+    assert!(!acl.contains("topic write homeassistant/#"), "{acl}");
     assert!(!acl.contains("topic write warble/#"), "{acl}");
     assert_eq!(
         files.len(),

@@ -117,6 +117,29 @@ impl fmt::Display for TopicPrefix {
     }
 }
 
+/// Home Assistant's MQTT discovery prefix (its default).
+pub const HA_DISCOVERY_PREFIX: &str = "homeassistant";
+
+/// The node id of `station` in Home Assistant's discovery topics (`-` is not allowed in
+/// one).
+pub fn ha_node(station: &StationId) -> String {
+    format!("warble_{}", station.as_str().replace('-', "_"))
+}
+
+/// `homeassistant/<platform>/<node>/<key>/config`: one discovery config of `station`.
+pub fn ha_discovery_topic(station: &StationId, platform: &str, key: &str) -> String {
+    format!(
+        "{HA_DISCOVERY_PREFIX}/{platform}/{}/{key}/config",
+        ha_node(station)
+    )
+}
+
+/// `homeassistant/+/<node>/+/config`: every discovery config of `station` (what the
+/// broker's ACL lets it publish there).
+pub fn ha_discovery_filter(station: &StationId) -> String {
+    format!("{HA_DISCOVERY_PREFIX}/+/{}/+/config", ha_node(station))
+}
+
 /// One station's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
