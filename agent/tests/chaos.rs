@@ -13,7 +13,7 @@ use common::{Running, deliver_to, publish_all, repo_file, station, stored_ids, t
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use warble_core::event::Detection;
@@ -22,9 +22,8 @@ use warble_tests::broker::Mosquitto;
 const ID: &str = "chaos-1";
 
 /// `warble-agent run` on a paced microphone looping the demo excerpt for `seconds`, in
-/// `dir` (its FIFO, its detections file `detections.jsonl`, its log `agent.log`).
+/// `dir` (see [`common::paced_station`]).
 fn start_station(dir: &Path, config: &Path, seconds: u32) -> Running {
-    std::fs::create_dir_all(dir).unwrap();
     let excerpt = common::demo_excerpt(30);
     let looped: Vec<f32> = excerpt
         .iter()
@@ -32,18 +31,7 @@ fn start_station(dir: &Path, config: &Path, seconds: u32) -> Running {
         .cycle()
         .take(seconds as usize * 32_000)
         .collect();
-    let (alsa, _writer) = common::paced_microphone(dir, looped, f64::from(seconds) + 30.0);
-    Running::new(
-        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-            .env("ALSA_CONFIG_PATH", alsa)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--duration", &seconds.to_string()])
-            .args(["--out", dir.join("detections.jsonl").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    common::paced_station(dir, config, looped, seconds)
 }
 
 /// Waits until the station in `run_dir` captures; its boot (the boot file it wrote at

@@ -8,33 +8,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Running, deliver_to, station};
 use warble_core::event::Detection;
 use warble_tests::broker::Mosquitto;
 
-/// `warble-agent run` on a paced microphone playing `seconds` of the demo recording,
-/// its final detections in `dir/detections.jsonl`, its log in `dir/agent.log`.
+/// `warble-agent run` on a paced microphone playing `seconds` of the demo recording (see
+/// [`common::paced_station`]).
 fn start_station(dir: &Path, config: &Path, seconds: u32) -> Running {
-    std::fs::create_dir_all(dir).unwrap();
-    let (alsa, _writer) = common::paced_microphone(
-        dir,
-        common::demo_excerpt(seconds as usize),
-        f64::from(seconds) + 30.0,
-    );
-    Running::new(
-        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
-            .env("ALSA_CONFIG_PATH", alsa)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--duration", &seconds.to_string()])
-            .args(["--out", dir.join("detections.jsonl").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    common::paced_station(dir, config, common::demo_excerpt(seconds as usize), seconds)
 }
 
 /// A station `id` in `dir` delivering to `broker`, with a collector storing into the

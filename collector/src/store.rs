@@ -185,6 +185,15 @@ pub struct StationState {
     pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
+/// A station's own message (a status or heartbeat) read as `T`; `None` when it is larger
+/// than [`MAX_EVENT_BYTES`], not on a station's topic, or not a `T`.
+fn station_message<T: serde::de::DeserializeOwned>(station: &str, payload: &[u8]) -> Option<T> {
+    if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
+        return None;
+    }
+    serde_json::from_slice(payload).ok()
+}
+
 /// A time as the store keeps it: RFC 3339 in UTC with milliseconds, so text order is time
 /// order in both databases.
 fn stamp(t: DateTime<Utc>) -> String {
@@ -507,10 +516,7 @@ impl Store {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<bool, CollectError> {
-        if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
-            return Ok(false);
-        }
-        let Ok(beat) = serde_json::from_slice::<Heartbeat>(payload) else {
+        let Some(beat) = station_message::<Heartbeat>(station, payload) else {
             return Ok(false);
         };
         self.keep_heartbeat(station, &beat, now)?;
@@ -629,10 +635,7 @@ impl Store {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<bool, CollectError> {
-        if payload.len() > MAX_EVENT_BYTES || warble_core::wire::StationId::new(station).is_err() {
-            return Ok(false);
-        }
-        let Ok(status) = serde_json::from_slice::<Status>(payload) else {
+        let Some(status) = station_message::<Status>(station, payload) else {
             return Ok(false);
         };
         if status

@@ -474,3 +474,27 @@ pub fn collector_bin() -> std::path::PathBuf {
         ],
     )
 }
+
+/// `warble-agent run --config config` on a [`paced_microphone`] playing `audio` (then
+/// silence) for `seconds`, in `dir` (its FIFO, its detections file `detections.jsonl`,
+/// its log `agent.log`).
+pub fn paced_station(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    audio: Vec<f32>,
+    seconds: u32,
+) -> Running {
+    std::fs::create_dir_all(dir).unwrap();
+    let (alsa, _writer) = paced_microphone(dir, audio, f64::from(seconds) + 30.0);
+    Running::new(
+        Command::new(env!("CARGO_BIN_EXE_warble-agent"))
+            .env("ALSA_CONFIG_PATH", alsa)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .args(["--duration", &seconds.to_string()])
+            .args(["--out", dir.join("detections.jsonl").to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
