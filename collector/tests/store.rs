@@ -189,6 +189,16 @@ fn revisions(target: &str, csv: &std::path::Path) {
     );
 }
 
+/// The uptimes of the heartbeats of station `h` kept since `since`.
+fn kept_uptimes(store: &mut Store, since: chrono::DateTime<chrono::Utc>) -> Vec<u64> {
+    store
+        .heartbeats("h", since)
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.uptime_s)
+        .collect()
+}
+
 /// Status and heartbeats: the last of each per station, a week of heartbeats at most one
 /// per 5 s, hostile ones ignored.
 fn presence(target: &str) {
@@ -204,12 +214,7 @@ fn presence(target: &str) {
             "no delivered list"
         );
     }
-    let kept: Vec<u64> = store
-        .heartbeats("h", t0)
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.uptime_s)
-        .collect();
+    let kept: Vec<u64> = kept_uptimes(&mut store, t0);
     assert_eq!(
         kept,
         [0, 2, 3],
@@ -223,12 +228,7 @@ fn presence(target: &str) {
             t0 + Duration::days(7) + Duration::seconds(30),
         )
         .unwrap();
-    let kept: Vec<u64> = store
-        .heartbeats("h", t0)
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.uptime_s)
-        .collect();
+    let kept: Vec<u64> = kept_uptimes(&mut store, t0);
     assert_eq!(kept, [3, 9]);
     assert!(
         store
