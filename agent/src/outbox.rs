@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use warble_core::event::Detection;
+use warble_core::event::{Detection, MAX_COUNTER};
 use warble_core::wire::{BootHeld, MAX_HEARTBEAT_BOOTS};
 
 /// The outbox's file in a station's data folder (the detection path, delivery, presence
@@ -215,9 +215,6 @@ struct Encoded<'e> {
     size: u64,
     revision: u32,
 }
-
-/// The largest boot SQLite compares as an integer.
-const MAX_COUNTER_I64: u64 = i64::MAX as u64;
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -608,7 +605,7 @@ impl Outbox {
                 )
                 .map_err(|e| self.err(e))?;
             let rows = stmt
-                .query_map([boot.min(MAX_COUNTER_I64) as i64], |r| {
+                .query_map([boot.min(MAX_COUNTER) as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(|e| self.err(e))?;

@@ -247,8 +247,8 @@ pub fn render(store: &mut Store, now: DateTime<Utc>) -> Result<String, CollectEr
         conflicts.get_or_create(&l).inc_by(rep.conflicts);
     }
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &r).map_err(|e| CollectError::Export {
-        path: "/metrics".into(),
+    prometheus_client::encoding::text::encode(&mut text, &r).map_err(|e| CollectError::Encode {
+        what: "the metrics",
         reason: e.to_string(),
     })?;
     Ok(text)

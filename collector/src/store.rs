@@ -30,6 +30,14 @@ pub enum CollectError {
         /// The database's error.
         source: DbError,
     },
+    /// A stored value or the metrics could not be encoded.
+    #[error("encoding {what}: {reason}")]
+    Encode {
+        /// What was encoded.
+        what: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
     /// Writing the CSV export failed.
     #[error("exporting to {path}: {reason}")]
     Export {
@@ -579,8 +587,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), CollectError> {
         // Stored as the typed message reads it: a field that is not one is not kept.
-        let text = serde_json::to_string(beat).map_err(|e| CollectError::Export {
-            path: "heartbeat".into(),
+        let text = serde_json::to_string(beat).map_err(|e| CollectError::Encode {
+            what: "a heartbeat",
             reason: e.to_string(),
         })?;
         let at = stamp(now);

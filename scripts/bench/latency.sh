@@ -30,30 +30,12 @@ mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 pids+=($!)
 . scripts/bench/file_microphone.sh
 file_microphone "$work"
-cat > "$work/station.toml" <<TOML
-[station]
-id = "bench"
-
-[audio]
-sample_rate_hz = 32000
-
-[model]
-bundle = "$PWD/models/demo/warble-demo-0.1.0.warble"
-trusted_keys = ["$PWD/models/demo/warble-demo.pub"]
-
+bench_station "$work/station.toml" "$work/data" ort "
 [detection]
 hop_s = 1.0
 
 [mqtt]
-broker = "mqtt://127.0.0.1:$port"
-
-[storage]
-data_dir = "$work/data"
-
-[runtime]
-engine = "ort"
-threads = 1
-TOML
+broker = \"mqtt://127.0.0.1:$port\""
 sleep 0.5
 mosquitto_sub -p "$port" -t 'warble/bench/detections' -q 1 -F '%U %p' >"$work/arrivals.txt" &
 pids+=($!)

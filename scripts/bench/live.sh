@@ -14,24 +14,7 @@ trap 'rm -rf "$work"' EXIT
 . scripts/bench/file_microphone.sh
 file_microphone "$work"
 for engine in ort tract; do
-    cat > "$work/station.toml" <<TOML
-[station]
-id = "bench"
-
-[audio]
-sample_rate_hz = 32000
-
-[model]
-bundle = "$PWD/models/demo/warble-demo-0.1.0.warble"
-trusted_keys = ["$PWD/models/demo/warble-demo.pub"]
-
-[storage]
-data_dir = "$work/data-$engine"
-
-[runtime]
-engine = "$engine"
-threads = 1
-TOML
+    bench_station "$work/station.toml" "$work/data-$engine" "$engine"
     echo "== engine $engine, 1 thread, $seconds s at real time"
     # The writer outlives the agent's capture a little; it stops when the agent closes.
     "$bin"/examples/paced_fifo demo/soundscape.flac "$work/mic.fifo" 32000 \
