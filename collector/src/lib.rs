@@ -4,12 +4,14 @@
 //!   fleet's collectors), with gaps, duplicates, late arrivals, what stations say they
 //!   still hold, and the replay requests for what is missing; the stations' status and
 //!   heartbeats.
-//! - [`metrics`] and [`serve`]: the fleet in the Prometheus text format over HTTP.
+//! - [`serve`]: the fleet over HTTP — [`metrics`] in the Prometheus text format, and the
+//!   [`dashboard`]: a web page and the JSON documents it draws.
 //!
 //! It builds none of the recorder's audio or inference stack: a collector host needs
 //! neither ALSA nor ONNX Runtime.
 #![deny(missing_docs)]
 
+pub mod dashboard;
 pub mod metrics;
 pub mod serve;
 pub mod store;

@@ -102,8 +102,9 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
-    /// Serve the fleet's metrics from the store over HTTP: `GET /metrics` in the
-    /// Prometheus text format (until Ctrl-C, SIGTERM or --duration).
+    /// Serve the fleet from the store over HTTP: the dashboard at `/`, its JSON under
+    /// `/api/`, and `GET /metrics` in the Prometheus text format (until Ctrl-C, SIGTERM or
+    /// --duration).
     Serve {
         /// The store `warble-collect run` writes.
         #[arg(long)]
@@ -261,7 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("listening on {listen}"))?;
                 let at = listener.local_addr()?;
                 tracing::info!(
-                    "serving the fleet of {} as metrics on http://{at}/metrics",
+                    "serving the fleet of {}: the dashboard on http://{at}/, metrics on http://{at}/metrics",
                     db.display()
                 );
                 warble_collect::serve::serve(store, listener, stopped(duration)).await?;

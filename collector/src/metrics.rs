@@ -229,20 +229,14 @@ pub fn render(store: &mut Store, now: DateTime<Utc>) -> Result<String, CollectEr
             .get_or_create(&SpeciesLabel { station, code })
             .inc_by(n);
     }
-    let span = |ranges: &[(u64, u64, u64)]| -> i64 {
-        ranges
-            .iter()
-            .map(|(_, first, last)| as_i64(last.saturating_sub(*first).saturating_add(1)))
-            .fold(0i64, i64::saturating_add)
-    };
     let reports = store.report()?;
     if let Some(first) = reports.first() {
         invalid.inc_by(first.invalid);
     }
     for rep in reports {
         let l = label(&rep.station);
-        missing.get_or_create(&l).set(span(&rep.gaps));
-        lost.get_or_create(&l).set(span(&rep.lost));
+        missing.get_or_create(&l).set(as_i64(rep.missing()));
+        lost.get_or_create(&l).set(as_i64(rep.lost_events()));
         duplicates.get_or_create(&l).inc_by(rep.duplicates);
         conflicts.get_or_create(&l).inc_by(rep.conflicts);
     }

@@ -104,6 +104,26 @@ pub struct StationReport {
     pub invalid: u64,
 }
 
+impl StationReport {
+    /// How many sequence numbers [`StationReport::gaps`] spans.
+    pub fn missing(&self) -> u64 {
+        span(&self.gaps)
+    }
+
+    /// How many sequence numbers [`StationReport::lost`] spans.
+    pub fn lost_events(&self) -> u64 {
+        span(&self.lost)
+    }
+}
+
+/// The sequence numbers that ranges `(boot, first, last)` cover.
+fn span(ranges: &[(u64, u64, u64)]) -> u64 {
+    ranges
+        .iter()
+        .map(|(_, first, last)| last.saturating_sub(*first).saturating_add(1))
+        .fold(0, u64::saturating_add)
+}
+
 /// What the store holds of one boot of a station.
 #[derive(Debug, Default)]
 struct BootSummary {
@@ -191,6 +211,87 @@ pub struct StationState {
     pub heartbeat: Option<Heartbeat>,
     /// When that arrived.
     pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// A first and a last time.
+pub type TimeSpan = (DateTime<Utc>, DateTime<Utc>);
+
+/// How many detections of one species the store holds (see [`Store::top_species`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SpeciesTally {
+    /// Species code.
+    pub code: String,
+    /// Common name, as the station's model labels it.
+    pub common: String,
+    /// Scientific name.
+    pub scientific: String,
+    /// Detections stored.
+    pub detections: u64,
+    /// Start of the latest.
+    pub last_start: DateTime<Utc>,
+}
+
+/// Detections of one station in one time bucket (see [`Store::timeline`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TimelineCount {
+    /// Station id.
+    pub station: String,
+    /// Start of the bucket (UTC).
+    pub bucket: DateTime<Utc>,
+    /// Detections whose start falls in it.
+    pub detections: u64,
+}
+
+/// The width of a [`Store::timeline`] bucket: a calendar minute, hour or day in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    /// A minute.
+    Minute,
+    /// An hour.
+    Hour,
+    /// A day.
+    Day,
+}
+
+impl Bucket {
+    /// The most buckets [`Bucket::fitting`] makes of a span.
+    pub const MAX_BUCKETS: u16 = 240;
+
+    /// How much of an RFC 3339 time names its bucket: `2026-12-03T06:20`, `…T06`, `…-03`.
+    fn prefix_len(self) -> usize {
+        match self {
+            Self::Minute => 16,
+            Self::Hour => 13,
+            Self::Day => 10,
+        }
+    }
+
+    /// The finest bucket that splits `first..=last` into at most [`Bucket::MAX_BUCKETS`]
+    /// (a plot's worth).
+    pub fn fitting(first: DateTime<Utc>, last: DateTime<Utc>) -> Self {
+        let span = (last - first).num_seconds().max(0);
+        let most = i64::from(Self::MAX_BUCKETS);
+        if span < most * 60 {
+            Self::Minute
+        } else if span < most * 3600 {
+            Self::Hour
+        } else {
+            Self::Day
+        }
+    }
+
+    /// The start of the bucket a prefix of [`Bucket::prefix_len`] names.
+    fn start_of(self, prefix: &str) -> Option<DateTime<Utc>> {
+        let padded = match self {
+            Self::Minute => format!("{prefix}:00Z"),
+            Self::Hour => format!("{prefix}:00:00Z"),
+            Self::Day => format!("{prefix}T00:00:00Z"),
+        };
+        DateTime::parse_from_rfc3339(&padded)
+            .ok()
+            .map(|t| t.to_utc())
+    }
 }
 
 /// A station's own message (a status or heartbeat) read as `T`; `None` when it is larger
@@ -753,6 +854,109 @@ impl Store {
             .collect())
     }
 
+    /// The most heard species, by detections stored: of `station`, or of the fleet when
+    /// `None`; at most `limit`, most detections first (ties by code).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn top_species(
+        &mut self,
+        station: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SpeciesTally>, CollectError> {
+        let (filter, mut args) = match station {
+            Some(s) => ("WHERE station = $2", vec![Val::Text(s.into())]),
+            None => ("", Vec::new()),
+        };
+        args.insert(0, Val::Int(limit.min(i64::MAX as usize) as i64));
+        // Any one payload of the code names the species (the model's label table does).
+        let rows = self.query(
+            &format!(
+                "SELECT code, COUNT(*), MAX(start), MAX(payload) FROM events {filter}
+                 GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT $1"
+            ),
+            &args,
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let named: Detection = serde_json::from_str(r.get(3)?.text()?).ok()?;
+                Some(SpeciesTally {
+                    code: r.first()?.text()?.to_owned(),
+                    common: named.common,
+                    scientific: named.scientific,
+                    detections: count_at(r, 1)?,
+                    last_start: DateTime::parse_from_rfc3339(r.get(2)?.text()?)
+                        .ok()?
+                        .to_utc(),
+                })
+            })
+            .collect())
+    }
+
+    /// Detections stored per station and `bucket` of their start time (UTC), oldest
+    /// bucket first.
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn timeline(&mut self, bucket: Bucket) -> Result<Vec<TimelineCount>, CollectError> {
+        // Starts are RFC 3339 in UTC: a prefix of the text is a calendar bucket.
+        let len = bucket.prefix_len();
+        let rows = self.query(
+            &format!(
+                "SELECT station, substr(start, 1, {len}), COUNT(*) FROM events
+                 GROUP BY station, substr(start, 1, {len}) ORDER BY 2, 1"
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(TimelineCount {
+                    station: r.first()?.text()?.to_owned(),
+                    bucket: bucket.start_of(r.get(1)?.text()?)?,
+                    detections: count_at(r, 2)?,
+                })
+            })
+            .collect())
+    }
+
+    /// The start times of the first and the last detection stored (`None`: none is).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn detection_span(&mut self) -> Result<Option<TimeSpan>, CollectError> {
+        let rows = self.query("SELECT MIN(start), MAX(start) FROM events", &[])?;
+        let at = |i: usize| {
+            rows.first()
+                .and_then(|r| r.get(i))
+                .and_then(Val::text)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc())
+        };
+        Ok(at(0).zip(at(1)))
+    }
+
+    /// The latest `limit` detections of `station` (by start time, newest first), as
+    /// stored (the latest revision of each).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn recent(&mut self, station: &str, limit: usize) -> Result<Vec<Detection>, CollectError> {
+        let rows = self.query(
+            "SELECT payload FROM events WHERE station = $1 ORDER BY start DESC, id DESC LIMIT $2",
+            &[
+                Val::Text(station.into()),
+                Val::Int(limit.min(i64::MAX as usize) as i64),
+            ],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.first().and_then(Val::text))
+            .filter_map(|p| serde_json::from_str(p).ok())
+            .collect())
+    }
+
     /// The conflicting messages kept: `(id, station, received_at, payload)`, oldest first.
     ///
     /// # Errors
@@ -982,28 +1186,35 @@ impl Store {
     /// # Errors
     /// [`CollectError::Db`].
     pub fn report(&mut self) -> Result<Vec<StationReport>, CollectError> {
-        let invalid = self.counter("", "invalid")?;
         let mut out = Vec::new();
         for station in self.stations()? {
-            let boots = self.boots(&station)?;
-            out.push(StationReport {
-                events: boots.iter().map(|b| b.events).sum(),
-                boots: boots
-                    .iter()
-                    .filter(|b| b.held.is_some())
-                    .map(|b| b.boot)
-                    .collect(),
-                duplicates: self.counter(&station, "duplicates")?,
-                revisions: self.counter(&station, "revisions")?,
-                conflicts: self.counter(&station, "conflicts")?,
-                late: self.counter(&station, "late")?,
-                gaps: self.ranges(&station, &boots, (0, 0), usize::MAX, Missing::Requestable)?,
-                lost: self.ranges(&station, &boots, (0, 0), usize::MAX, Missing::Lost)?,
-                invalid,
-                station,
-            });
+            out.push(self.station_report(&station)?);
         }
         Ok(out)
+    }
+
+    /// [`Store::report`] of one station (all zero for a station the store does not know).
+    ///
+    /// # Errors
+    /// [`CollectError::Db`].
+    pub fn station_report(&mut self, station: &str) -> Result<StationReport, CollectError> {
+        let boots = self.boots(station)?;
+        Ok(StationReport {
+            events: boots.iter().map(|b| b.events).sum(),
+            boots: boots
+                .iter()
+                .filter(|b| b.held.is_some())
+                .map(|b| b.boot)
+                .collect(),
+            duplicates: self.counter(station, "duplicates")?,
+            revisions: self.counter(station, "revisions")?,
+            conflicts: self.counter(station, "conflicts")?,
+            late: self.counter(station, "late")?,
+            gaps: self.ranges(station, &boots, (0, 0), usize::MAX, Missing::Requestable)?,
+            lost: self.ranges(station, &boots, (0, 0), usize::MAX, Missing::Lost)?,
+            invalid: self.counter("", "invalid")?,
+            station: station.to_owned(),
+        })
     }
 
     /// Writes every stored event as CSV (id, station, boot, seq, start, code, confidence,

@@ -3,72 +3,16 @@
 //! metrics scraped over HTTP and parsed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use warble_core::event::Detection;
+use std::collections::BTreeMap;
+
+use common::{collector, get, json, publish, serve, wait_for_store};
 use warble_core::wire::{Heartbeat, Status};
 use warble_tests::broker::Mosquitto;
 
-/// Kills the child however the test ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Publishes `(topic, payload, retained)` with QoS 1 and waits for every PUBACK.
-fn publish(port: u16, messages: Vec<(String, Vec<u8>, bool)>) {
-    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-    let mut opts = MqttOptions::new("metrics-test-station", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut connection) = Client::new(opts, messages.len() + 1);
-    let want = messages.len();
-    for (topic, payload, retain) in messages {
-        client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .unwrap();
-    }
-    let (mut acked, deadline) = (0, Instant::now() + Duration::from_secs(10));
-    while acked < want {
-        assert!(Instant::now() < deadline, "{acked} of {want} acknowledged");
-        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
-            connection.recv_timeout(Duration::from_millis(200))
-        {
-            acked += 1;
-        }
-    }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
-}
-
 fn event(station: &str, seq: u64) -> Vec<u8> {
-    let mut e = warble_tests::events::sample_event(seq);
-    e.station = station.into();
-    e.id = Detection::make_id(station, e.boot, seq);
-    serde_json::to_vec(&e).unwrap()
-}
-
-/// `GET path` on 127.0.0.1:`port`: the status line, the headers and the body.
-fn get(port: u16, path: &str) -> (String, String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let (status, headers) = head.split_once("\r\n").unwrap();
-    (status.to_owned(), headers.to_lowercase(), body.to_owned())
+    json(&common::detection(station, seq))
 }
 
 /// One sample of the text format: name, labels and value; comments and `# EOF` apart.
@@ -131,29 +75,7 @@ fn the_fleet_is_scraped_in_the_prometheus_text_format() {
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.sqlite");
-    let collector = Killed(
-        Command::new(env!("CARGO_BIN_EXE_warble-collect"))
-            .args([
-                "run",
-                "--broker",
-                &format!("mqtt://127.0.0.1:{}", broker.port()),
-            ])
-            .args(["--db", db.to_str().unwrap(), "--duration", "60"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker
-        .log()
-        .matches("Received SUBSCRIBE from warble-collect")
-        .count()
-        < 1
-    {
-        assert!(Instant::now() < deadline, "{}", broker.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let collector = collector(&broker, &db);
     let beat = Heartbeat {
         uptime_s: 3600,
         overruns: 2,
@@ -187,50 +109,20 @@ fn the_fleet_is_scraped_in_the_prometheus_text_format() {
     }
     messages.push(("warble/fen-2/detections".into(), event("fen-2", 0), false));
     publish(broker.port(), messages);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut store = warble_collect::store::Store::open(&db).unwrap();
+    wait_for_store(&db, |store| {
         let fleet = store.fleet().unwrap();
-        let ready = store.ids("fen-1").unwrap().len() == 3
+        store.ids("fen-1").unwrap().len() == 3
             && store.ids("fen-2").unwrap().len() == 1
             && fleet
                 .iter()
                 .any(|s| s.station == "fen-1" && s.heartbeat.is_some())
             && fleet
                 .iter()
-                .any(|s| s.station == "fen-2" && s.online == Some(false));
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the collector did not store it all: {fleet:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+                .any(|s| s.station == "fen-2" && s.online == Some(false))
+    });
     drop(collector);
 
-    let mut serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_warble-collect"))
-            .args([
-                "serve",
-                "--db",
-                db.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(serve.0.stderr.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("serve says where it listens").unwrap();
-        if let Some(at) = line.split("http://127.0.0.1:").nth(1) {
-            break at.split('/').next().unwrap().parse().unwrap();
-        }
-    };
+    let (_serve, port) = serve(&db);
     let (status, headers, body) = get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(

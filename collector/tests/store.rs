@@ -199,6 +199,91 @@ fn kept_uptimes(store: &mut Store, since: chrono::DateTime<chrono::Utc>) -> Vec<
         .collect()
 }
 
+/// What the dashboard reads: top species (per station and fleet-wide), detections per time
+/// bucket, the latest detections, the span of what is stored.
+fn views(target: &str) {
+    use warble_collect::store::Bucket;
+    let mut store = Store::open(target).unwrap();
+    assert_eq!(store.detection_span().unwrap(), None);
+    assert!(store.timeline(Bucket::Hour).unwrap().is_empty());
+    let t0 = detection("a", 1, 0, false).start;
+    // a: robins at 0, 20 and 70 min, a wren at 61 min; b: a robin two days later.
+    for (station, seq, minutes, wren) in [
+        ("a", 0, 0, false),
+        ("a", 1, 20, false),
+        ("a", 2, 61, true),
+        ("a", 3, 70, false),
+        ("b", 0, 2 * 24 * 60, false),
+    ] {
+        let mut e = detection(station, 1, seq, false);
+        e.start = t0 + chrono::Duration::minutes(minutes);
+        e.end = e.start + chrono::Duration::seconds(3);
+        if wren {
+            e.code = warble_core::SpeciesCode::new("wren1").unwrap();
+            e.common = "Eurasian Wren".into();
+            e.scientific = "Troglodytes troglodytes".into();
+        }
+        let stored = store.ingest(station, &serde_json::to_vec(&e).unwrap());
+        assert_eq!(stored.unwrap(), Ingest::Stored);
+    }
+    let top = store.top_species(None, 10).unwrap();
+    let codes: Vec<_> = top
+        .iter()
+        .map(|s| (s.code.as_str(), s.detections))
+        .collect();
+    assert_eq!(codes, [("eurrob1", 4), ("wren1", 1)]);
+    assert_eq!(top[1].common, "Eurasian Wren");
+    assert_eq!(top[0].last_start, t0 + chrono::Duration::days(2));
+    let in_a: Vec<_> = store.top_species(Some("a"), 1).unwrap();
+    assert_eq!((in_a.len(), in_a[0].detections), (1, 3), "limited to 1");
+    assert!(store.top_species(Some("nowhere"), 5).unwrap().is_empty());
+
+    let hours: Vec<_> = store
+        .timeline(Bucket::Hour)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.station, (c.bucket - t0).num_minutes(), c.detections))
+        .collect();
+    // t0 is 04:30: the hour from 04:00 holds 0 and 20 min, the one from 05:00 61 and 70.
+    assert_eq!(
+        hours,
+        [
+            ("a".to_owned(), -30, 2),
+            ("a".to_owned(), 30, 2),
+            ("b".to_owned(), 2 * 24 * 60 - 30, 1)
+        ]
+    );
+    let days = store.timeline(Bucket::Day).unwrap();
+    assert_eq!(days.len(), 2);
+    assert_eq!(days[0].bucket.to_rfc3339(), "2026-05-01T00:00:00+00:00");
+    assert_eq!(store.timeline(Bucket::Minute).unwrap().len(), 5);
+    assert_eq!(
+        store.detection_span().unwrap(),
+        Some((t0, t0 + chrono::Duration::days(2)))
+    );
+    assert_eq!(
+        Bucket::fitting(t0, t0 + chrono::Duration::hours(3)),
+        Bucket::Minute
+    );
+    assert_eq!(
+        Bucket::fitting(t0, t0 + chrono::Duration::days(2)),
+        Bucket::Hour
+    );
+    assert_eq!(
+        Bucket::fitting(t0, t0 + chrono::Duration::days(30)),
+        Bucket::Day
+    );
+
+    let recent: Vec<_> = store
+        .recent("a", 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(recent, [3, 2], "newest first");
+    assert!(store.recent("nowhere", 2).unwrap().is_empty());
+}
+
 /// Status and heartbeats: the last of each per station, a week of heartbeats at most one
 /// per 5 s, hostile ones ignored.
 fn presence(target: &str) {
@@ -280,6 +365,7 @@ fn the_sqlite_store_keeps_events_once_and_reports_gaps() {
     let db = dir.path().join("r.sqlite");
     revisions(db.to_str().unwrap(), &dir.path().join("r.csv"));
     presence(dir.path().join("p.sqlite").to_str().unwrap());
+    views(dir.path().join("v.sqlite").to_str().unwrap());
 }
 
 #[test]
@@ -292,6 +378,8 @@ fn the_postgres_store_keeps_events_once_and_reports_gaps() {
     revisions(&pg.url(), &dir.path().join("r.csv"));
     let pg = warble_tests::postgres::Postgres::start().unwrap();
     presence(&pg.url());
+    let pg = warble_tests::postgres::Postgres::start().unwrap();
+    views(&pg.url());
 }
 
 /// Two collectors sharing one PostgreSQL store take late events of stations a and b in

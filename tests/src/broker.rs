@@ -46,6 +46,17 @@ pub enum HarnessError {
         /// The error.
         source: io::Error,
     },
+    /// No headless browser.
+    #[error("chromium not found ({0}): run scripts/test, which installs Debian's chromium")]
+    BrowserNotInstalled(io::Error),
+    /// The browser failed on a page, took too long, or gave no result.
+    #[error("chromium on {url}: {reason}")]
+    Browser {
+        /// The page.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The broker exited or never accepted connections.
     #[error("mosquitto did not start on port {port}: {log}")]
     NotReady {

@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod broker;
+pub mod browser;
 pub mod demo;
 pub mod events;
 pub mod postgres;
