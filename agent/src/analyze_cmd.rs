@@ -19,6 +19,7 @@ use warble_agent::settings::{Overrides, Settings};
 use warble_core::SampleRate;
 use warble_core::bundle::TrustedKeys;
 use warble_core::event::ModelRef;
+use warble_core::truth::GroundTruth;
 use warble_infer::EngineChoice;
 
 /// `warble-agent analyze` arguments.
@@ -179,40 +180,6 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// One ground-truth call.
-struct Truth {
-    start_s: f64,
-    end_s: f64,
-    code: String,
-    found: bool,
-}
-
-fn read_truth(path: &Path) -> anyhow::Result<Vec<Truth>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed = (f.len() >= 3)
-            .then(|| Some((f[0].parse().ok()?, f[1].parse().ok()?, f[2].to_owned())))
-            .flatten();
-        let Some((start_s, end_s, code)) = parsed else {
-            bail!(
-                "{}:{}: expected `start_s,end_s,code`",
-                path.display(),
-                i + 1
-            );
-        };
-        rows.push(Truth {
-            start_s,
-            end_s,
-            code,
-            found: false,
-        });
-    }
-    Ok(rows)
-}
-
 fn recorded_at(arg: Option<&str>, file: &Path) -> anyhow::Result<DateTime<Utc>> {
     if let Some(text) = arg {
         return Ok(DateTime::parse_from_rfc3339(text)
@@ -351,8 +318,6 @@ struct Totals {
     events: usize,
     non_finite: u64,
     failed: usize,
-    /// Detections that overlap a ground-truth call of their species.
-    true_events: usize,
 }
 
 impl Totals {
@@ -396,22 +361,8 @@ fn analyze_input(
     result
 }
 
-/// Marks the ground-truth calls `e` overlaps; `None` without ground truth, else whether
-/// it matched one.
-fn score(truth: Option<&mut Vec<Truth>>, code: &str, start_s: f64, end_s: f64) -> Option<bool> {
-    let rows = truth?;
-    let mut hit = false;
-    for t in rows.iter_mut() {
-        if t.code == code && t.start_s < end_s && start_s < t.end_s {
-            t.found = true;
-            hit = true;
-        }
-    }
-    Some(hit)
-}
-
 /// Says what the run did and cost, and how it scored against the ground truth.
-fn say_summary(t: &Totals, files: usize, wall: f64, cpu: Option<f64>, truth: Option<&[Truth]>) {
+fn say_summary(t: &Totals, files: usize, wall: f64, cpu: Option<f64>, truth: Option<&GroundTruth>) {
     let mut summary = format!(
         "{} file(s), {:.1} s of audio, {} windows, {} detections in {wall:.2} s: {:.0}× real time",
         files - t.failed,
@@ -437,17 +388,8 @@ fn say_summary(t: &Totals, files: usize, wall: f64, cpu: Option<f64>, truth: Opt
             t.non_finite
         );
     }
-    if let Some(rows) = truth {
-        let found = rows.iter().filter(|t| t.found).count();
-        tracing::info!(
-            "against the ground truth: precision {:.2} ({}/{} detections match a call), \
-             recall {:.2} ({found}/{} calls found)",
-            t.true_events as f64 / t.events.max(1) as f64,
-            t.true_events,
-            t.events,
-            found as f64 / rows.len().max(1) as f64,
-            rows.len()
-        );
+    if let Some(truth) = truth {
+        tracing::info!("against the ground truth: {}", truth.summary());
     }
 }
 
@@ -459,7 +401,7 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
         ..
     } = prepare(&settings, args.out.as_deref())?;
     let to_stdout = args.out.is_none();
-    let mut truth = args.truth.as_deref().map(read_truth).transpose()?;
+    let mut truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
     let (files, pcm_rate) = inputs(&args)?;
     let labels = analyzer.labels().clone();
     let rate = analyzer.sample_rate().hz();
@@ -504,8 +446,7 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
             let label = labels.get(e.class);
             let code = label.map(|l| l.code.to_string()).unwrap_or_default();
             let common = label.map(|l| l.common.as_str()).unwrap_or_default();
-            let verdict = score(truth.as_mut(), &code, start_s, end_s);
-            totals.true_events += usize::from(verdict == Some(true));
+            let verdict = truth.as_mut().map(|t| t.score(&code, start_s, end_s));
             if to_stdout && verdict.is_none() {
                 return; // the detections themselves are on standard output
             }
@@ -543,7 +484,7 @@ pub fn run(args: AnalyzeArgs, station: Option<warble_config::StationConfig>) -> 
     let finished = sink.finish();
     let cpu = cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
     let wall = started.elapsed().as_secs_f64();
-    say_summary(&totals, files.len(), wall, cpu, truth.as_deref());
+    say_summary(&totals, files.len(), wall, cpu, truth.as_ref());
     finished?;
     if totals.failed > 0 {
         bail!(

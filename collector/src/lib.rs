@@ -6,6 +6,8 @@
 //!   heartbeats.
 //! - [`serve`]: the fleet over HTTP — [`metrics`] in the Prometheus text format, and the
 //!   [`dashboard`]: a web page and the JSON documents it draws.
+//! - [`watch`]: a subscriber that prints detections as they arrive, with their latency
+//!   and the ground truth.
 //!
 //! It builds none of the recorder's audio or inference stack: a collector host needs
 //! neither ALSA nor ONNX Runtime.
@@ -15,3 +17,4 @@ pub mod dashboard;
 pub mod metrics;
 pub mod serve;
 pub mod store;
+pub mod watch;

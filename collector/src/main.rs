@@ -116,6 +116,30 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Print each detection as it arrives (species, report, seconds after the sound,
+    /// ground truth), then the run's figures: a window onto the stream that stores nothing.
+    Watch {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Topic prefix of the stations.
+        #[arg(long, default_value = "warble")]
+        prefix: String,
+        /// Ground truth of the recording the stations hear (`start_s,end_s,code`, seconds
+        /// from its first sample): each detection is marked ✓/✗, then precision and recall.
+        #[arg(long, requires = "sample_rate")]
+        truth: Option<PathBuf>,
+        /// The stations' sample rate (Hz): where a detection's samples sit in the
+        /// recording, for --truth.
+        #[arg(long)]
+        sample_rate: Option<u32>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop once every station seen online has said it went offline (a clean stop or
+        /// its last will).
+        #[arg(long)]
+        until_offline: bool,
+    },
     /// Write every stored event as CSV.
     Export {
         /// The store.
@@ -240,6 +264,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(invalid) = report.first().map(|r| r.invalid).filter(|&n| n > 0) {
                 println!("{invalid} message(s) were not detection events");
+            }
+        }
+        Command::Watch {
+            broker,
+            prefix,
+            truth,
+            sample_rate,
+            duration,
+            until_offline,
+        } => {
+            let endpoint = broker.endpoint("subscriber")?;
+            let prefix = TopicPrefix::new(&prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+            let truth = match (truth, sample_rate) {
+                (Some(path), Some(hz)) => Some(warble_collect::watch::Truth {
+                    truth: warble_core::truth::GroundTruth::read(&path)?,
+                    sample_rate_hz: hz,
+                }),
+                _ => None,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let watch = warble_collect::watch::Watch::new(truth);
+            let watch = runtime.block_on(watch_stream(
+                &endpoint,
+                &prefix,
+                watch,
+                duration,
+                until_offline,
+            ))?;
+            println!();
+            for line in watch.summary() {
+                println!("{line}");
             }
         }
         Command::Export { db, out } => {
@@ -389,6 +446,78 @@ fn commit(
     batch.extend(events.into_iter().map(|(_, p)| p));
     unacked.extend(batch.drain(..));
     Ok(stored)
+}
+
+/// Prints what arrives until the duration ends, Ctrl-C, or (`until_offline`) every
+/// station seen online went offline; returns what was seen.
+async fn watch_stream(
+    endpoint: &warble_mqtt::Endpoint,
+    prefix: &TopicPrefix,
+    mut watch: warble_collect::watch::Watch,
+    duration: Option<f64>,
+    until_offline: bool,
+) -> anyhow::Result<warble_collect::watch::Watch> {
+    use std::io::Write;
+    let mut opts = endpoint.options(&format!("warble-watch-{}", std::process::id()));
+    opts.set_clean_start(true)
+        .set_max_packet_size(Some(MAX_PACKET_BYTES));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let stop = stopped(duration);
+    tokio::pin!(stop);
+    let mut backoff = warble_mqtt::reconnect_backoff();
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                for (leaf, qos) in [
+                    (Leaf::Status, QoS::AtMostOnce),
+                    (Leaf::Heartbeat, QoS::AtMostOnce),
+                    (Leaf::Detections, QoS::AtLeastOnce),
+                ] {
+                    client.subscribe(prefix.filter(leaf), qos).await?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                match prefix.parse(&topic) {
+                    Some((station, Leaf::Detections)) => {
+                        let line = watch.detection(station, &p.payload, chrono::Utc::now());
+                        writeln!(stdout, "{line}")?;
+                        stdout.flush()?;
+                    }
+                    Some((station, Leaf::Heartbeat)) => watch.heartbeat(station, &p.payload),
+                    Some((station, Leaf::Status)) => {
+                        if watch.status(station, &p.payload) {
+                            tracing::info!("{station}: {}", String::from_utf8_lossy(&p.payload));
+                        }
+                        if until_offline && watch.all_offline() {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let wait = backoff.take();
+                tracing::warn!(
+                    "broker: {}; retrying in {:.1} s",
+                    warble_mqtt::explain(&e, "subscriber", "--credentials-file"),
+                    wait.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    Ok(watch)
 }
 
 /// Subscribes and stores until the duration ends or Ctrl-C; returns the new events stored.

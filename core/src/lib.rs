@@ -12,6 +12,7 @@
 //! - [`bundle`]: model bundles (`warble.bundle/1`): manifest, ed25519 keys, signed tar
 //!   writing and verification, self-test vectors.
 //! - [`files`]: bounded reads of the files a configuration names.
+//! - [`truth`]: ground truth for a recording and how detections score against it.
 //! - [`wire`]: what stations, collectors and the broker's ACL agree on (station ids).
 #![deny(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod event;
 pub mod files;
 pub mod frontend;
 pub mod labels;
+pub mod truth;
 pub mod wire;
 
 pub use audio::{AudioError, SampleRate};

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
-use warble_core::wire::{Leaf, StationId, ha_discovery_filter};
+use warble_core::wire::{HA_DISCOVERY_PREFIX, Leaf, StationId, ha_discovery_filter};
 
 use crate::problem::{Problem, Problems, problem};
 
@@ -55,6 +55,15 @@ pub struct FleetInfo {
     /// Broker user of the collectors (reads detections, status, heartbeats).
     #[serde(default = "default_collector")]
     pub collector_user: String,
+    /// Broker user of Home Assistant: reads the stations' discovery configs and the
+    /// topics they point at (status, heartbeat, detections), and writes its own birth
+    /// message (`homeassistant/status`).
+    #[serde(default = "default_home_assistant")]
+    pub home_assistant_user: String,
+}
+
+fn default_home_assistant() -> String {
+    "homeassistant".into()
 }
 
 fn default_operator() -> String {
@@ -502,33 +511,34 @@ fn names_problems(fleet_file: &Path, fleet: &Fleet, inventory: &[StationEntry]) 
         }
     }
     let info = &fleet.fleet;
-    for (key, user) in [
+    let roles = [
         ("fleet.operator_user", &info.operator_user),
         ("fleet.collector_user", &info.collector_user),
-    ] {
+        ("fleet.home_assistant_user", &info.home_assistant_user),
+    ];
+    for (key, user) in roles {
         if let Err(e) = warble_core::wire::check_user_name(user) {
             problems.push(problem(fleet_file, None, key, e));
         }
     }
-    if info.operator_user == info.collector_user {
-        problems.push(problem(
-            fleet_file,
-            None,
-            "fleet.collector_user",
-            format!(
-                "`{}` is the operator's user too: the roles need users of their own",
-                info.collector_user
-            ),
-        ));
+    for (i, (key, user)) in roles.iter().enumerate() {
+        if let Some((other, _)) = roles[..i].iter().find(|(_, u)| u == user) {
+            problems.push(problem(
+                fleet_file,
+                None,
+                key,
+                format!("`{user}` is the user of {other} too: the roles need users of their own"),
+            ));
+        }
     }
     for entry in inventory {
-        if entry.id == info.operator_user || entry.id == info.collector_user {
+        if roles.iter().any(|(_, user)| **user == entry.id) {
             problems.push(problem(
                 fleet_file,
                 None,
                 "",
                 format!(
-                    "station `{}` has the broker user name of the fleet's operator or collectors: rename the station",
+                    "station `{}` has the broker user name of the fleet's operator, collectors or Home Assistant: rename the station",
                     entry.id
                 ),
             ));
@@ -542,7 +552,8 @@ fn names_problems(fleet_file: &Path, fleet: &Fleet, inventory: &[StationEntry]) 
 /// Assistant discovery configs), and read only its own and
 /// its group's bundle and its own replay requests; the operator may publish bundles (and
 /// read everything); collectors read what stations publish and may ask any station for
-/// missing events (`replay`). Anything not listed is denied.
+/// missing events (`replay`); Home Assistant reads the discovery configs and the status,
+/// heartbeat and detections topics they point at. Anything not listed is denied.
 pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)]) -> String {
     let mut prefixes: Vec<&str> = access.iter().filter_map(|(_, _, p)| p.as_deref()).collect();
     prefixes.sort_unstable();
@@ -562,6 +573,14 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
             let _ = writeln!(acl, "topic read {p}/+/{leaf}");
         }
         let _ = writeln!(acl, "topic write {p}/+/{}", Leaf::Replay);
+    }
+    let _ = writeln!(acl, "\nuser {}", info.home_assistant_user);
+    let _ = writeln!(acl, "topic read {HA_DISCOVERY_PREFIX}/#");
+    let _ = writeln!(acl, "topic write {HA_DISCOVERY_PREFIX}/status");
+    for p in &prefixes {
+        for leaf in [Leaf::Status, Leaf::Heartbeat, Leaf::Detections] {
+            let _ = writeln!(acl, "topic read {p}/+/{leaf}");
+        }
     }
     for (id, group, prefix) in access {
         let Some(p) = prefix else { continue };
@@ -595,7 +614,11 @@ fn broker_users(info: &FleetInfo, access: &[(String, String, Option<String>)]) -
          #                 emptying its outbox after an outage; set_tcp_nodelay true: without\n\
          #                 it acknowledgements wait ~40 ms and delivery slows to ~700 events/s.\n",
     );
-    let _ = writeln!(text, "{}\n{}", info.operator_user, info.collector_user);
+    let _ = writeln!(
+        text,
+        "{}\n{}\n{}",
+        info.operator_user, info.collector_user, info.home_assistant_user
+    );
     for (id, _, prefix) in access {
         if prefix.is_some() {
             let _ = writeln!(text, "{id}");

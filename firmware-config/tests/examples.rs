@@ -148,6 +148,16 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
         "{acl}"
     );
     assert!(!acl.contains("topic write homeassistant/#"), "{acl}");
+    // Home Assistant's user reads the discovery configs and what they point at, no more.
+    let ha = acl
+        .split("\n\n")
+        .find(|section| section.starts_with("user homeassistant\n"))
+        .unwrap_or_else(|| panic!("no Home Assistant user: {acl}"));
+    assert_eq!(
+        ha,
+        "user homeassistant\ntopic read homeassistant/#\ntopic write homeassistant/status\n\
+         topic read warble/+/status\ntopic read warble/+/heartbeat\ntopic read warble/+/detections"
+    );
     assert!(!acl.contains("topic write warble/#"), "{acl}");
     assert_eq!(
         files.len(),

@@ -28,7 +28,7 @@ set_tcp_nodelay true
 CONF
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 pids+=($!)
-. scripts/bench/file_microphone.sh
+. scripts/lib/station.sh
 file_microphone "$work"
 bench_station "$work/station.toml" "$work/data" ort "
 [detection]

@@ -11,7 +11,7 @@ cargo build --release --locked -p warble-agent --bin warble-agent --example pace
 bin="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-. scripts/bench/file_microphone.sh
+. scripts/lib/station.sh
 file_microphone "$work"
 for engine in ort tract; do
     bench_station "$work/station.toml" "$work/data-$engine" "$engine"

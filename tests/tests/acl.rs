@@ -1,6 +1,7 @@
 //! The broker side of a rendered fleet, enforced by a real mosquitto: a station may
 //! publish only as itself, read only its own and its group's bundles, and only the
-//! operator may publish bundles.
+//! operator may publish bundles; Home Assistant reads the stations' discovery configs and
+//! what they point at, and publishes nothing of theirs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::Path;
@@ -14,6 +15,8 @@ use warble_tests::broker::Mosquitto;
 struct Peer {
     client: Client,
     events: mpsc::Receiver<Event>,
+    /// Topics of messages that arrived while waiting for something else.
+    arrived: std::cell::RefCell<Vec<String>>,
 }
 
 impl Peer {
@@ -38,7 +41,11 @@ impl Peer {
                 }
             }
         });
-        let peer = Self { client, events };
+        let peer = Self {
+            client,
+            events,
+            arrived: Default::default(),
+        };
         let code = peer
             .wait(|e| match e {
                 Event::Incoming(Packet::ConnAck(a)) => Some(a.code),
@@ -51,10 +58,13 @@ impl Peer {
     fn wait<T>(&self, mut pick: impl FnMut(&Event) -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(e) = self.events.recv_timeout(Duration::from_millis(100))
-                && let Some(t) = pick(&e)
-            {
-                return Some(t);
+            if let Ok(e) = self.events.recv_timeout(Duration::from_millis(100)) {
+                if let Some(t) = pick(&e) {
+                    return Some(t);
+                }
+                if let Event::Incoming(Packet::Publish(p)) = e {
+                    self.arrived.borrow_mut().push(p.topic);
+                }
             }
         }
         None
@@ -74,9 +84,9 @@ impl Peer {
             .expect("PUBACK");
     }
 
-    /// Topics of the messages received within one second.
+    /// Topics of the messages received since the last call, and within one second.
     fn received(&self) -> Vec<String> {
-        let mut topics = Vec::new();
+        let mut topics = std::mem::take(&mut *self.arrived.borrow_mut());
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             if let Ok(Event::Incoming(Packet::Publish(p))) =
@@ -112,6 +122,7 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     for (i, user) in [
         "operator",
         "collector",
+        "homeassistant",
         "grunewald-01",
         "grunewald-02",
         "tegel-marsh-01",
@@ -175,4 +186,39 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     collector.publish("warble/grunewald-02/replay", "{}");
     assert_eq!(station.received(), ["warble/grunewald-01/replay"]);
     assert_eq!(other.received(), ["warble/grunewald-02/replay"]);
+
+    // Home Assistant reads what discovery points at: a station's discovery config, its
+    // status, heartbeat and detections; it cannot read bundles or replay requests, nor
+    // publish as a station; its birth message goes through, a station's forged config
+    // for another does not.
+    let (ha, code) = Peer::connect(port, "homeassistant", "pw-homeassistant");
+    assert_eq!(code, ConnectReturnCode::Success, "{}", broker.log());
+    for filter in ["homeassistant/#", "warble/#"] {
+        ha.subscribe(filter);
+    }
+    let config = "homeassistant/sensor/warble_grunewald_01/last_species/config";
+    station.publish(config, "{}");
+    station.publish(
+        "homeassistant/sensor/warble_grunewald_02/last_species/config",
+        "{}",
+    );
+    for leaf in ["status", "heartbeat", "detections"] {
+        station.publish(&format!("warble/grunewald-01/{leaf}"), "{}");
+    }
+    operator.publish("warble/fleet/dawn/bundle", "dawn model");
+    collector.publish("warble/grunewald-01/replay", "{}");
+    ha.publish("warble/grunewald-01/detections", "forged by Home Assistant");
+    ha.publish("homeassistant/status", "online");
+    let mut got = ha.received();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            config,
+            "homeassistant/status",
+            "warble/grunewald-01/detections",
+            "warble/grunewald-01/heartbeat",
+            "warble/grunewald-01/status",
+        ]
+    );
 }

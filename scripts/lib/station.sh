@@ -1,4 +1,4 @@
-# Sourced by the live benches (run from the repository root).
+# Sourced by the live benches and the demo (run from the repository root).
 #
 # `file_microphone DIR` makes DIR/mic.fifo and
 # DIR/asound.conf, whose default capture device is ALSA's file plugin reading raw samples
@@ -17,13 +17,13 @@ pcm.!default {
 CONF
 }
 
-# `bench_station FILE DATA_DIR ENGINE [TOML]` writes the benches' station file: station
-# `bench` on the demo model at 32 kHz, its data in DATA_DIR, ENGINE with 1 thread, and the
-# sections in TOML (e.g. `[detection]`, `[mqtt]`) added.
+# `bench_station FILE DATA_DIR ENGINE [TOML]` writes a station file: station
+# ${STATION_ID:-bench} on the demo model at 32 kHz, its data in DATA_DIR, ENGINE with 1
+# thread, and the sections in TOML (e.g. `[detection]`, `[mqtt]`) added.
 bench_station() {
     cat > "$1" <<TOML
 [station]
-id = "bench"
+id = "${STATION_ID:-bench}"
 
 [audio]
 sample_rate_hz = 32000
