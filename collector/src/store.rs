@@ -188,8 +188,29 @@ CREATE TABLE IF NOT EXISTS heartbeats (station TEXT NOT NULL, received_at TEXT N
 CREATE INDEX IF NOT EXISTS heartbeats_station ON heartbeats (station, received_at);
 ";
 
-/// How long heartbeats are kept for plots: a week.
-pub const HEARTBEAT_RETENTION_S: i64 = 7 * 24 * 3600;
+/// Typed views of the tables for PostgreSQL users (SQL, Grafana): the tables keep portable
+/// text, the views read times as `timestamptz` and payloads as `jsonb`.
+const POSTGRES_VIEWS: &str = r#"
+CREATE OR REPLACE VIEW detections AS
+    SELECT id, station, boot, seq, start::timestamptz AS start,
+        (payload::jsonb ->> 'end')::timestamptz AS "end", code, confidence,
+        historical <> 0 AS historical, payload::jsonb AS payload
+    FROM events;
+CREATE OR REPLACE VIEW station_heartbeats AS
+    SELECT station, received_at::timestamptz AS received_at, payload::jsonb AS payload
+    FROM heartbeats;
+CREATE OR REPLACE VIEW station_presence AS
+    SELECT station, status, agent, status_at::timestamptz AS status_at,
+        beat_at::timestamptz AS beat_at, beat::jsonb AS beat
+    FROM stations
+"#;
+
+/// How long heartbeats are kept at full rate for plots: a week.
+pub const HEARTBEAT_FULL_RATE_S: i64 = 7 * 24 * 3600;
+
+/// How long heartbeats are kept at all: beyond [`HEARTBEAT_FULL_RATE_S`] only the first of
+/// each hour stays, for 90 days.
+pub const HEARTBEAT_RETENTION_S: i64 = 90 * 24 * 3600;
 
 /// Heartbeats closer together than this are not all kept in the history (the last one is
 /// always known): a station beating too fast cannot grow the store without bound.
@@ -367,7 +388,12 @@ impl Store {
     pub fn open(target: impl AsRef<Path>) -> Result<Self, CollectError> {
         let target = target.as_ref().to_string_lossy().into_owned();
         let name = display_name(&target);
-        let db = Db::open(&target, SCHEMA).map_err(|source| CollectError::Db {
+        let schema = if sql::is_postgres(&target) {
+            format!("{SCHEMA};{POSTGRES_VIEWS}")
+        } else {
+            SCHEMA.to_owned()
+        };
+        let db = Db::open(&target, &schema).map_err(|source| CollectError::Db {
             store: name.clone(),
             source,
         })?;
@@ -615,7 +641,8 @@ impl Store {
 
     /// [`Store::note_heartbeat`] for a heartbeat that arrived at `now`. Every heartbeat
     /// that reads as one is also kept: the last per station, and a history of
-    /// [`HEARTBEAT_RETENTION_S`] (at most one per [`HEARTBEAT_HISTORY_MIN_GAP_S`]).
+    /// [`HEARTBEAT_FULL_RATE_S`] (at most one per [`HEARTBEAT_HISTORY_MIN_GAP_S`]), then one
+    /// per hour up to [`HEARTBEAT_RETENTION_S`].
     ///
     /// # Errors
     /// [`CollectError::Db`].
@@ -707,14 +734,22 @@ impl Store {
                     "INSERT INTO heartbeats (station, received_at, payload) VALUES ($1, $2, $3)",
                     &[station.clone(), Val::Text(at.clone()), Val::Text(text.clone())],
                 )?;
+                let before = |s: i64| Val::Text(stamp(now - chrono::Duration::seconds(s)));
+                store.execute(
+                    "DELETE FROM heartbeats WHERE station = $1 AND received_at < $2",
+                    &[station.clone(), before(HEARTBEAT_RETENTION_S)],
+                )?;
+                // Older than a week: the first of each hour (stamps are RFC 3339 in UTC,
+                // so the first 13 characters name the hour).
+                store.execute(
+                    "DELETE FROM heartbeats WHERE station = $1 AND received_at < $2
+                     AND received_at NOT IN (
+                         SELECT MIN(received_at) FROM heartbeats
+                         WHERE station = $1 AND received_at < $2
+                         GROUP BY substr(received_at, 1, 13))",
+                    &[station.clone(), before(HEARTBEAT_FULL_RATE_S)],
+                )?;
             }
-            store.execute(
-                "DELETE FROM heartbeats WHERE station = $1 AND received_at < $2",
-                &[
-                    station.clone(),
-                    Val::Text(stamp(now - chrono::Duration::seconds(HEARTBEAT_RETENTION_S))),
-                ],
-            )?;
             store.execute(
                 "INSERT INTO stations (station, beat_at, beat) VALUES ($1, $2, $3)
                  ON CONFLICT (station) DO UPDATE SET beat_at = excluded.beat_at, beat = excluded.beat",

@@ -284,8 +284,53 @@ fn views(target: &str) {
     assert!(store.recent("nowhere", 2).unwrap().is_empty());
 }
 
+/// PostgreSQL's typed views of a store [`views`] filled: times as `timestamptz`, payloads
+/// as `jsonb`, so SQL and Grafana need no casts.
+fn typed_views(url: &str) {
+    let mut store = Store::open(url).unwrap();
+    store
+        .note_heartbeat("a", br#"{"uptime_s": 5, "outbox_depth": 2}"#)
+        .unwrap();
+    store
+        .note_status("a", br#"{"state":"online","agent":"0.9.0"}"#)
+        .unwrap();
+    drop(store);
+    let mut pg = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let rows = pg
+        .query(
+            "SELECT to_char(date_trunc('hour', start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+                 extract(epoch FROM \"end\" - start)::float8, payload->>'common', historical
+             FROM detections WHERE station = 'a' ORDER BY start",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    // The first starts at 04:30 (the sample event's start), 3 s long.
+    assert_eq!(rows[0].get::<_, String>(0), "2026-05-01 04:00");
+    assert_eq!(rows[0].get::<_, f64>(1), 3.0);
+    assert_eq!(rows[2].get::<_, String>(2), "Eurasian Wren");
+    assert!(!rows[0].get::<_, bool>(3));
+    let row = pg
+        .query_one(
+            "SELECT (payload->>'outbox_depth')::int, received_at <= now() FROM station_heartbeats",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (2, true));
+    let row = pg
+        .query_one(
+            "SELECT status, agent, beat->>'uptime_s', beat_at <= now() FROM station_presence",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "online");
+    assert_eq!(row.get::<_, String>(1), "0.9.0");
+    assert_eq!(row.get::<_, String>(2), "5");
+    assert!(row.get::<_, bool>(3));
+}
+
 /// Status and heartbeats: the last of each per station, a week of heartbeats at most one
-/// per 5 s, hostile ones ignored.
+/// per 5 s and one per hour for 90 days, hostile ones ignored.
 fn presence(target: &str) {
     use chrono::{Duration, TimeZone, Utc};
     let mut store = Store::open(target).unwrap();
@@ -314,7 +359,9 @@ fn presence(target: &str) {
         )
         .unwrap();
     let kept: Vec<u64> = kept_uptimes(&mut store, t0);
-    assert_eq!(kept, [3, 9]);
+    // Older than a week (the ones at 0 and 6 s): the first of their hour stays; the one at
+    // 60 s is younger than that.
+    assert_eq!(kept, [0, 3, 9], "older than a week: the first of each hour");
     assert!(
         store
             .note_status_at("h", br#"{"state":"online","agent":"0.9.0"}"#, t0)
@@ -355,6 +402,11 @@ fn presence(target: &str) {
         text.contains("# TYPE warble_station_outbox_depth gauge\n"),
         "{text}"
     );
+    // 90 days on, the oldest hour is gone; the later one stays, thinned.
+    store
+        .note_heartbeat_at("h", beat(10).as_bytes(), t0 + Duration::days(91))
+        .unwrap();
+    assert_eq!(kept_uptimes(&mut store, t0), [9, 10]);
 }
 
 #[test]
@@ -380,6 +432,7 @@ fn the_postgres_store_keeps_events_once_and_reports_gaps() {
     presence(&pg.url());
     let pg = warble_tests::postgres::Postgres::start().unwrap();
     views(&pg.url());
+    typed_views(&pg.url());
 }
 
 /// Two collectors sharing one PostgreSQL store take late events of stations a and b in
