@@ -4,7 +4,7 @@
 //! | endpoint | document |
 //! |---|---|
 //! | `GET /api/fleet` | [`Fleet`]: every station's presence, last heartbeat, model, outbox, gaps |
-//! | `GET /api/timeline?bucket=minute\|hour\|day` | [`Timeline`]: detections per station and time bucket (the bucket fits the data when not given) |
+//! | `GET /api/timeline?bucket=10s\|minute\|hour\|day` | [`Timeline`]: detections per station and time bucket (the bucket fits the data when not given) |
 //! | `GET /api/species?station=S&limit=N` | [`SpeciesTally`] list: the most heard species of a station, or of the fleet |
 //! | `GET /api/stations/S` | [`StationPage`]: one station, its recent detections, its top species and a day of heartbeats |
 

@@ -263,10 +263,14 @@ pub struct TimelineCount {
     pub detections: u64,
 }
 
-/// The width of a [`Store::timeline`] bucket: a calendar minute, hour or day in UTC.
+/// The width of a [`Store::timeline`] bucket: ten seconds, or a calendar minute, hour or
+/// day in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bucket {
+    /// Ten seconds (`10s`).
+    #[serde(rename = "10s")]
+    TenSeconds,
     /// A minute.
     Minute,
     /// An hour.
@@ -279,9 +283,11 @@ impl Bucket {
     /// The most buckets [`Bucket::fitting`] makes of a span.
     pub const MAX_BUCKETS: u16 = 240;
 
-    /// How much of an RFC 3339 time names its bucket: `2026-12-03T06:20`, `…T06`, `…-03`.
+    /// How much of an RFC 3339 time names its bucket: `2026-12-03T06:20:1`,
+    /// `2026-12-03T06:20`, `…T06`, `…-03`.
     fn prefix_len(self) -> usize {
         match self {
+            Self::TenSeconds => 18,
             Self::Minute => 16,
             Self::Hour => 13,
             Self::Day => 10,
@@ -293,7 +299,9 @@ impl Bucket {
     pub fn fitting(first: DateTime<Utc>, last: DateTime<Utc>) -> Self {
         let span = (last - first).num_seconds().max(0);
         let most = i64::from(Self::MAX_BUCKETS);
-        if span < most * 60 {
+        if span < most * 10 {
+            Self::TenSeconds
+        } else if span < most * 60 {
             Self::Minute
         } else if span < most * 3600 {
             Self::Hour
@@ -305,6 +313,7 @@ impl Bucket {
     /// The start of the bucket a prefix of [`Bucket::prefix_len`] names.
     fn start_of(self, prefix: &str) -> Option<DateTime<Utc>> {
         let padded = match self {
+            Self::TenSeconds => format!("{prefix}0Z"),
             Self::Minute => format!("{prefix}:00Z"),
             Self::Hour => format!("{prefix}:00:00Z"),
             Self::Day => format!("{prefix}T00:00:00Z"),

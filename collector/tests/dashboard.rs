@@ -120,7 +120,10 @@ fn the_dashboard_shows_the_fleet_in_a_real_browser() {
     assert_eq!(stations[1]["online"], false);
     let (_, _, body) = get(port, "/api/timeline");
     let timeline: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(timeline["bucket"], "minute", "{body}");
+    assert_eq!(
+        timeline["bucket"], "10s",
+        "nine minutes in 10-s bars: {body}"
+    );
     let fen_total: u64 = timeline["counts"]
         .as_array()
         .unwrap()

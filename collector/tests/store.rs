@@ -262,9 +262,16 @@ fn views(target: &str) {
         Some((t0, t0 + chrono::Duration::days(2)))
     );
     assert_eq!(
+        Bucket::fitting(t0, t0 + chrono::Duration::minutes(30)),
+        Bucket::TenSeconds
+    );
+    assert_eq!(
         Bucket::fitting(t0, t0 + chrono::Duration::hours(3)),
         Bucket::Minute
     );
+    let tens = store.timeline(Bucket::TenSeconds).unwrap();
+    assert_eq!(tens.len(), 5);
+    assert_eq!(tens[0].bucket, t0, "04:30:00 starts its 10 s");
     assert_eq!(
         Bucket::fitting(t0, t0 + chrono::Duration::days(2)),
         Bucket::Hour

@@ -55,3 +55,46 @@ fn the_heartbeat_schema_names_every_field_sent() {
         sent.as_object().unwrap().keys().cloned().collect();
     assert_eq!(props, fields);
 }
+
+/// Every example in `docs/subscribers.md` (a ```json block under `<!-- example: KIND -->`)
+/// reads as its message type and writes back unchanged: no field is misspelt, missing
+/// or stale.
+#[test]
+fn the_subscribers_guide_shows_real_messages() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/subscribers.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+        json: &str,
+    ) -> serde_json::Value {
+        let message: T = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        // Through text: an f32 written as text is its shortest form, as a station sends it.
+        serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap()
+    }
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("<!-- example: ") {
+        rest = &rest[at + "<!-- example: ".len()..];
+        let (kind, after) = rest.split_once(" -->").unwrap();
+        let block = after.trim_start().strip_prefix("```json\n").unwrap();
+        let json = &block[..block.find("```").unwrap()];
+        let written = match kind {
+            "detection" => round_trip::<Detection>(json),
+            "status" => round_trip::<Status>(json),
+            "heartbeat" => round_trip::<Heartbeat>(json),
+            "model" => round_trip::<ModelReport>(json),
+            "replay" => round_trip::<ReplayRequest>(json),
+            other => panic!("no message type for example kind {other}"),
+        };
+        let read: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            read, written,
+            "the {kind} example is not what the type writes"
+        );
+        *seen.entry(kind.to_owned()).or_default() += 1;
+    }
+    let kinds: Vec<_> = seen.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        ["detection", "heartbeat", "model", "replay", "status"]
+    );
+}
