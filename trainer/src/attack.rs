@@ -600,6 +600,121 @@ mod tests {
         ));
     }
 
+    /// A linear model, `logits = flatten(x) · w`: its input gradients are known in closed
+    /// form.
+    struct LinearModel {
+        w: Tensor<2>,
+    }
+
+    impl Attackable for LinearModel {
+        fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+            let [b, c, h, w] = x.dims();
+            x.reshape([b, c * h * w]).matmul(self.w.clone())
+        }
+
+        fn representation(&self, x: Tensor<4>) -> Tensor<3> {
+            self.logits(x).unsqueeze_dim(1)
+        }
+    }
+
+    #[test]
+    fn fgsm_on_a_linear_model_takes_the_hand_computed_step() {
+        let device = Device::flex();
+        // 2 examples × 1×2×3 features, one class; example 0 is labelled present, 1 absent.
+        let w = [0.5f32, -1.0, 2.0, -0.25, 0.0, 3.0];
+        let xs = [
+            0.1f32, 0.2, -0.3, 0.4, -0.5, 0.6, 1.0, -1.0, 0.5, 0.0, 0.25, -0.75,
+        ];
+        let model = LinearModel {
+            w: Tensor::from_data(TensorData::new(w.to_vec(), [6, 1]), &device),
+        };
+        let x = Tensor::<4>::from_data(TensorData::new(xs.to_vec(), [2, 1, 2, 3]), &device);
+        let targets = Tensor::from_data(TensorData::new(vec![1f32, 0.0], [2, 1]), &device);
+        let eps = 0.1;
+        let r = attack(
+            &model,
+            &x,
+            &Objective::Loss {
+                loss: LossKind::Bce,
+                targets,
+            },
+            &AttackConfig::fgsm(eps),
+        )
+        .unwrap();
+        // BCE: ∂L/∂x = (σ(z) − y)·w / n. Present (y = 1): the step is −ε·sign(w), which
+        // lowers the logit; absent (y = 0): +ε·sign(w). A zero weight has no gradient.
+        let sign = |v: f32| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        };
+        let mut expect = Vec::new();
+        for (i, &v) in xs.iter().enumerate() {
+            let direction = if i < 6 { -1.0 } else { 1.0 };
+            expect.push(v + direction * eps as f32 * sign(w[i % 6]));
+        }
+        let got = values(r.adversarial);
+        for (g, e) in got.iter().zip(&expect) {
+            assert!((g - e).abs() < 1e-6, "{got:?} vs {expect:?}");
+        }
+        // And the loss the trace ends at is the hand-computed BCE at x + δ.
+        let bce = |z: f64, y: f64| {
+            -(y * (1.0 / (1.0 + (-z).exp())).ln() + (1.0 - y) * (1.0 / (1.0 + z.exp())).ln())
+        };
+        let z = |e: &[f32]| -> f64 { e.iter().zip(&w).map(|(a, b)| f64::from(a * b)).sum() };
+        let want = (bce(z(&expect[..6]), 1.0) + bce(z(&expect[6..]), 0.0)) / 2.0;
+        let last = *r.trace.last().unwrap();
+        assert!((last - want).abs() < 1e-5, "{last} vs {want}");
+    }
+
+    /// `x + ε·sign(noise)` for a random sign pattern: a blind perturbation of the same
+    /// L∞ size as an attack's.
+    fn random_signs(x: &Tensor<4>, eps: f64) -> Tensor<4> {
+        let device = x.device();
+        let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(11);
+        let noise = Tensor::<4>::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
+        x.clone() + noise.sign() * eps
+    }
+
+    #[test]
+    fn pgd_does_better_than_random_noise_of_the_same_size() {
+        let value = |t: Tensor<1>| f64::from(t.into_scalar::<f32>());
+        let device = Device::flex();
+        let (m, x) = (convnext(&device), input(&device));
+        let eps = 0.1;
+        let bce = Objective::Loss {
+            loss: LossKind::Bce,
+            targets: targets(&device),
+        };
+        let pgd = attack(&m, &x, &bce, &AttackConfig::pgd(Norm::Linf, eps, 10)).unwrap();
+        let clean = value(objective_value(&m, x.clone(), &bce, None).unwrap());
+        let attacked = *pgd.trace.last().unwrap();
+        let blind = value(objective_value(&m, random_signs(&x, eps), &bce, None).unwrap());
+        assert!(
+            attacked - clean > 2.0 * (blind - clean).abs().max(1e-6),
+            "PGD raised BCE by {} from {clean}, random signs moved it by {}",
+            attacked - clean,
+            blind - clean
+        );
+        // The embedding attack: its dissimilarity beats a random direction of equal size
+        // (for which 1 − cos is not 0 either).
+        let embedding = Objective::Embedding(Distance::Cosine);
+        let r = attack(&m, &x, &embedding, &AttackConfig::pgd(Norm::Linf, eps, 10)).unwrap();
+        let attacked = *r.trace.last().unwrap();
+        let clean = m.representation(x.clone());
+        let moved = random_signs(&x, eps);
+        let blind = value(objective_value(&m, moved, &embedding, Some(&clean)).unwrap());
+        assert!(
+            attacked > 2.0 * blind.max(1e-9),
+            "embedding PGD reached 1 − cos = {attacked}, random signs {blind}"
+        );
+    }
+
     #[test]
     fn perturbations_stay_in_the_ball() {
         let device = Device::flex();

@@ -73,6 +73,20 @@ impl AttackKind {
     }
 }
 
+/// What the output-space attacks (FGSM, PGD) climb.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackObjective {
+    /// The run's training loss. With ASL, easy negatives (p < 0.05) give no gradient at
+    /// all, so the attack mostly suppresses present species and seldom creates a false
+    /// alarm.
+    #[default]
+    Training,
+    /// Binary cross-entropy: every class pushes (∂/∂z = p for a negative), so the attack
+    /// raises absent species as well — the stronger evaluation.
+    Bce,
+}
+
 /// What to evaluate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobustnessConfig {
@@ -84,6 +98,9 @@ pub struct RobustnessConfig {
     pub steps: usize,
     /// Batch size.
     pub batch_size: usize,
+    /// What the output-space attacks climb (absent in older reports: the training loss).
+    #[serde(default)]
+    pub objective: AttackObjective,
 }
 
 /// Metrics under one attack at one radius.
@@ -150,7 +167,11 @@ pub fn robustness(
         clean.extend(probabilities(model.forward(x.clone()))?);
         for (a, kind) in cfg.attacks.iter().enumerate() {
             for (r, &eps) in radii.iter().enumerate() {
-                let objective = kind.objective(*loss, y.clone());
+                let climbed = match cfg.objective {
+                    AttackObjective::Training => *loss,
+                    AttackObjective::Bce => LossKind::Bce,
+                };
+                let objective = kind.objective(climbed, y.clone());
                 let adv = attack(
                     model,
                     &x,

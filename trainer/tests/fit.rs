@@ -362,6 +362,7 @@ fn attacks_lower_a_trained_models_metrics_as_epsilon_grows() {
         eps: vec![0.0, 0.1, 1.0],
         steps: 4,
         batch_size: 32,
+        objective: warble_trainer::robust::AttackObjective::Bce,
     };
     let ticks = std::sync::atomic::AtomicUsize::new(0);
     let points = robustness_run(

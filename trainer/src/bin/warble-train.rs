@@ -13,7 +13,7 @@ use warble_trainer::data::augment::AugmentConfig;
 use warble_trainer::experiment::{self, ExperimentEvent, ExperimentPreset, Plan};
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::convnext::{ConvNextConfig, ConvNextSize};
-use warble_trainer::robust::{self, AttackKind, RobustnessConfig};
+use warble_trainer::robust::{self, AttackKind, AttackObjective, RobustnessConfig};
 use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
 use warble_trainer::train::{
     self, AdversarialConfig, AdversarialMode, ProtoTraining, TrainConfig, TrainEvent,
@@ -234,6 +234,10 @@ enum Command {
         /// PGD steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// What FGSM and PGD climb: `bce` (every class pushes: the stronger evaluation) or
+        /// `training` (the run's loss; ASL gives easy negatives no gradient).
+        #[arg(long, value_enum, default_value_t = AttackObjective::Bce)]
+        objective: AttackObjective,
         /// Test sets to attack, comma-separated (default: every test set present).
         #[arg(long, value_delimiter = ',')]
         sets: Vec<String>,
@@ -530,6 +534,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             attacks,
             eps,
             steps,
+            objective,
             sets,
             limit,
             batch_size,
@@ -543,6 +548,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eps,
                 steps,
                 batch_size,
+                objective,
             };
             let progress = bar(0, "batches")?;
             let points = eval::robustness_run(

@@ -171,20 +171,31 @@ pub fn waveform(
 }
 
 /// Applies frequency and time masks to standardised log-mel features `(n_mels, frames)`.
-pub fn spectrogram(cfg: &AugmentConfig, features: &mut [f32], n_mels: usize, rng: &mut ChaCha8Rng) {
+/// Masked cells take the clip's floor — its maximum less `range` (the front end's
+/// `top_db / std`: what silence becomes after the per-clip floor) — as in the reference,
+/// which masks the linear spectrogram before the mel and dB steps; not 0, which in
+/// standardised units is the dataset's mean loudness.
+pub fn spectrogram(
+    cfg: &AugmentConfig,
+    features: &mut [f32],
+    n_mels: usize,
+    range: f32,
+    rng: &mut ChaCha8Rng,
+) {
     let frames = features.len() / n_mels;
+    let floor = features.iter().copied().fold(f32::NEG_INFINITY, f32::max) - range;
     if rng.random_bool(cfg.freq_mask_p) {
         let width = rng.random_range(1..=((cfg.freq_mask_max * n_mels as f32) as usize).max(1));
         let first = rng.random_range(0..=n_mels - width.min(n_mels));
         for m in first..(first + width).min(n_mels) {
-            features[m * frames..(m + 1) * frames].fill(0.0);
+            features[m * frames..(m + 1) * frames].fill(floor);
         }
     }
     if rng.random_bool(cfg.time_mask_p) {
         let width = rng.random_range(1..=((cfg.time_mask_max * frames as f32) as usize).max(1));
         let first = rng.random_range(0..=frames - width.min(frames));
         for row in features.chunks_exact_mut(frames) {
-            row[first..(first + width).min(frames)].fill(0.0);
+            row[first..(first + width).min(frames)].fill(floor);
         }
     }
 }
@@ -227,7 +238,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         waveform(&AugmentConfig::none(), &mut x, &mut y, &Fixed, &mut rng).unwrap();
         let mut f = vec![1.0; 64];
-        spectrogram(&AugmentConfig::none(), &mut f, 8, &mut rng);
+        spectrogram(&AugmentConfig::none(), &mut f, 8, 17.5, &mut rng);
         assert_eq!((x, y), (x0, y0));
         assert!(f.iter().all(|&v| v == 1.0));
     }
@@ -317,20 +328,32 @@ mod tests {
     }
 
     #[test]
-    fn masks_zero_whole_bands_and_frames() {
+    fn masks_fill_whole_bands_and_frames_with_the_clips_floor() {
         let cfg = only(|c| {
             c.freq_mask_p = 1.0;
             c.time_mask_p = 1.0;
         });
         let (n_mels, frames) = (16, 50);
+        // A clip whose loudest cell is 2.5; 80 dB of range at 4.569 dB per unit: its
+        // floor is 2.5 − 17.51 = −15.01.
         let mut f = vec![1.0f32; n_mels * frames];
-        spectrogram(&cfg, &mut f, n_mels, &mut ChaCha8Rng::seed_from_u64(5));
+        f[3 * frames + 7] = 2.5;
+        let range = (80.0 / 4.569) as f32;
+        let floor = 2.5 - range;
+        spectrogram(
+            &cfg,
+            &mut f,
+            n_mels,
+            range,
+            &mut ChaCha8Rng::seed_from_u64(5),
+        );
+        assert!(f.iter().all(|&v| v == 1.0 || v == 2.5 || v == floor));
         let zero_rows = f
             .chunks_exact(frames)
-            .filter(|r| r.iter().all(|&v| v == 0.0))
+            .filter(|r| r.iter().all(|&v| v == floor))
             .count();
         let zero_cols = (0..frames)
-            .filter(|&t| (0..n_mels).all(|m| f[m * frames + t] == 0.0))
+            .filter(|&t| (0..n_mels).all(|m| f[m * frames + t] == floor))
             .count();
         assert!(
             (1..=2).contains(&zero_rows),

@@ -176,7 +176,8 @@ impl TrainLoader {
         let mut features = frontend
             .compute_vec(&x)
             .map_err(|source| LoadError::FrontEnd { row, source })?;
-        augment::spectrogram(&self.augment, &mut features, self.cfg.n_mels, rng);
+        let range = (self.cfg.top_db / self.cfg.std) as f32;
+        augment::spectrogram(&self.augment, &mut features, self.cfg.n_mels, range, rng);
         Ok((features, y))
     }
 

@@ -9,7 +9,9 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Gelu, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +99,10 @@ impl ConvNextConfig {
         Self::new(num_classes, depths, dims)
     }
 
-    /// Builds the model on `device`.
+    /// Builds the model on `device`, initialised as the reference (timm's and Hugging
+    /// Face's ConvNeXt `_init_weights`): every convolution and linear weight from
+    /// N(0, 0.02) (timm's `trunc_normal_` cuts at ±2, a hundred σ: the same), every bias
+    /// 0, LayerNorms at weight 1 and bias 0, layer scale at `layer_scale_init`.
     pub fn init(&self, device: &Device) -> ConvNext {
         let dims = &self.dims;
         let norm = |d: usize| {
@@ -105,16 +110,18 @@ impl ConvNextConfig {
                 .with_epsilon(self.norm_eps)
                 .init(device)
         };
-        let stem = Conv2dConfig::new([1, dims[0]], [self.stem_patch; 2])
-            .with_stride([self.stem_patch; 2])
-            .init(device);
+        let stem = conv(
+            Conv2dConfig::new([1, dims[0]], [self.stem_patch; 2]).with_stride([self.stem_patch; 2]),
+            device,
+        );
         let mut stages = Vec::with_capacity(dims.len());
         for (i, (&depth, &dim)) in self.depths.iter().zip(dims).enumerate() {
             let downsample = (i > 0).then(|| Downsample {
                 norm: norm(dims[i - 1]),
-                conv: Conv2dConfig::new([dims[i - 1], dim], [2, 2])
-                    .with_stride([2, 2])
-                    .init(device),
+                conv: conv(
+                    Conv2dConfig::new([dims[i - 1], dim], [2, 2]).with_stride([2, 2]),
+                    device,
+                ),
             });
             let blocks = (0..depth).map(|_| self.block(dim, device)).collect();
             stages.push(Stage { downsample, blocks });
@@ -125,26 +132,48 @@ impl ConvNextConfig {
             stem_norm: norm(dims[0]),
             stages,
             head_norm: norm(last),
-            head: LinearConfig::new(last, self.num_classes).init(device),
+            head: linear(LinearConfig::new(last, self.num_classes), device),
         }
     }
 
     fn block(&self, dim: usize, device: &Device) -> Block {
         let pad = self.kernel / 2;
         Block {
-            dwconv: Conv2dConfig::new([dim, dim], [self.kernel; 2])
-                .with_groups(dim)
-                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                .init(device),
+            dwconv: conv(
+                Conv2dConfig::new([dim, dim], [self.kernel; 2])
+                    .with_groups(dim)
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad)),
+                device,
+            ),
             norm: LayerNormConfig::new(dim)
                 .with_epsilon(self.norm_eps)
                 .init(device),
-            pw1: LinearConfig::new(dim, 4 * dim).init(device),
+            pw1: linear(LinearConfig::new(dim, 4 * dim), device),
             act: Gelu::new(),
-            pw2: LinearConfig::new(4 * dim, dim).init(device),
+            pw2: linear(LinearConfig::new(4 * dim, dim), device),
             gamma: Param::from_tensor(Tensor::full([dim], self.layer_scale_init, device)),
         }
     }
+}
+
+/// The reference's weight initialisation (see [`ConvNextConfig::init`]).
+const REFERENCE_INIT: Initializer = Initializer::Normal {
+    mean: 0.0,
+    std: 0.02,
+};
+
+/// A convolution initialised as the reference: weights N(0, 0.02), bias 0.
+fn conv(config: Conv2dConfig, device: &Device) -> Conv2d {
+    let mut c = config.with_initializer(REFERENCE_INIT).init(device);
+    c.bias = c.bias.map(|b| Param::from_tensor(b.val().zeros_like()));
+    c
+}
+
+/// A linear layer initialised as the reference: weights N(0, 0.02), bias 0.
+fn linear(config: LinearConfig, device: &Device) -> Linear {
+    let mut l = config.with_initializer(REFERENCE_INIT).init(device);
+    l.bias = l.bias.map(|b| Param::from_tensor(b.val().zeros_like()));
+    l
 }
 
 /// LayerNorm over channels of an NCHW tensor (ConvNeXt's "channels_first" LayerNorm).
@@ -270,6 +299,44 @@ mod tests {
         assert_eq!(model.features(x.clone()).dims(), [2, 64, 2, 3]);
         assert_eq!(model.embedding(x.clone()).dims(), [2, 64]);
         assert_eq!(model.forward(x).dims(), [2, 5]);
+    }
+
+    #[test]
+    fn weights_start_as_the_reference_initialises_them() {
+        let device = Device::flex();
+        let m = ConvNextConfig::preset(ConvNextSize::Micro, 25).init(&device);
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec().unwrap() };
+        // The largest weight matrices: their sample moments are N(0, 0.02)'s.
+        let w: Vec<f32> = m
+            .stages
+            .iter()
+            .flat_map(|s| &s.blocks)
+            .flat_map(|b| {
+                values(b.pw1.weight.val())
+                    .into_iter()
+                    .chain(values(b.pw2.weight.val()))
+            })
+            .collect();
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let sd = (w
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        assert!(n > 100_000.0, "{n}");
+        assert!(mean.abs() < 1e-3, "{mean}");
+        assert!((sd - 0.02).abs() < 5e-4, "{sd}");
+        // Every bias starts at 0.
+        let zero = |b: &Option<Param<Tensor<1>>>| {
+            let v: Vec<f32> = b.as_ref().unwrap().val().into_data().try_to_vec().unwrap();
+            v.iter().all(|&x| x == 0.0)
+        };
+        assert!(zero(&m.stem.bias) && zero(&m.head.bias));
+        for b in m.stages.iter().flat_map(|s| &s.blocks) {
+            assert!(zero(&b.dwconv.bias) && zero(&b.pw1.bias) && zero(&b.pw2.bias));
+        }
     }
 
     #[test]
