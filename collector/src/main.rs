@@ -504,20 +504,33 @@ async fn watch_stream(
             }
             Ok(_) => {}
             Err(e) => {
-                let wait = backoff.take();
-                tracing::warn!(
-                    "broker: {}; retrying in {:.1} s",
-                    warble_mqtt::explain(&e, "subscriber", "--credentials-file"),
-                    wait.as_secs_f64()
-                );
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = tokio::time::sleep(wait) => {}
+                if !retry_after(&e, "subscriber", &mut backoff, &mut stop).await {
+                    break;
                 }
             }
         }
     }
     Ok(watch)
+}
+
+/// Says why the broker connection failed and waits out the backoff; `false` when `stop`
+/// completed meanwhile.
+async fn retry_after(
+    e: &rumqttc::v5::ConnectionError,
+    whose: &str,
+    backoff: &mut warble_core::backoff::Backoff,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    let wait = backoff.take();
+    tracing::warn!(
+        "broker: {}; retrying in {:.1} s",
+        warble_mqtt::explain(e, whose, "--credentials-file"),
+        wait.as_secs_f64()
+    );
+    tokio::select! {
+        () = stop.as_mut() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
 }
 
 /// Subscribes and stores until the duration ends or Ctrl-C; returns the new events stored.
@@ -612,15 +625,8 @@ async fn collect(
                 // Not acknowledged: the broker sends them again on the persistent session.
                 batch.clear();
                 connected = false;
-                let wait = backoff.take();
-                tracing::warn!(
-                    "broker: {}; retrying in {:.1} s",
-                    warble_mqtt::explain(&e, "collector", "--credentials-file"),
-                    wait.as_secs_f64()
-                );
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = tokio::time::sleep(wait) => {}
+                if !retry_after(&e, "collector", &mut backoff, &mut stop).await {
+                    break;
                 }
             }
         }

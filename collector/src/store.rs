@@ -343,6 +343,15 @@ fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
 }
 
+/// The events of rows whose first column is a stored payload; one that no longer parses
+/// is left out.
+fn detections(rows: &[Vec<Val>]) -> Vec<Detection> {
+    rows.iter()
+        .filter_map(|r| r.first().and_then(Val::text))
+        .filter_map(|p| serde_json::from_str(p).ok())
+        .collect()
+}
+
 /// Whether `target` names a store several collectors can share (a PostgreSQL server).
 pub fn is_shared_store(target: impl AsRef<Path>) -> bool {
     sql::is_postgres(&target.as_ref().to_string_lossy())
@@ -994,11 +1003,7 @@ impl Store {
                 Val::Int(limit.min(i64::MAX as usize) as i64),
             ],
         )?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.first().and_then(Val::text))
-            .filter_map(|p| serde_json::from_str(p).ok())
-            .collect())
+        Ok(detections(&rows))
     }
 
     /// The conflicting messages kept: `(id, station, received_at, payload)`, oldest first.
@@ -1072,11 +1077,7 @@ impl Store {
             "SELECT payload FROM events WHERE station = $1 ORDER BY boot, seq",
             &[Val::Text(station.into())],
         )?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.first().and_then(Val::text))
-            .filter_map(|p| serde_json::from_str(p).ok())
-            .collect())
+        Ok(detections(&rows))
     }
 
     /// Per boot of `station`: events stored, lowest and highest seq stored, one past what
