@@ -264,6 +264,12 @@ pub struct CellResult {
     pub train_seconds: f64,
     /// Wall time to evaluate, s.
     pub eval_seconds: f64,
+    /// The epoch (0-based) whose weights were evaluated: the lowest validation loss. An
+    /// adversarially trained cell selected before `adversarial.start_epoch` evaluates a
+    /// model that never saw adversarial examples. (`None` in results written before it
+    /// was recorded.)
+    #[serde(default)]
+    pub selected_epoch: Option<usize>,
 }
 
 /// What the runner reports while it works.
@@ -496,6 +502,7 @@ fn run_cell(
         stability: stab,
         train_seconds,
         eval_seconds: started.elapsed().as_secs_f64(),
+        selected_epoch: crate::train::selected_epoch(&dir)?,
     })
 }
 
@@ -717,6 +724,33 @@ pub fn write_experiment_report(
             arch.name(),
             mode_name(MODES[m as usize]),
             row.join(" | ")
+        )?;
+    }
+    // Which weights each cell's figures are of: selection by validation loss can pick an
+    // epoch before adversarial training started.
+    writeln!(
+        md,
+        "\n## Selected epochs (lowest validation loss; 0-based, adversarial training from epoch {})\n",
+        plan.adversarial.start_epoch
+    )?;
+    writeln!(md, "| cell | selected epoch | of |")?;
+    writeln!(md, "|---|---|---|")?;
+    for r in results {
+        let of = match r.arch {
+            Arch::ConvNext => plan.convnext.epochs,
+            Arch::AudioProtoPNet => plan.protopnet_epochs,
+        };
+        let selected = match r.selected_epoch {
+            None => "not recorded".to_owned(),
+            Some(e) if r.mode != AdversarialMode::None && e < plan.adversarial.start_epoch => {
+                format!("{e} (before adversarial training: a standard model)")
+            }
+            Some(e) => e.to_string(),
+        };
+        writeln!(
+            md,
+            "| {} | {selected} | {of} |",
+            cell_name(r.arch, r.mode, r.seed)
         )?;
     }
     writeln!(

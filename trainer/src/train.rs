@@ -618,15 +618,35 @@ fn adversarial_examples(
     .adversarial)
 }
 
+/// A run's epochs as `metrics.jsonl` records them (a resumed run's included).
+///
+/// # Errors
+/// The log is missing or a line is not an epoch record.
+pub fn epoch_records(run: &Path) -> anyhow::Result<Vec<EpochRecord>> {
+    let log = fs::read_to_string(run.join("metrics.jsonl"))?;
+    Ok(log
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The epoch whose weights `best.bpk` holds (the last one marked best), if any.
+///
+/// # Errors
+/// As [`epoch_records`].
+pub fn selected_epoch(run: &Path) -> anyhow::Result<Option<usize>> {
+    Ok(epoch_records(run)?
+        .iter()
+        .rev()
+        .find(|r| r.best)
+        .map(|r| r.epoch))
+}
+
 /// Draws `curves.svg` (training and validation loss) and `valid-metrics.svg` (validation
 /// cmAP, AUROC, top-1) from the whole of `metrics.jsonl`, so a resumed run's pictures
 /// cover every epoch.
 fn write_curves(run: &Path) -> anyhow::Result<()> {
-    let log = fs::read_to_string(run.join("metrics.jsonl"))?;
-    let records: Vec<EpochRecord> = log
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let records = epoch_records(run)?;
     let line = |f: &dyn Fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
         records
             .iter()

@@ -434,6 +434,17 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
         assert_eq!(r.robust.len(), 3 * 4 * 4, "3 sets × 4 attacks × 4 radii");
         let protos = r.arch == experiment::Arch::AudioProtoPNet;
         assert_eq!(r.stability.len(), if protos { 3 * 2 * 2 } else { 0 });
+        // The epoch whose weights were evaluated is recorded, one of the run's epochs.
+        let epochs = if protos {
+            plan.protopnet_epochs
+        } else {
+            plan.convnext.epochs
+        };
+        assert!(
+            r.selected_epoch.is_some_and(|e| e < epochs),
+            "{:?} of {epochs}",
+            r.selected_epoch
+        );
         for s in &r.stability {
             assert!(
                 s.clips > 0 && (0.0..=1.0).contains(&s.success_rate),
@@ -448,6 +459,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
         "Relative change",
         "Robustness",
         "Prototype stability",
+        "Selected epochs",
     ] {
         assert!(report.contains(table), "{table}");
     }
