@@ -60,6 +60,20 @@ impl BrokerUrl {
     }
 }
 
+/// `username:password` from the first line of a credentials file's text (the file keeps
+/// the secret out of the station file, which can then be shared).
+///
+/// # Errors
+/// What is wrong with the line.
+pub fn parse_credentials(text: &str) -> Result<(&str, &str), String> {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| "expected `username:password` on the first line".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

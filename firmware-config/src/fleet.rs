@@ -13,7 +13,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
 use warble_core::wire::{HA_DISCOVERY_PREFIX, Leaf, StationId, ha_discovery_filter};
@@ -32,6 +31,9 @@ pub struct Fleet {
     /// Station-file content per group, over the defaults.
     #[serde(default)]
     pub groups: BTreeMap<String, Table>,
+    /// The broker's side (rendered into `broker/`).
+    #[serde(default)]
+    pub broker: crate::mosquitto::BrokerSide,
 }
 
 /// `[fleet]`.
@@ -60,6 +62,19 @@ pub struct FleetInfo {
     /// message (`homeassistant/status`).
     #[serde(default = "default_home_assistant")]
     pub home_assistant_user: String,
+    /// Folder (relative to `fleet.toml`) of the fleet's secrets: `<user>.credentials`
+    /// (`<user>:<password>`) for every station and role, `ca.crt` when the broker's
+    /// certificate is not publicly trusted, `<station>.crt` and `<station>.key` with
+    /// mutual TLS. Kept out of the fleet file, which can then be shared.
+    #[serde(default)]
+    pub secrets: Option<PathBuf>,
+    /// The model bundle every station starts with (relative to `fleet.toml`), installed
+    /// where its `model.bundle` says.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// Stations log in to the broker with client certificates too.
+    #[serde(default)]
+    pub mutual_tls: bool,
 }
 
 fn default_home_assistant() -> String {
@@ -79,7 +94,7 @@ fn default_etc() -> PathBuf {
 }
 
 fn default_bin() -> PathBuf {
-    PathBuf::from("/usr/local/bin/warble-agent")
+    PathBuf::from(packaged::AGENT_BIN)
 }
 
 fn default_user() -> String {
@@ -251,19 +266,38 @@ pub fn station_table(fleet: &Fleet, entry: &StationEntry) -> Table {
     t
 }
 
-/// The hardened systemd unit for a station.
-pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String {
-    let config = info.config_dir.join("station.toml");
+/// Where Warble's Debian package puts the agent and where its unit looks for the station.
+pub mod packaged {
+    /// The agent binary.
+    pub const AGENT_BIN: &str = "/usr/bin/warble-agent";
+    /// The station's folder (`ConfigurationDirectory=warble`).
+    pub const CONFIG_DIR: &str = "/etc/warble";
+    /// The agent's data folder (`StateDirectory=warble`).
+    pub const DATA_DIR: &str = "/var/lib/warble";
+    /// The system user (created by the package from its sysusers file).
+    pub const USER: &str = "warble";
+}
+
+/// The agent's hardened systemd unit, as the package installs it
+/// (`/usr/lib/systemd/system/warble-agent.service`, `agent/debian/warble-agent.service`; a
+/// test holds the two equal). A station's own values come as a drop-in over it
+/// ([`station_dropin`]), so a package upgrade that changes the unit reaches every
+/// station.
+pub fn packaged_unit() -> String {
     let mut unit = String::new();
     let _ = write!(
         unit,
-        "# Rendered by warble-config for station {id}; edit fleet.toml, not this file.\n\
+        "# Installed by the warble-agent package; a station's own values (rendered by\n\
+         # warble-config) are in /etc/systemd/system/warble-agent.service.d/station.conf.\n\
          [Unit]\n\
-         Description=Warble recorder agent (station {id})\n\
+         Description=Warble recorder agent\n\
+         Documentation=file:///usr/share/doc/warble-agent/install.md\n\
          Wants=network-online.target\n\
          # After the clock is set where a time-sync service provides the target (enable\n\
          # systemd-time-wait-sync.service on a recorder without a real-time clock).\n\
          After=network-online.target sound.target time-sync.target\n\
+         # Not started before a station file is in place (the package ships an example).\n\
+         ConditionPathExists={config}\n\
          # Never give up restarting: an unattended station has nobody to reset it (the\n\
          # agent itself waits for a microphone that appears late).\n\
          StartLimitIntervalSec=0\n\
@@ -281,12 +315,15 @@ pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String 
          RestartSec=5\n\
          TimeoutStartSec=300\n\
          TimeoutStopSec=30\n\
+         # /var/lib/warble, owned by the agent's user, and /etc/warble, read-only to it.\n\
+         StateDirectory=warble\n\
+         StateDirectoryMode=0750\n\
+         ConfigurationDirectory=warble\n\
          # A runaway must not take the recorder down with it.\n\
          MemoryHigh=384M\n\
          MemoryMax=512M\n\
          # Hardening: the agent writes only its data folder.\n\
          ProtectSystem=strict\n\
-         ReadWritePaths={data}\n\
          ProtectHome=true\n\
          PrivateTmp=true\n\
          NoNewPrivileges=true\n\
@@ -309,20 +346,143 @@ pub fn systemd_unit(info: &FleetInfo, station: &crate::StationConfig) -> String 
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
-        id = station.id.as_str(),
-        user = info.user,
-        bin = info.agent_bin.display(),
-        config = config.display(),
-        data = station.data_dir.display(),
+        user = packaged::USER,
+        bin = packaged::AGENT_BIN,
+        config = Path::new(packaged::CONFIG_DIR)
+            .join("station.toml")
+            .display(),
     );
     unit
 }
 
-/// Renders every station of `inventory` into `out/<id>/`.
+/// A station's drop-in over [`packaged_unit`]
+/// (`/etc/systemd/system/warble-agent.service.d/station.conf`): its name in the unit's
+/// description, and only where the fleet departs from the package's places, the user,
+/// the binary, the station file and the folders the agent may write.
+pub fn station_dropin(info: &FleetInfo, station: &crate::StationConfig) -> String {
+    let id = station.id.as_str();
+    let mut unit = format!(
+        "# Rendered by warble-config for station {id}; edit fleet.toml, not this file.\n\
+         [Unit]\n\
+         Description=Warble recorder agent (station {id})\n"
+    );
+    let config = info.config_dir.join("station.toml");
+    let mut service = String::new();
+    if info.user != packaged::USER {
+        let _ = write!(service, "User={0}\nGroup={0}\n", info.user);
+    }
+    if info.agent_bin != Path::new(packaged::AGENT_BIN)
+        || info.config_dir != Path::new(packaged::CONFIG_DIR)
+    {
+        if info.config_dir != Path::new(packaged::CONFIG_DIR) {
+            let _ = writeln!(unit, "ConditionPathExists={}", config.display());
+        }
+        let _ = write!(
+            service,
+            "ExecStart=\nExecStart={} run --config {}\n",
+            info.agent_bin.display(),
+            config.display()
+        );
+    }
+    let mut writable: Vec<&Path> = vec![&station.data_dir, &station.output_dir];
+    if let Some(u) = &station.updates {
+        writable.push(&u.slot_dir);
+    }
+    writable.retain(|p| !p.starts_with(packaged::DATA_DIR));
+    writable.sort();
+    writable.dedup_by(|a, b| a.starts_with(b));
+    for path in writable {
+        let _ = writeln!(service, "ReadWritePaths={}", path.display());
+    }
+    if !service.is_empty() {
+        let _ = write!(unit, "\n[Service]\n{service}");
+    }
+    unit
+}
+
+/// A file of a rendered folder: its path inside the folder, content and mode.
+type FolderFile = (String, Vec<u8>, u32);
+
+/// A station's folder before it is written.
+struct Plan {
+    id: String,
+    group: String,
+    station_text: String,
+    files: Vec<FolderFile>,
+    /// Where the initial bundle goes on the recorder (`model.bundle` as written).
+    bundle_at: PathBuf,
+    /// The broker password, when it delivers over MQTT.
+    password: Option<String>,
+}
+
+/// The secrets a station's folder takes from `fleet.secrets`, refusing any it lacks.
+struct Secrets<'a> {
+    dir: Option<PathBuf>,
+    fleet_file: &'a Path,
+}
+
+impl Secrets<'_> {
+    /// The file `name` of the secrets folder.
+    fn read(&self, name: &str, why: &str) -> Result<Vec<u8>, Problem> {
+        let Some(dir) = &self.dir else {
+            return Err(problem(
+                self.fleet_file,
+                None,
+                "fleet.secrets",
+                format!(
+                    "{why}: name the folder of the fleet's secrets (`warble-config secrets` creates its credentials)"
+                ),
+            ));
+        };
+        let path = dir.join(name);
+        warble_core::files::read_limited(&path, warble_core::files::SMALL_FILE_LIMIT).map_err(|e| {
+            problem(
+                self.fleet_file,
+                None,
+                "fleet.secrets",
+                format!("{why}: cannot read {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// The password in `<user>.credentials`.
+    fn password(&self, user: &str, why: &str) -> Result<(Vec<u8>, String), Problem> {
+        let bytes = self.read(&format!("{user}.credentials"), why)?;
+        let text = String::from_utf8_lossy(&bytes);
+        match crate::mosquitto::password_of(&text, user) {
+            Ok(pass) => Ok((bytes.clone(), pass.to_owned())),
+            Err(e) => Err(problem(
+                self.fleet_file,
+                None,
+                "fleet.secrets",
+                format!("{why}: {user}.credentials {e}"),
+            )),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.dir.as_ref().is_some_and(|d| d.join(name).is_file())
+    }
+}
+
+/// A file name copied into a rendered folder: plain, so that it is safe in `install.sh`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Renders every station of `inventory` into `out/<id>/` — everything the station needs:
+/// `station.toml`, its trusted keys, its broker credentials and TLS files, the fleet's
+/// initial model bundle, the unit's drop-in, `install.sh` and `install.txt` — and the
+/// broker's side into `out/broker/`: `warble.conf`, `passwd`, `acl` and `install.txt`.
 ///
 /// # Errors
-/// Every problem of every station (nothing is written unless all are valid), or an
-/// unwritable output folder.
+/// Every problem of every station (nothing is written unless all are valid: a station
+/// whose credentials or certificates are missing is refused, not rendered with holes), or
+/// an unwritable output folder.
 pub fn render(
     fleet_file: &Path,
     inventory: &[StationEntry],
@@ -346,7 +506,31 @@ pub fn render(
         )])
     })?;
     let base = fleet_file.parent().unwrap_or(Path::new("."));
+    let info = &fleet.fleet;
+    let secrets = Secrets {
+        dir: info.secrets.as_ref().map(|d| base.join(d)),
+        fleet_file,
+    };
     let mut problems = names_problems(fleet_file, &fleet, inventory);
+    let limits = warble_core::bundle::Limits::default();
+    let bundle = match &info.bundle {
+        None => Err(problem(
+            fleet_file,
+            None,
+            "fleet.bundle",
+            "name the model bundle every station starts with (a station without it would not start)",
+        )),
+        Some(b) => warble_core::files::read_limited(&base.join(b), limits.max_bundle_bytes)
+            .map_err(|e| {
+                problem(
+                    fleet_file,
+                    None,
+                    "fleet.bundle",
+                    format!("cannot read {}: {e}", base.join(b).display()),
+                )
+            }),
+    };
+    let bundle = bundle.map_err(|p| problems.push(p)).ok();
     let mut seen = BTreeMap::new();
     let mut plans = Vec::new();
     for entry in inventory {
@@ -376,119 +560,91 @@ pub fn render(
             problems.push(p);
             continue;
         }
-        let table = station_table(&fleet, entry);
-        // Key files named in the fleet are copied next to the station file and named
-        // relative to it, so the rendered folder is self-contained.
-        let mut table = table;
-        let mut keys = Vec::new();
-        if let Some(Value::Table(model)) = table.get_mut("model")
-            && let Some(Value::Array(list)) = model.get_mut("trusted_keys")
-        {
-            for item in list.iter_mut() {
-                if let Value::String(path) = item {
-                    let src = base.join(&*path);
-                    let name = Path::new(path.as_str())
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    keys.push((src, name.clone()));
-                    *path = format!("keys/{name}");
-                }
-            }
+        match plan_station(&fleet, entry, base, &secrets, bundle.as_deref(), &limits) {
+            Ok(plan) => plans.push(plan),
+            Err(p) => problems.extend(p),
         }
-        let station_text = match toml::to_string_pretty(&table) {
-            Ok(t) => format!(
-                "# Station {} of fleet {}: rendered by warble-config from fleet.toml; edit that.\n{t}",
-                entry.id, fleet.fleet.name
-            ),
-            Err(e) => {
-                problems.push(problem(
-                    fleet_file,
-                    None,
-                    "",
-                    format!("station `{}`: {e}", entry.id),
-                ));
-                continue;
-            }
-        };
-        plans.push((entry.id.clone(), station_text, keys));
     }
     let staging = tempfile_dir(out).map_err(|e| Problems(vec![problem(out, None, "", e)]))?;
     let mut rendered = Vec::new();
     // (station, group, topic prefix if it delivers over MQTT), for the broker's ACL.
     let mut access: Vec<(String, String, Option<String>)> = Vec::new();
-    for (id, station_text, keys) in &plans {
-        let dir = staging.join(id);
-        let write = |rel: &str, bytes: &[u8]| -> Result<(), String> {
-            let path = dir.join(rel);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
-        };
-        let mut written: Vec<(String, Vec<u8>)> = Vec::new();
-        for (src, name) in keys {
-            match warble_core::files::read_limited(src, warble_core::files::SMALL_FILE_LIMIT) {
-                Ok(bytes) => written.push((format!("keys/{name}"), bytes)),
-                Err(e) => problems.push(problem(
-                    fleet_file,
-                    None,
-                    "model.trusted_keys",
-                    format!("station `{id}`: cannot read {}: {e}", src.display()),
-                )),
-            }
-        }
-        written.push(("station.toml".into(), station_text.clone().into_bytes()));
-        for (rel, bytes) in &written {
-            if let Err(e) = write(rel, bytes) {
-                problems.push(problem(out, None, "", e));
-            }
+    let mut listeners = BTreeMap::new();
+    let mut passwords = Vec::new();
+    for plan in &plans {
+        let dir = staging.join(&plan.id);
+        let mut files = plan.files.clone();
+        files.push((
+            "station.toml".into(),
+            plan.station_text.clone().into_bytes(),
+            0o644,
+        ));
+        if let Err(e) = write_files(&dir, &files) {
+            problems.push(problem(out, None, "", e));
+            continue;
         }
         // validate(render(x)): the written file must pass the station checks.
-        match crate::load(&dir.join("station.toml")) {
-            Ok(cfg) => {
-                let unit = systemd_unit(&fleet.fleet, &cfg);
-                let manifest = install_manifest(&fleet.fleet, &written, &unit);
-                for (rel, bytes) in [
-                    ("warble-agent.service", unit.as_bytes()),
-                    ("install.txt", manifest.as_bytes()),
-                ] {
-                    if let Err(e) = write(rel, bytes) {
-                        problems.push(problem(out, None, "", e));
-                    }
-                }
-                let group = inventory
-                    .iter()
-                    .find(|e| e.id == *id)
-                    .map(|e| e.group.clone())
-                    .unwrap_or_default();
-                let prefix = cfg
-                    .mqtt
-                    .as_ref()
-                    .map(|m| m.topic_prefix.as_str().to_owned());
-                access.push((id.clone(), group, prefix));
-                rendered.push(id.clone());
+        let cfg = match crate::load(&dir.join("station.toml")) {
+            Ok(cfg) => cfg,
+            Err(p) => {
+                problems.extend(p.0.into_iter().map(|mut p| {
+                    p.message = format!("station `{}` (rendered): {}", plan.id, p.message);
+                    p
+                }));
+                continue;
             }
-            Err(p) => problems.extend(p.0.into_iter().map(|mut p| {
-                p.message = format!("station `{id}` (rendered): {}", p.message);
-                p
-            })),
+        };
+        let dropin = station_dropin(info, &cfg);
+        let placements = placements(info, plan, &files, &dropin);
+        let mut agent_dirs = vec![cfg.data_dir.clone(), cfg.output_dir.clone()];
+        agent_dirs.extend(cfg.updates.as_ref().map(|u| u.slot_dir.clone()));
+        agent_dirs.extend(plan.bundle_at.parent().map(Path::to_path_buf));
+        agent_dirs.sort();
+        agent_dirs.dedup();
+        let target = crate::install::Target {
+            station: &plan.id,
+            fleet: &info.name,
+            user: &info.user,
+            station_file: info.config_dir.join("station.toml"),
+            agent_dirs,
+        };
+        let extra: Vec<FolderFile> = vec![
+            (DROPIN.into(), dropin.into_bytes(), 0o644),
+            (
+                "install.txt".into(),
+                crate::install::manifest(&placements).into_bytes(),
+                0o644,
+            ),
+            (
+                "install.sh".into(),
+                crate::install::script(&target, &placements).into_bytes(),
+                0o755,
+            ),
+        ];
+        if let Err(e) = write_files(&dir, &extra) {
+            problems.push(problem(out, None, "", e));
         }
+        let prefix = cfg.mqtt.as_ref().map(|m| {
+            listeners.insert((m.port, m.tls), ());
+            m.topic_prefix.as_str().to_owned()
+        });
+        if let Some(pass) = &plan.password {
+            passwords.push((plan.id.clone(), pass.clone()));
+        }
+        access.push((plan.id.clone(), plan.group.clone(), prefix));
+        rendered.push(plan.id.clone());
+    }
+    let broker = broker_files(&fleet, &secrets, &access, &listeners, passwords)
+        .map_err(|p| problems.extend(p))
+        .ok();
+    if let Some(files) = &broker
+        && let Err(e) = write_files(&staging.join("broker"), files)
+    {
+        problems.push(problem(out, None, "", e));
     }
     if !problems.is_empty() {
         let _ = fs::remove_dir_all(&staging);
         return Err(Problems(problems));
-    }
-    let broker_dir = staging.join("broker");
-    let acl_files = [
-        ("acl", broker_acl(&fleet.fleet, &access)),
-        ("users.txt", broker_users(&fleet.fleet, &access)),
-    ];
-    for (name, text) in &acl_files {
-        let path = broker_dir.join(name);
-        fs::create_dir_all(&broker_dir)
-            .and_then(|()| fs::write(&path, text))
-            .map_err(|e| Problems(vec![problem(&path, None, "", e.to_string())]))?;
     }
     for id in rendered.iter().chain(std::iter::once(&"broker".to_owned())) {
         let (from, to) = (staging.join(id), out.join(id));
@@ -498,6 +654,355 @@ pub fn render(
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(Rendered { stations: rendered })
+}
+
+/// Creates, in the fleet's secrets folder, a credentials file with a fresh random
+/// password for every broker user that has none yet (the roles and every station):
+/// existing files are kept, so this is safe to run after adding stations. Returns the
+/// users given a new password.
+///
+/// # Errors
+/// An unreadable fleet file, no `fleet.secrets`, or a file that cannot be written.
+pub fn create_secrets(
+    fleet_file: &Path,
+    inventory: &[StationEntry],
+) -> Result<Vec<String>, Problems> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let one = |at: &Path, key: &str, e: String| Problems(vec![problem(at, None, key, e)]);
+    let text = warble_core::files::read_small_text(fleet_file)
+        .map_err(|e| one(fleet_file, "", format!("cannot read the file: {e}")))?;
+    let fleet: Fleet = toml::from_str(&text)
+        .map_err(|e| one(fleet_file, "", e.message().trim().replace('\n', " ")))?;
+    let info = &fleet.fleet;
+    let Some(dir) = &info.secrets else {
+        return Err(one(
+            fleet_file,
+            "fleet.secrets",
+            "name the folder for the fleet's secrets first (e.g. secrets = \"secrets\")".into(),
+        ));
+    };
+    let dir = fleet_file.parent().unwrap_or(Path::new(".")).join(dir);
+    fs::create_dir_all(&dir).map_err(|e| one(&dir, "", e.to_string()))?;
+    let users = [
+        &info.operator_user,
+        &info.collector_user,
+        &info.home_assistant_user,
+    ]
+    .into_iter()
+    .cloned()
+    .chain(inventory.iter().map(|e| e.id.clone()));
+    let mut created = Vec::new();
+    for user in users {
+        if let Err(e) = warble_core::wire::check_user_name(&user) {
+            return Err(one(fleet_file, "", e));
+        }
+        let path = dir.join(format!("{user}.credentials"));
+        if path.exists() {
+            continue;
+        }
+        let mut raw = [0u8; 18];
+        getrandom::fill(&mut raw).map_err(|e| one(&path, "", format!("no randomness: {e}")))?;
+        let password =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{user}:{password}"))
+            .map_err(|e| one(&path, "", e.to_string()))?;
+        created.push(user);
+    }
+    Ok(created)
+}
+
+/// The unit drop-in's path in a station folder (and under `/etc/systemd/system`).
+const DROPIN: &str = "warble-agent.service.d/station.conf";
+
+/// A station's folder in memory: its station file with the copied files named relative
+/// to it, its keys, credentials, TLS files and model bundle.
+fn plan_station(
+    fleet: &Fleet,
+    entry: &StationEntry,
+    base: &Path,
+    secrets: &Secrets<'_>,
+    bundle: Option<&[u8]>,
+    limits: &warble_core::bundle::Limits,
+) -> Result<Plan, Vec<Problem>> {
+    let info = &fleet.fleet;
+    let id = &entry.id;
+    let fleet_file = secrets.fleet_file;
+    let mut problems = Vec::new();
+    let mut table = station_table(fleet, entry);
+    let mut files: Vec<FolderFile> = Vec::new();
+    // Key files named in the fleet are copied next to the station file and named
+    // relative to it, so the rendered folder is self-contained.
+    let mut key_paths = Vec::new();
+    let mut bundle_at = PathBuf::new();
+    if let Some(Value::Table(model)) = table.get_mut("model") {
+        if let Some(Value::Array(list)) = model.get_mut("trusted_keys") {
+            for item in list.iter_mut() {
+                let Value::String(path) = item else { continue };
+                let src = base.join(&*path);
+                let name = Path::new(path.as_str())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !plain_name(&name) {
+                    problems.push(problem(
+                        fleet_file,
+                        None,
+                        "model.trusted_keys",
+                        format!(
+                            "`{path}`: name key files with letters, digits, `.`, `_` and `-` only"
+                        ),
+                    ));
+                    continue;
+                }
+                match warble_core::files::read_limited(&src, warble_core::files::SMALL_FILE_LIMIT) {
+                    Ok(bytes) => files.push((format!("keys/{name}"), bytes, 0o644)),
+                    Err(e) => problems.push(problem(
+                        fleet_file,
+                        None,
+                        "model.trusted_keys",
+                        format!("station `{id}`: cannot read {}: {e}", src.display()),
+                    )),
+                }
+                key_paths.push(src);
+                *path = format!("keys/{name}");
+            }
+        }
+        if let Some(Value::String(b)) = model.get("bundle") {
+            bundle_at = info.config_dir.join(b);
+        }
+    }
+    if let Some(bytes) = bundle {
+        // The station must take the model it is installed with.
+        let trusted = warble_core::bundle::TrustedKeys::read_files(&key_paths);
+        match trusted.map(|keys| warble_core::bundle::Bundle::from_bytes(bytes, &keys, limits)) {
+            Ok(Ok(_)) => files.push(("model.warble".into(), bytes.to_vec(), 0o644)),
+            Ok(Err(e)) => problems.push(problem(
+                fleet_file,
+                None,
+                "fleet.bundle",
+                format!("station `{id}` would refuse the fleet's bundle: {e}"),
+            )),
+            Err(e) => problems.push(problem(
+                fleet_file,
+                None,
+                "model.trusted_keys",
+                format!("station `{id}`: {e}"),
+            )),
+        }
+    }
+    let mut password = None;
+    if let Some(Value::Table(mqtt)) = table.get_mut("mqtt") {
+        for key in ["credentials_file", "ca_file", "client_cert", "client_key"] {
+            if mqtt.contains_key(key) {
+                problems.push(problem(
+                    fleet_file,
+                    None,
+                    &format!("mqtt.{key}"),
+                    "each station's broker credentials and TLS files come from the fleet's secrets folder (fleet.secrets): remove this line",
+                ));
+            }
+        }
+        let why = format!("station `{id}` delivers over MQTT");
+        match secrets.password(id, &why) {
+            Ok((bytes, pass)) => {
+                files.push(("credentials".into(), bytes, 0o600));
+                mqtt.insert(
+                    "credentials_file".into(),
+                    Value::String("credentials".into()),
+                );
+                password = Some(pass);
+            }
+            Err(p) => problems.push(p),
+        }
+        if secrets.has("ca.crt") {
+            match secrets.read("ca.crt", &why) {
+                Ok(bytes) => files.push(("tls/ca.crt".into(), bytes, 0o644)),
+                Err(p) => problems.push(p),
+            }
+            mqtt.insert("ca_file".into(), Value::String("tls/ca.crt".into()));
+        }
+        if info.mutual_tls {
+            let why = format!("station `{id}`: the fleet uses mutual TLS (fleet.mutual_tls)");
+            for (name, rel, key, mode) in [
+                (format!("{id}.crt"), "tls/client.crt", "client_cert", 0o644),
+                (format!("{id}.key"), "tls/client.key", "client_key", 0o600),
+            ] {
+                match secrets.read(&name, &why) {
+                    Ok(bytes) => files.push((rel.into(), bytes, mode)),
+                    Err(p) => problems.push(p),
+                }
+                mqtt.insert(key.into(), Value::String(rel.into()));
+            }
+        }
+    }
+    let station_text = match toml::to_string_pretty(&table) {
+        Ok(t) => format!(
+            "# Station {id} of fleet {}: rendered by warble-config from fleet.toml; edit that.\n{t}",
+            info.name
+        ),
+        Err(e) => {
+            problems.push(problem(
+                fleet_file,
+                None,
+                "",
+                format!("station `{id}`: {e}"),
+            ));
+            String::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Plan {
+        id: id.clone(),
+        group: entry.group.clone(),
+        station_text,
+        files,
+        bundle_at,
+        password,
+    })
+}
+
+/// Where each file of a station folder goes on the recorder: the configuration under
+/// `fleet.config_dir` (secrets readable by the agent's group only), the bundle where the
+/// station file names it (owned by the agent, which replaces it on updates), the drop-in
+/// beside the packaged unit.
+fn placements(
+    info: &FleetInfo,
+    plan: &Plan,
+    files: &[FolderFile],
+    dropin: &str,
+) -> Vec<crate::install::Placement> {
+    let user = &info.user;
+    let mut list: Vec<crate::install::Placement> = files
+        .iter()
+        .map(|(rel, bytes, _)| {
+            let (dest, mode, owner) = match rel.as_str() {
+                "model.warble" => (plan.bundle_at.clone(), "0640", format!("{user}:{user}")),
+                "station.toml" | "credentials" | "tls/client.key" => {
+                    (info.config_dir.join(rel), "0640", format!("root:{user}"))
+                }
+                _ => (info.config_dir.join(rel), "0644", "root:root".to_owned()),
+            };
+            crate::install::Placement::new(rel, bytes, dest, mode, owner)
+        })
+        .collect();
+    list.push(crate::install::Placement::new(
+        DROPIN,
+        dropin.as_bytes(),
+        Path::new("/etc/systemd/system").join(DROPIN),
+        "0644",
+        "root:root".into(),
+    ));
+    list
+}
+
+/// `broker/`: the mosquitto fragment, the password file of every broker user, the ACL,
+/// the CA when the fleet has one, and where each goes.
+fn broker_files(
+    fleet: &Fleet,
+    secrets: &Secrets<'_>,
+    access: &[(String, String, Option<String>)],
+    listeners: &BTreeMap<(u16, bool), ()>,
+    mut passwords: Vec<(String, String)>,
+) -> Result<Vec<FolderFile>, Vec<Problem>> {
+    let info = &fleet.fleet;
+    let mut problems = Vec::new();
+    let delivering = listeners.keys().copied().collect::<Vec<_>>();
+    let Some(&(port, tls)) = delivering.first() else {
+        return Ok(Vec::new());
+    };
+    if delivering.len() > 1 {
+        problems.push(problem(
+            secrets.fleet_file,
+            None,
+            "mqtt.broker",
+            "the stations name brokers on different ports or with and without TLS: one fleet renders one broker",
+        ));
+    }
+    for user in [
+        &info.operator_user,
+        &info.collector_user,
+        &info.home_assistant_user,
+    ] {
+        match secrets.password(user, &format!("broker user `{user}`")) {
+            Ok((_, pass)) => passwords.push((user.clone(), pass)),
+            Err(p) => problems.push(p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    passwords.sort();
+    let mut passwd = String::new();
+    for (user, pass) in &passwords {
+        let _ = writeln!(
+            passwd,
+            "{}",
+            crate::mosquitto::password_line(&info.name, user, pass)
+        );
+    }
+    let has_ca = secrets.has("ca.crt");
+    let listener = crate::mosquitto::Listener {
+        port,
+        tls,
+        mutual_tls: info.mutual_tls,
+        has_ca,
+    };
+    let mut files: Vec<FolderFile> = vec![
+        (
+            "warble.conf".into(),
+            crate::mosquitto::conf(&info.name, &fleet.broker, listener).into_bytes(),
+            0o644,
+        ),
+        ("passwd".into(), passwd.into_bytes(), 0o600),
+        ("acl".into(), broker_acl(info, access).into_bytes(), 0o644),
+    ];
+    if has_ca {
+        let bytes = secrets
+            .read("ca.crt", "the fleet's CA")
+            .map_err(|p| vec![p])?;
+        files.push(("ca.crt".into(), bytes, 0o644));
+    }
+    let mut manifest = String::from(
+        "# The broker's files, on the broker host (certfile and keyfile are the broker's own, placed there):\n# destination\tmode\towner\tsource\n",
+    );
+    for (name, _, _) in &files {
+        // mosquitto reads its password file as its own user.
+        let mode = if name == "passwd" {
+            "0640\troot:mosquitto"
+        } else {
+            "0644\troot:root"
+        };
+        let _ = writeln!(
+            manifest,
+            "{}\t{mode}\t{name}",
+            crate::mosquitto::destination(&fleet.broker, name).display()
+        );
+    }
+    files.push(("install.txt".into(), manifest.into_bytes(), 0o644));
+    Ok(files)
+}
+
+/// Writes `files` under `dir` with their modes.
+fn write_files(dir: &Path, files: &[FolderFile]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (rel, bytes, mode) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        fs::write(&path, bytes)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(*mode)))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Names that become topic levels, broker users and ACL lines: group names, the operator
@@ -600,77 +1105,10 @@ pub fn broker_acl(info: &FleetInfo, access: &[(String, String, Option<String>)])
     acl
 }
 
-/// Which broker users need a password (`mosquitto_passwd`), and how to set them.
-fn broker_users(info: &FleetInfo, access: &[(String, String, Option<String>)]) -> String {
-    let mut text = String::from(
-        "# Broker users of this fleet. Create each with a password of its own:\n\
-         #   mosquitto_passwd -c /etc/mosquitto/warble.passwd <first user>\n\
-         #   mosquitto_passwd /etc/mosquitto/warble.passwd <user>\n\
-         # and give each station its password in its mqtt.credentials_file (`<station id>:<password>`).\n\
-         # mosquitto.conf: allow_anonymous false, password_file /etc/mosquitto/warble.passwd,\n\
-         #                 acl_file /etc/mosquitto/warble.acl (this folder's `acl`),\n\
-         #                 persistence true, and max_queued_messages 1000000: the default of\n\
-         #                 1000 drops messages for a collector that falls behind a station\n\
-         #                 emptying its outbox after an outage; set_tcp_nodelay true: without\n\
-         #                 it acknowledgements wait ~40 ms and delivery slows to ~700 events/s.\n",
-    );
-    let _ = writeln!(
-        text,
-        "{}\n{}\n{}",
-        info.operator_user, info.collector_user, info.home_assistant_user
-    );
-    for (id, _, prefix) in access {
-        if prefix.is_some() {
-            let _ = writeln!(text, "{id}");
-        }
-    }
-    text
-}
-
 fn tempfile_dir(out: &Path) -> Result<PathBuf, String> {
     fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let staging = out.join(".rendering");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     Ok(staging)
-}
-
-/// Where each rendered file goes on the recorder, with its mode and SHA-256.
-fn install_manifest(info: &FleetInfo, files: &[(String, Vec<u8>)], unit: &str) -> String {
-    let mut lines = String::from("# destination\tmode\towner\tsha256\tsource\n");
-    let mut entries: Vec<(PathBuf, &str, String, String, &str)> = files
-        .iter()
-        .map(|(rel, bytes)| {
-            let (mode, owner) = if rel.starts_with("keys/") {
-                ("0644", "root:root".to_owned())
-            } else {
-                ("0640", format!("root:{}", info.user))
-            };
-            (
-                info.config_dir.join(rel),
-                mode,
-                owner,
-                hex(&Sha256::digest(bytes)),
-                rel.as_str(),
-            )
-        })
-        .collect();
-    entries.push((
-        PathBuf::from("/etc/systemd/system/warble-agent.service"),
-        "0644",
-        "root:root".into(),
-        hex(&Sha256::digest(unit.as_bytes())),
-        "warble-agent.service",
-    ));
-    for (dest, mode, owner, sum, src) in entries {
-        let _ = writeln!(lines, "{}\t{mode}\t{owner}\t{sum}\t{src}", dest.display());
-    }
-    lines
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -7,13 +7,16 @@
 //! - [`document`]: reading TOML while collecting every problem;
 //! - [`station`]: validation into [`StationConfig`] (units in types, cross-field checks);
 //! - [`schedule`], [`broker`]: listening windows (sunrise/sunset) and broker URLs;
-//! - [`fleet`]: fleet defaults, groups and an inventory rendered per station.
+//! - [`fleet`]: fleet defaults, groups and an inventory rendered per station, with
+//!   [`install`] (where each file goes, `install.sh`) and [`mosquitto`] (the broker side).
 #![deny(missing_docs)]
 
 pub mod broker;
 pub mod document;
 pub mod fleet;
+pub mod install;
 pub mod logging;
+pub mod mosquitto;
 pub mod problem;
 pub mod raw;
 pub mod schedule;

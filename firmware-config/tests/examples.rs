@@ -159,30 +159,87 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
          topic read warble/+/status\ntopic read warble/+/heartbeat\ntopic read warble/+/detections"
     );
     assert!(!acl.contains("topic write warble/#"), "{acl}");
+    // Per station: station.toml, its key, credentials, the model, the drop-in,
+    // install.sh and install.txt; the broker's warble.conf, passwd, acl and install.txt.
     assert_eq!(
         files.len(),
-        3 * 4 + 2,
+        3 * 7 + 4,
         "{:?}",
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
+    let mode = |rel: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(a.path().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("grunewald-01/credentials"), 0o600);
+    assert_eq!(mode("broker/passwd"), 0o600);
+    assert_eq!(mode("grunewald-01/install.sh"), 0o755);
     for id in &r.stations {
         // validate(render(x)) holds for what was written, read back from disk.
-        let cfg = warble_config::load(&a.path().join(id).join("station.toml")).unwrap();
+        let dir = a.path().join(id);
+        let cfg = warble_config::load(&dir.join("station.toml")).unwrap();
         assert_eq!(cfg.id.as_str(), id);
-        let unit = std::fs::read_to_string(a.path().join(id).join("warble-agent.service")).unwrap();
-        for line in [
-            "ProtectSystem=strict",
-            "ReadWritePaths=/var/lib/warble",
-            "Restart=always",
-            "User=warble",
-            "NoNewPrivileges=true",
-            // Unattended: never give up restarting, bounded memory, after the clock.
-            "StartLimitIntervalSec=0",
-            "MemoryMax=512M",
-            "After=network-online.target sound.target time-sync.target",
-        ] {
-            assert!(unit.contains(line), "{line}");
-        }
+        let mqtt = cfg.mqtt.as_ref().unwrap();
+        assert_eq!(
+            mqtt.credentials_file.as_deref(),
+            Some(Path::new("credentials"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("credentials")).unwrap(),
+            format!("{id}:example-only-{id}\n")
+        );
+        assert_eq!(
+            std::fs::read(dir.join("model.warble")).unwrap(),
+            std::fs::read("../models/demo/warble-demo-0.1.0.warble").unwrap()
+        );
+        let dropin =
+            std::fs::read_to_string(dir.join("warble-agent.service.d/station.conf")).unwrap();
+        assert!(
+            dropin.contains(&format!(
+                "Description=Warble recorder agent (station {id})\n"
+            )),
+            "{dropin}"
+        );
+        // The fleet keeps the package's places: nothing else to override.
+        assert!(!dropin.contains("[Service]"), "{dropin}");
+        let manifest = std::fs::read_to_string(dir.join("install.txt")).unwrap();
+        assert!(
+            manifest.contains("/var/lib/warble/models/active.warble\t0640\twarble:warble\t"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("/etc/warble/credentials\t0640\troot:warble\t"),
+            "{manifest}"
+        );
+    }
+    let passwd = std::fs::read_to_string(a.path().join("broker/passwd")).unwrap();
+    let users: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "collector",
+            "grunewald-01",
+            "grunewald-02",
+            "homeassistant",
+            "operator",
+            "tegel-marsh-01"
+        ]
+    );
+    let conf = std::fs::read_to_string(a.path().join("broker/warble.conf")).unwrap();
+    for line in [
+        "listener 8883 0.0.0.0\n",
+        "certfile /etc/mosquitto/warble/broker.crt\n",
+        "password_file /etc/mosquitto/warble/passwd\n",
+        "acl_file /etc/mosquitto/warble/acl\n",
+    ] {
+        assert!(conf.contains(line), "{line:?} in {conf}");
     }
     let dawn = warble_config::load(&a.path().join("grunewald-01/station.toml")).unwrap();
     assert!(
@@ -195,6 +252,24 @@ fn the_example_fleet_renders_deterministically_into_valid_stations() {
     assert_eq!(marsh.location.unwrap().latitude, 52.5871);
 }
 
+/// A secrets folder in `dir` with a password for each of `users`, and `fleet_text`
+/// pointed at it.
+fn with_secrets(dir: &Path, fleet_text: &str, users: &[&str]) -> String {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for user in users {
+        std::fs::write(
+            secrets.join(format!("{user}.credentials")),
+            format!("{user}:pw\n"),
+        )
+        .unwrap();
+    }
+    fleet_text.replace(
+        "secrets = \"secrets\"",
+        &format!("secrets = {:?}", secrets.display().to_string()),
+    )
+}
+
 #[test]
 fn a_bad_fleet_renders_nothing_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +278,18 @@ fn a_bad_fleet_renders_nothing_and_says_why() {
     let text = std::fs::read_to_string(&fleet).unwrap().replace(
         "../../../models",
         &format!("{}/../models", std::env::current_dir().unwrap().display()),
+    );
+    let text = with_secrets(
+        dir.path(),
+        &text,
+        &[
+            "operator",
+            "collector",
+            "homeassistant",
+            "ok-1",
+            "bad-1",
+            "BAD_ID",
+        ],
     );
     std::fs::write(&fleet, text).unwrap();
     let stations = dir.path().join("stations.csv");
@@ -240,6 +327,195 @@ fn a_bad_fleet_renders_nothing_and_says_why() {
     );
 }
 
+/// The package installs the unit `packaged_unit` renders: the two are one.
+#[test]
+fn the_packaged_unit_is_the_rendered_one() {
+    let path = Path::new("../agent/debian/warble-agent.service");
+    let rendered = warble_config::fleet::packaged_unit();
+    if std::env::var_os("WARBLE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(path, &rendered).unwrap();
+    }
+    let packaged = std::fs::read_to_string(path).unwrap();
+    assert_eq!(
+        packaged, rendered,
+        "agent/debian/warble-agent.service differs from fleet::packaged_unit(): \
+         rerun with WARBLE_UPDATE_SNAPSHOTS=1"
+    );
+    for line in [
+        "ProtectSystem=strict",
+        "StateDirectory=warble",
+        "ConfigurationDirectory=warble",
+        "Restart=always",
+        "User=warble",
+        "NoNewPrivileges=true",
+        "ExecStart=/usr/bin/warble-agent run --config /etc/warble/station.toml",
+        // Unattended: never give up restarting, bounded memory, after the clock.
+        "StartLimitIntervalSec=0",
+        "MemoryMax=512M",
+        "After=network-online.target sound.target time-sync.target",
+    ] {
+        assert!(rendered.contains(&format!("{line}\n")), "{line}");
+    }
+}
+
+/// A station that departs from the package's places gets them in its drop-in.
+#[test]
+fn a_fleet_with_its_own_places_overrides_them_in_the_drop_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let here = std::env::current_dir().unwrap();
+    let text = std::fs::read_to_string("examples/fleet/fleet.toml")
+        .unwrap()
+        .replace("../../../models", &format!("{}/../models", here.display()))
+        .replace("secrets = \"secrets\"", &format!("secrets = \"{}/examples/fleet/secrets\"", here.display()))
+        .replace("name = \"berlin-forests\"", "name = \"berlin-forests\"\nagent_bin = \"/opt/warble/bin/warble-agent\"\nconfig_dir = \"/srv/warble/etc\"")
+        .replace("data_dir = \"/var/lib/warble\"", "data_dir = \"/srv/warble/data\"")
+        .replace("bundle = \"/var/lib/warble/models/active.warble\"", "bundle = \"/srv/warble/data/models/active.warble\"");
+    std::fs::write(&fleet, text).unwrap();
+    let inventory =
+        warble_config::fleet::read_inventory(Path::new("examples/fleet/stations.csv")).unwrap();
+    let out = dir.path().join("out");
+    warble_config::fleet::render(&fleet, &inventory, &out).unwrap();
+    let dropin =
+        std::fs::read_to_string(out.join("grunewald-01/warble-agent.service.d/station.conf"))
+            .unwrap();
+    assert!(
+        dropin.ends_with(
+            "[Service]\nExecStart=\nExecStart=/opt/warble/bin/warble-agent run --config /srv/warble/etc/station.toml\nReadWritePaths=/srv/warble/data\n"
+        ),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains("ConditionPathExists=/srv/warble/etc/station.toml\n"),
+        "{dropin}"
+    );
+    let script = std::fs::read_to_string(out.join("grunewald-01/install.sh")).unwrap();
+    assert!(
+        script.contains(
+            "install -D -m 0640 -o root -g warble station.toml '/srv/warble/etc/station.toml'\n"
+        ),
+        "{script}"
+    );
+    assert!(
+        script.contains("install -d -m 0750 -o warble -g warble '/srv/warble/data/models'\n"),
+        "{script}"
+    );
+}
+
+/// A station folder is complete or not rendered: missing credentials, a fleet that sets
+/// them itself, mutual TLS without a certificate, a model the station would refuse.
+#[test]
+fn a_station_without_its_secrets_or_a_model_it_trusts_is_not_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = std::env::current_dir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    for user in [
+        "operator",
+        "collector",
+        "homeassistant",
+        "grunewald-01",
+        "grunewald-02",
+    ] {
+        std::fs::write(
+            secrets.join(format!("{user}.credentials")),
+            format!("{user}:pw\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        secrets.join("tegel-marsh-01.credentials"),
+        "someone-else:pw\n",
+    )
+    .unwrap();
+    let base = std::fs::read_to_string("examples/fleet/fleet.toml")
+        .unwrap()
+        .replace("../../../models", &format!("{}/../models", here.display()));
+    let renders = std::cell::Cell::new(0);
+    let render = |text: String| {
+        let fleet = dir.path().join("fleet.toml");
+        std::fs::write(&fleet, text).unwrap();
+        let inventory =
+            warble_config::fleet::read_inventory(Path::new("examples/fleet/stations.csv")).unwrap();
+        renders.set(renders.get() + 1);
+        let out = dir.path().join(format!("out-{}", renders.get()));
+        let r = warble_config::fleet::render(&fleet, &inventory, &out);
+        assert!(
+            r.is_ok() || std::fs::read_dir(&out).map_or(0, |d| d.count()) == 0,
+            "nothing rendered on a problem"
+        );
+        r.map(|_| ()).map_err(|p| p.to_string())
+    };
+    let text = render(base.clone()).unwrap_err();
+    assert!(
+        text.contains("tegel-marsh-01.credentials names user `someone-else`, not `tegel-marsh-01`"),
+        "{text}"
+    );
+    std::fs::remove_file(secrets.join("tegel-marsh-01.credentials")).unwrap();
+    let text = render(base.clone()).unwrap_err();
+    assert!(
+        text.contains("station `tegel-marsh-01` delivers over MQTT: cannot read")
+            && text.contains("tegel-marsh-01.credentials"),
+        "{text}"
+    );
+    std::fs::write(
+        secrets.join("tegel-marsh-01.credentials"),
+        "tegel-marsh-01:pw\n",
+    )
+    .unwrap();
+    render(base.clone()).unwrap();
+
+    let text = render(base.replace(
+        "name = \"berlin-forests\"",
+        "name = \"berlin-forests\"\nmutual_tls = true",
+    ))
+    .unwrap_err();
+    assert!(
+        text.contains("the fleet uses mutual TLS (fleet.mutual_tls): cannot read")
+            && text.contains("grunewald-01.crt"),
+        "{text}"
+    );
+    let text = render(base.replace(
+        "heartbeat_s = 60",
+        "heartbeat_s = 60\ncredentials_file = \"shared.txt\"",
+    ))
+    .unwrap_err();
+    assert!(
+        text.contains("mqtt.credentials_file: each station's broker credentials"),
+        "{text}"
+    );
+    let text = render(base.replace("secrets = \"secrets\"\n", "")).unwrap_err();
+    assert!(
+        text.contains("fleet.secrets: station `grunewald-01` delivers over MQTT: name the folder"),
+        "{text}"
+    );
+    // Signed by the demo key, given to stations that trust another.
+    let other = dir.path().join("other.pub");
+    let key = warble_core::bundle::SecretKey::from_seed([7; 32], "another signer");
+    std::fs::write(&other, key.public().to_text()).unwrap();
+    let text = render(base.replace(
+        &format!("{}/../models/demo/warble-demo.pub", here.display()),
+        &other.display().to_string(),
+    ))
+    .unwrap_err();
+    assert!(
+        text.contains("fleet.bundle: station `grunewald-01` would refuse the fleet's bundle"),
+        "{text}"
+    );
+    let text = render(base.replace(
+        &format!(
+            "bundle = \"{}/../models/demo/warble-demo-0.1.0.warble\"",
+            here.display()
+        ),
+        "",
+    ))
+    .unwrap_err();
+    assert!(
+        text.contains("fleet.bundle: name the model bundle"),
+        "{text}"
+    );
+}
+
 /// Names become broker users, topic levels and ACL lines: a station named like the
 /// operator would share its ACL section (and could push bundles); a group name with a
 /// newline would write ACL lines of its own.
@@ -261,6 +537,7 @@ fn names_that_would_reach_beyond_their_place_in_the_acl_are_refused() {
             "name = \"berlin-forests\"",
             "name = \"berlin-forests\"\ncollector_user = \"col lector\"",
         );
+    let text = with_secrets(dir.path(), &text, &["operator", "homeassistant", "ok-1"]);
     std::fs::write(&fleet, text).unwrap();
     let stations = dir.path().join("stations.csv");
     std::fs::write(
@@ -344,4 +621,56 @@ fn plaintext_to_another_machine_needs_allow_plaintext() {
     let cfg = warble_config::load_str(path, &allowed).unwrap();
     let mqtt = cfg.mqtt.unwrap();
     assert_eq!((mqtt.port, mqtt.tls), (1883, false));
+}
+
+/// `warble-config secrets` gives every broker user that has none a random password
+/// (0600), keeps the ones there, and the fleet then renders.
+#[test]
+fn secrets_are_created_for_the_users_without_and_kept_for_the_others() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let here = std::env::current_dir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string("examples/fleet/fleet.toml")
+        .unwrap()
+        .replace("../../../models", &format!("{}/../models", here.display()));
+    std::fs::write(&fleet, text).unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("operator.credentials"), "operator:mine\n").unwrap();
+    let inventory =
+        warble_config::fleet::read_inventory(Path::new("examples/fleet/stations.csv")).unwrap();
+    let created = warble_config::fleet::create_secrets(&fleet, &inventory).unwrap();
+    assert_eq!(
+        created,
+        [
+            "collector",
+            "homeassistant",
+            "grunewald-01",
+            "grunewald-02",
+            "tegel-marsh-01"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(secrets.join("operator.credentials")).unwrap(),
+        "operator:mine\n"
+    );
+    let station = std::fs::read_to_string(secrets.join("grunewald-01.credentials")).unwrap();
+    let (user, password) = station.trim().split_once(':').unwrap();
+    assert_eq!(user, "grunewald-01");
+    assert!(password.len() >= 24, "{password}");
+    let other = std::fs::read_to_string(secrets.join("grunewald-02.credentials")).unwrap();
+    assert_ne!(other.split_once(':').unwrap().1, password.to_owned() + "\n");
+    let mode = std::fs::metadata(secrets.join("grunewald-01.credentials"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        warble_config::fleet::create_secrets(&fleet, &inventory)
+            .unwrap()
+            .is_empty(),
+        "a second run creates nothing"
+    );
+    warble_config::fleet::render(&fleet, &inventory, &dir.path().join("out")).unwrap();
 }

@@ -269,10 +269,7 @@ pub fn read_credentials(path: &Path) -> Result<(String, String), SetupError> {
         reason,
     };
     let text = warble_core::files::read_small_text(path).map_err(|e| err(e.to_string()))?;
-    let line = text.lines().next().unwrap_or_default().trim();
-    let (user, pass) = line
-        .split_once(':')
-        .ok_or_else(|| err("expected `username:password` on the first line".into()))?;
+    let (user, pass) = warble_config::broker::parse_credentials(&text).map_err(err)?;
     Ok((user.to_owned(), pass.to_owned()))
 }
 

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -99,18 +98,6 @@ impl Peer {
     }
 }
 
-fn passwd(file: &Path, user: &str, password: &str, create: bool) {
-    let mut cmd = Command::new("mosquitto_passwd");
-    if create {
-        cmd.arg("-c");
-    }
-    let status = cmd
-        .args(["-b", file.to_str().unwrap(), user, password])
-        .status()
-        .expect("mosquitto_passwd (Debian package mosquitto) is installed by scripts/install-deps");
-    assert!(status.success());
-}
-
 #[test]
 fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,20 +105,9 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     let inventory = warble_config::fleet::read_inventory(&examples.join("stations.csv")).unwrap();
     let out = dir.path().join("deploy");
     warble_config::fleet::render(&examples.join("fleet.toml"), &inventory, &out).unwrap();
-    let passwords = dir.path().join("passwd");
-    for (i, user) in [
-        "operator",
-        "collector",
-        "homeassistant",
-        "grunewald-01",
-        "grunewald-02",
-        "tegel-marsh-01",
-    ]
-    .iter()
-    .enumerate()
-    {
-        passwd(&passwords, user, &format!("pw-{user}"), i == 0);
-    }
+    // The rendered password file (hashed by warble-config as mosquitto_passwd does) from
+    // the example fleet's secrets (`<user>:example-only-<user>`).
+    let passwords = out.join("broker/passwd");
     let broker = Mosquitto::start_with(&format!(
         "allow_anonymous false\npassword_file {}\nacl_file {}\n",
         passwords.display(),
@@ -146,12 +122,12 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
         ConnectReturnCode::Success,
         "a wrong password is refused"
     );
-    let (operator, code) = Peer::connect(port, "operator", "pw-operator");
+    let (operator, code) = Peer::connect(port, "operator", "example-only-operator");
     assert_eq!(code, ConnectReturnCode::Success, "{}", broker.log());
     operator.subscribe("warble/#");
-    let (collector, _) = Peer::connect(port, "collector", "pw-collector");
+    let (collector, _) = Peer::connect(port, "collector", "example-only-collector");
     collector.subscribe("warble/+/detections");
-    let (station, code) = Peer::connect(port, "grunewald-01", "pw-grunewald-01");
+    let (station, code) = Peer::connect(port, "grunewald-01", "example-only-grunewald-01");
     assert_eq!(code, ConnectReturnCode::Success);
     station.subscribe("warble/fleet/+/bundle");
     station.subscribe("warble/grunewald-01/bundle");
@@ -179,7 +155,7 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     // nor read another station's requests.
     station.subscribe("warble/grunewald-01/replay");
     station.subscribe("warble/grunewald-02/replay");
-    let (other, _) = Peer::connect(port, "grunewald-02", "pw-grunewald-02");
+    let (other, _) = Peer::connect(port, "grunewald-02", "example-only-grunewald-02");
     other.subscribe("warble/grunewald-02/replay");
     collector.publish("warble/grunewald-01/replay", "{}");
     other.publish("warble/grunewald-01/replay", "{}");
@@ -191,7 +167,7 @@ fn a_rendered_fleet_acl_lets_stations_speak_only_for_themselves() {
     // status, heartbeat and detections; it cannot read bundles or replay requests, nor
     // publish as a station; its birth message goes through, a station's forged config
     // for another does not.
-    let (ha, code) = Peer::connect(port, "homeassistant", "pw-homeassistant");
+    let (ha, code) = Peer::connect(port, "homeassistant", "example-only-homeassistant");
     assert_eq!(code, ConnectReturnCode::Success, "{}", broker.log());
     for filter in ["homeassistant/#", "warble/#"] {
         ha.subscribe(filter);

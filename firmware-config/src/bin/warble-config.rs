@@ -27,8 +27,9 @@ enum Command {
     },
     /// Print the JSON Schema of the station file (for editors).
     Schema,
-    /// Render a fleet: per station, station.toml, its keys, a hardened systemd unit and
-    /// an install manifest (install.txt), each station file validated first.
+    /// Render a fleet: per station a folder with all it needs (station.toml, keys,
+    /// credentials, TLS files, the initial model bundle, the unit's drop-in, install.sh
+    /// and install.txt), and the broker's files; each station file validated first.
     Render {
         /// fleet.toml (defaults and groups).
         fleet: PathBuf,
@@ -38,6 +39,15 @@ enum Command {
         /// Output folder (one sub-folder per station).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Create a broker password (`<user>.credentials`) for every station and role of a
+    /// fleet that has none yet, in its `fleet.secrets` folder.
+    Secrets {
+        /// fleet.toml.
+        fleet: PathBuf,
+        /// Station inventory (CSV or TOML).
+        #[arg(long)]
+        stations: PathBuf,
     },
 }
 
@@ -82,6 +92,24 @@ fn main() -> ExitCode {
                 Err(problems) => {
                     eprintln!("{problems}");
                     eprintln!("nothing rendered: {} problem(s)", problems.0.len());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Secrets { fleet, stations } => {
+            let result = warble_config::fleet::read_inventory(&stations)
+                .and_then(|inventory| warble_config::fleet::create_secrets(&fleet, &inventory));
+            match result {
+                Ok(created) if created.is_empty() => {
+                    println!("every broker user has its credentials already");
+                    ExitCode::SUCCESS
+                }
+                Ok(created) => {
+                    println!("new credentials for: {}", created.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
                     ExitCode::from(1)
                 }
             }
