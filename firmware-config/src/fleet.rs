@@ -375,7 +375,12 @@ pub fn station_dropin(info: &FleetInfo, station: &crate::StationConfig) -> Strin
         || info.config_dir != Path::new(packaged::CONFIG_DIR)
     {
         if info.config_dir != Path::new(packaged::CONFIG_DIR) {
-            let _ = writeln!(unit, "ConditionPathExists={}", config.display());
+            // The empty assignment drops the package's condition (conditions add up).
+            let _ = writeln!(
+                unit,
+                "ConditionPathExists=\nConditionPathExists={}",
+                config.display()
+            );
         }
         let _ = write!(
             service,

@@ -386,7 +386,7 @@ fn a_fleet_with_its_own_places_overrides_them_in_the_drop_in() {
         "{dropin}"
     );
     assert!(
-        dropin.contains("ConditionPathExists=/srv/warble/etc/station.toml\n"),
+        dropin.contains("ConditionPathExists=\nConditionPathExists=/srv/warble/etc/station.toml\n"),
         "{dropin}"
     );
     let script = std::fs::read_to_string(out.join("grunewald-01/install.sh")).unwrap();
