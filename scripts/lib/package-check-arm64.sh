@@ -23,7 +23,7 @@ cpu_of() { # OUT COMMAND...
     shift
     python3 - "$@" 2>"$out.log" <<'PY'
 import resource, subprocess, sys
-subprocess.run(sys.argv[1:], check=True)
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"{r.ru_utime + r.ru_stime:.3f}")
 PY
@@ -35,13 +35,13 @@ analyze() { # OUT ENGINE AGENT [RUNNER...]
     if [ -n "${ORT:-}" ]; then ort=(--onnxruntime "$ORT"); fi
     cpu_of "$out" "$@" "$agent" analyze demo/soundscape.flac \
         --bundle models/demo/warble-demo-0.1.0.warble --trusted models/demo/warble-demo.pub \
-        --engine "$engine" --threads 1 --start 2026-06-01T05:00:00Z --out "$out" "${ort[@]}" \
+        --engine "$engine" --threads 1 --recorded-at 2026-06-01T05:00:00Z --out "$out" "${ort[@]}" \
         || { cat "$out.log" >&2; echo "arm64 check: $agent ($engine) failed" >&2; exit 1; }
 }
 audio_s=60
 qemu=(qemu-aarch64-static -L /usr/aarch64-linux-gnu)
 report() { # NAME CPU_S
-    python3 -c "import sys; cpu=float(sys.argv[2]); print(f'  {sys.argv[1]:<28} {cpu:7.2f} CPU-s  {float(sys.argv[3])/max(cpu,1e-3):8.1f} audio-s per CPU-s')" "$1" "$2" "$audio_s"
+    python3 -c "import sys; cpu=float(sys.argv[2]); print(f'  {sys.argv[1]:<32} {cpu:7.2f} CPU-s  {float(sys.argv[3])/max(cpu,1e-3):8.1f} audio-s per CPU-s')" "$1" "$2" "$audio_s"
 }
 echo "arm64 check: the demo recording (${audio_s} s), 1 thread:"
 cpu=$(ORT="" analyze "$work/amd64-tract.jsonl" tract "$native"); report "amd64, tract" "$cpu"
