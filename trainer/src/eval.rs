@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use warble_core::labels::LabelTable;
 
+use crate::compare::SegmentScores;
 use crate::data::loader::FeatureSet;
 use crate::data::loader::{self, Crop};
 use crate::data::manifest::Manifest;
@@ -15,6 +16,27 @@ use crate::robust::{RobustPoint, RobustnessConfig, robustness};
 use crate::shift::{SetResult, soundscape_mean_cmap};
 use crate::synth::Split;
 use crate::train::{TrainConfig, load_model, score};
+
+/// Which of a run's weights are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// The epoch with the lowest validation loss (`best.bpk`).
+    Best,
+    /// The last epoch (`last.bpk`): selection by validation loss can pick an epoch
+    /// before adversarial training began.
+    Last,
+}
+
+impl Weights {
+    /// The suffix of the files evaluation writes (`metrics.json`, `scores/` for the best
+    /// weights; `metrics-last.json`, `scores-last/` for the last).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Best => "",
+            Self::Last => "-last",
+        }
+    }
+}
 
 /// Results of a run on a benchmark.
 #[derive(Debug, Clone, Serialize)]
@@ -106,27 +128,49 @@ pub fn robustness_run(
     Ok(points)
 }
 
-/// Evaluates the best weights of `run` on the sets in `data` that exist, and draws a
-/// micro-averaged precision–recall curve per set (`pr-<set>.svg` in the run directory).
+/// Evaluates the `weights` of `run` on the sets in `data` that exist, draws a
+/// micro-averaged precision–recall curve per set (`pr-<set>.svg` in the run directory,
+/// `pr-last-<set>.svg` for the last weights) and writes each set's per-segment scores
+/// (`scores/<set>.csv`, `scores-last/` for the last weights).
 ///
 /// # Errors
 /// Unreadable run files, manifests or audio.
 pub fn evaluate_run(
     run: &Path,
     data: &Path,
+    weights: Weights,
     on_row: &(dyn Fn() + Sync),
 ) -> anyhow::Result<EvalReport> {
     let device = burn::prelude::Device::flex();
-    let (cfg, model) = load_model(run, false, &device)?;
+    let (cfg, model) = load_model(run, weights == Weights::Last, &device)?;
+    let labels = LabelTable::read(run.join("labels.csv"))?;
+    let scores_dir = run.join(format!("scores{}", weights.suffix()));
+    std::fs::create_dir_all(&scores_dir)?;
     let mut sets = Vec::new();
     for (split, set) in test_sets(run, &cfg, data, None, on_row)? {
         let (scores, _) = score(&model, &set, &cfg.loss, cfg.batch_size, &device)?;
         // Scored within the set's own label space (BirdSet's logit restriction).
         let (scores, targets, present) = restrict_to_present(&scores, &set.y, set.classes);
         let metrics: Metrics = evaluate(&scores, &targets, present.len());
+        // Per segment, for paired comparisons between runs (`warble-train compare`).
+        let segments = SegmentScores {
+            codes: present
+                .iter()
+                .map(|&c| {
+                    labels
+                        .get(c)
+                        .map_or_else(|| format!("class{c}"), |l| l.code.as_str().to_owned())
+                })
+                .collect(),
+            targets: targets.clone(),
+            scores: scores.clone(),
+        };
+        let path = scores_dir.join(format!("{}.csv", split.name()));
+        std::fs::write(&path, segments.to_csv())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         let truth: Vec<bool> = targets.iter().map(|&t| t > 0.5).collect();
         plot::line_chart_svg(
-            &run.join(format!("pr-{}.svg", split.name())),
+            &run.join(format!("pr{}-{}.svg", weights.suffix(), split.name())),
             &format!(
                 "{}: micro-averaged precision-recall (mAP {:.3})",
                 split.name(),

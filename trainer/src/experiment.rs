@@ -33,7 +33,7 @@ use warble_core::{FrontEndConfig, Preset};
 
 use crate::attack::{AttackConfig, Norm};
 use crate::data::augment::AugmentConfig;
-use crate::eval::{EvalReport, evaluate_run, robustness_run, test_sets};
+use crate::eval::{EvalReport, Weights, evaluate_run, robustness_run, test_sets};
 use crate::loss::{AslConfig, LossKind};
 use crate::model::Classifier;
 use crate::model::convnext::{ConvNextConfig, ConvNextSize};
@@ -270,6 +270,10 @@ pub struct CellResult {
     /// was recorded.)
     #[serde(default)]
     pub selected_epoch: Option<usize>,
+    /// Mean soundscape cmAP of the last epoch's weights (`None` in results written
+    /// before it was recorded).
+    #[serde(default)]
+    pub last_soundscape_mean_cmap: Option<f64>,
 }
 
 /// What the runner reports while it works.
@@ -422,7 +426,15 @@ fn run_cell(
     let EvalReport {
         sets,
         soundscape_mean_cmap,
-    } = evaluate_run(&dir, data, &|| on_event(ExperimentEvent::Tick))?;
+    } = evaluate_run(&dir, data, Weights::Best, &|| {
+        on_event(ExperimentEvent::Tick)
+    })?;
+    let last_soundscape_mean_cmap = Some(
+        evaluate_run(&dir, data, Weights::Last, &|| {
+            on_event(ExperimentEvent::Tick)
+        })?
+        .soundscape_mean_cmap,
+    );
     let soundscapes: Vec<String> = Split::all()
         .into_iter()
         .map(|s| s.name().to_owned())
@@ -503,6 +515,7 @@ fn run_cell(
         train_seconds,
         eval_seconds: started.elapsed().as_secs_f64(),
         selected_epoch: crate::train::selected_epoch(&dir)?,
+        last_soundscape_mean_cmap,
     })
 }
 
@@ -733,8 +746,11 @@ pub fn write_experiment_report(
         "\n## Selected epochs (lowest validation loss; 0-based, adversarial training from epoch {})\n",
         plan.adversarial.start_epoch
     )?;
-    writeln!(md, "| cell | selected epoch | of |")?;
-    writeln!(md, "|---|---|---|")?;
+    writeln!(
+        md,
+        "| cell | selected epoch | of | soundscape cmAP, selected | soundscape cmAP, last epoch |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
     for r in results {
         let of = match r.arch {
             Arch::ConvNext => plan.convnext.epochs,
@@ -747,10 +763,14 @@ pub fn write_experiment_report(
             }
             Some(e) => e.to_string(),
         };
+        let last = r
+            .last_soundscape_mean_cmap
+            .map_or_else(|| "not recorded".to_owned(), |c| format!("{c:.3}"));
         writeln!(
             md,
-            "| {} | {selected} | {of} |",
-            cell_name(r.arch, r.mode, r.seed)
+            "| {} | {selected} | {of} | {:.3} | {last} |",
+            cell_name(r.arch, r.mode, r.seed),
+            r.soundscape_mean_cmap
         )?;
     }
     writeln!(

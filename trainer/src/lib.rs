@@ -2,7 +2,8 @@
 //!
 //! - [`synth`]: the synthetic distribution-shift benchmark (focal → soundscape).
 //! - [`data`]: manifests, audio windows and features for training and evaluation.
-//! - [`metrics`]: BirdSet's metrics (cmAP, AUROC, top-1).
+//! - [`metrics`]: BirdSet's metrics (cmAP, AUROC, top-1); [`compare`]: two recipes
+//!   compared by a paired bootstrap over seeds and test segments.
 //! - [`shift`]: measures the benchmark's shift with that baseline.
 //! - [`plot`]: spectrogram pictures (PNG).
 //! - [`baseline`]: a logistic-regression baseline on pooled log-mel features, used to
@@ -16,6 +17,7 @@
 
 pub mod attack;
 pub mod baseline;
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod experiment;

@@ -9,9 +9,10 @@ use burn::prelude::Device;
 
 use warble_core::{FrontEndConfig, Preset};
 use warble_trainer::attack::{AttackConfig, Norm};
+use warble_trainer::compare::SegmentScores;
 use warble_trainer::data::augment::AugmentConfig;
-use warble_trainer::eval::evaluate_run;
 use warble_trainer::eval::robustness_run;
+use warble_trainer::eval::{Weights, evaluate_run};
 use warble_trainer::experiment::{self, ExperimentEvent, ExperimentPreset, Plan};
 use warble_trainer::loss::{AslConfig, LossKind};
 use warble_trainer::model::Classifier;
@@ -115,7 +116,7 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
         );
     }
 
-    let report = evaluate_run(run.path(), data.path(), &|| {}).unwrap();
+    let report = evaluate_run(run.path(), data.path(), Weights::Best, &|| {}).unwrap();
     for s in &report.sets {
         println!(
             "{:<26} cmAP {:.3} AUROC {:.3} top-1 {:.3}",
@@ -130,6 +131,19 @@ fn convnext_learns_the_tiny_benchmark_and_resumes() {
         .find(|s| s.set == "test-focal")
         .unwrap()
         .metrics;
+    // The per-segment scores give back the reported metric (what `compare` resamples).
+    let segments = SegmentScores::read(&run.path().join("scores/test-focal.csv")).unwrap();
+    assert_eq!(segments.len(), focal.samples_with_positive);
+    let again = warble_trainer::metrics::evaluate(
+        &segments.scores,
+        &segments.targets,
+        segments.codes.len(),
+    );
+    assert_eq!(again.cmap, focal.cmap);
+    // The last epoch's weights are evaluated into their own files.
+    evaluate_run(run.path(), data.path(), Weights::Last, &|| {}).unwrap();
+    assert!(run.path().join("scores-last/test-focal.csv").is_file());
+    assert!(run.path().join("pr-last-test-focal.svg").is_file());
     // Chance: cmAP ≈ class prevalence (0.1 on focal, ~0.15 on soundscapes), AUROC 0.5.
     assert!(focal.cmap > 0.5 && focal.auroc > 0.8, "focal {focal:?}");
     assert!(
@@ -311,7 +325,7 @@ fn audioprotopnet_trains_its_prototypes_on_a_frozen_backbone() {
             .unwrap(),
         "prototypes learned"
     );
-    let report = evaluate_run(run.path(), data.path(), &|| {}).unwrap();
+    let report = evaluate_run(run.path(), data.path(), Weights::Best, &|| {}).unwrap();
     let focal = report
         .sets
         .iter()
@@ -445,6 +459,13 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
             "{:?} of {epochs}",
             r.selected_epoch
         );
+        // And the last epoch's figure beside the selected one's.
+        assert!(
+            r.last_soundscape_mean_cmap
+                .is_some_and(|c| (0.0..=1.0).contains(&c)),
+            "{:?}",
+            r.last_soundscape_mean_cmap
+        );
         for s in &r.stability {
             assert!(
                 s.clips > 0 && (0.0..=1.0).contains(&s.success_rate),
@@ -460,6 +481,7 @@ fn the_tiny_experiment_fills_every_cell_of_its_report_and_resumes() {
         "Robustness",
         "Prototype stability",
         "Selected epochs",
+        "soundscape cmAP, last epoch",
     ] {
         assert!(report.contains(table), "{table}");
     }

@@ -18,7 +18,7 @@ use warble_trainer::synth::{Benchmark, Split, SynthPreset, gallery};
 use warble_trainer::train::{
     self, AdversarialConfig, AdversarialMode, ProtoTraining, TrainConfig, TrainEvent,
 };
-use warble_trainer::{eval, shift};
+use warble_trainer::{compare, eval, shift};
 
 #[derive(Parser)]
 #[command(name = "warble-train", version, about = "Warble trainer")]
@@ -207,7 +207,8 @@ enum Command {
         #[arg(long, default_value_t = 5, requires = "protopnet")]
         prototypes: usize,
     },
-    /// Evaluate a run's best weights on every set of a dataset folder.
+    /// Evaluate a run's best weights on every set of a dataset folder (writes
+    /// metrics.json and, per set, its per-segment scores in scores/<set>.csv).
     Eval {
         /// Run directory (from `fit`).
         #[arg(long)]
@@ -215,6 +216,40 @@ enum Command {
         /// Dataset folder.
         #[arg(long)]
         data: PathBuf,
+        /// Which weights: `best` (lowest validation loss) or `last` (the last epoch; writes
+        /// metrics-last.json and scores-last/).
+        #[arg(long, value_enum, default_value_t = eval::Weights::Best)]
+        weights: eval::Weights,
+    },
+    /// Compare two recipes on one test set: runs paired by seed (the i-th --treatment
+    /// with the i-th --baseline, each evaluated with `eval`), the relative change of the
+    /// metric per seed, its mean and a 95 % interval from a paired bootstrap over seeds
+    /// and segments.
+    Compare {
+        /// Baseline runs, comma-separated, one per seed.
+        #[arg(long, value_delimiter = ',', required = true)]
+        baseline: Vec<PathBuf>,
+        /// Treatment runs, comma-separated, in the same seed order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        treatment: Vec<PathBuf>,
+        /// Test set (e.g. test-soundscape-a).
+        #[arg(long)]
+        set: String,
+        /// Which weights' scores: those `eval` wrote for `best` or for `last`.
+        #[arg(long, value_enum, default_value_t = eval::Weights::Best)]
+        weights: eval::Weights,
+        /// Metric compared.
+        #[arg(long, value_enum, default_value_t = compare::Metric::Cmap)]
+        metric: compare::Metric,
+        /// Bootstrap resamples.
+        #[arg(long, default_value_t = 2000)]
+        resamples: usize,
+        /// Seed of the resampling.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the comparison as JSON here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Evaluate a run's robustness: metrics under attacks over a grid of ε (writes
     /// robust.json, robust.csv and a cmAP-versus-ε chart per test set).
@@ -513,19 +548,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Eval { run, data } => {
+        Command::Eval { run, data, weights } => {
             let progress = ProgressBar::new_spinner();
-            let report = eval::evaluate_run(&run, &data, &|| progress.inc(1))?;
+            let report = eval::evaluate_run(&run, &data, weights, &|| progress.inc(1))?;
             progress.finish_and_clear();
             print_sets(&report.sets);
             println!(
                 "mean cmAP over soundscape test sets: {:.3}",
                 report.soundscape_mean_cmap
             );
-            let path = run.join("metrics.json");
+            let path = run.join(format!("metrics{}.json", weights.suffix()));
             std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("written {}", path.display());
+            Ok(())
+        }
+        Command::Compare {
+            baseline,
+            treatment,
+            set,
+            weights,
+            metric,
+            resamples,
+            seed,
+            out,
+        } => {
+            let read = |runs: &[PathBuf]| -> anyhow::Result<Vec<compare::SegmentScores>> {
+                runs.iter()
+                    .map(|run| {
+                        let path = run
+                            .join(format!("scores{}", weights.suffix()))
+                            .join(format!("{set}.csv"));
+                        anyhow::ensure!(
+                            path.is_file(),
+                            "{}: no scores for `{set}` (run `warble-train eval --run {} --weights {}` first)",
+                            path.display(),
+                            run.display(),
+                            if weights == eval::Weights::Last { "last" } else { "best" }
+                        );
+                        compare::SegmentScores::read(&path)
+                    })
+                    .collect()
+            };
+            let c = compare::paired_bootstrap(
+                &read(&baseline)?,
+                &read(&treatment)?,
+                metric,
+                resamples,
+                seed,
+            )?;
+            println!("{set}, {metric:?}: treatment against baseline, paired by seed");
+            for (i, (a, b, rel)) in c.per_seed.iter().enumerate() {
+                println!(
+                    "  seed pair {}: {a:.4} → {b:.4}  ({:+.1} %)",
+                    i + 1,
+                    100.0 * rel
+                );
+            }
+            println!(
+                "mean relative change {:+.2} %, 95 % interval [{:+.2} %, {:+.2} %] ({} paired bootstrap resamples); the mean's sign in {} of {} seeds",
+                100.0 * c.mean,
+                100.0 * c.ci95.0,
+                100.0 * c.ci95.1,
+                c.resamples,
+                c.same_sign,
+                c.per_seed.len()
+            );
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_string_pretty(&c)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("written {}", path.display());
+            }
             Ok(())
         }
         Command::Robust {
