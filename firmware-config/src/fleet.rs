@@ -445,7 +445,14 @@ impl Secrets<'_> {
                 self.fleet_file,
                 None,
                 "fleet.secrets",
-                format!("{why}: cannot read {}: {e}", path.display()),
+                if name.ends_with(".credentials") {
+                    format!(
+                        "{why}: cannot read {}: {e} (`warble-config secrets` creates the missing credentials)",
+                        path.display()
+                    )
+                } else {
+                    format!("{why}: cannot read {}: {e}", path.display())
+                },
             )
         })
     }
