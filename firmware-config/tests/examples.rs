@@ -455,7 +455,8 @@ fn a_station_without_its_secrets_or_a_model_it_trusts_is_not_rendered() {
     let text = render(base.clone()).unwrap_err();
     assert!(
         text.contains("station `tegel-marsh-01` delivers over MQTT: cannot read")
-            && text.contains("tegel-marsh-01.credentials"),
+            && text.contains("tegel-marsh-01.credentials")
+            && text.contains("`warble-config secrets` creates the missing credentials"),
         "{text}"
     );
     std::fs::write(
