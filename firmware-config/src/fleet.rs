@@ -7,10 +7,11 @@
 //! Precedence, lowest first: `[defaults]`, `[groups.<group>]`, the station's own
 //! `overrides`, then its id, name and coordinates from the inventory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -405,8 +406,9 @@ pub fn station_dropin(info: &FleetInfo, station: &crate::StationConfig) -> Strin
     unit
 }
 
-/// A file of a rendered folder: its path inside the folder, content and mode.
-type FolderFile = (String, Vec<u8>, u32);
+/// A file of a rendered folder: its path inside the folder, content and mode. Shared:
+/// every station's folder holds the fleet's bundle, read once.
+type FolderFile = (String, Arc<[u8]>, u32);
 
 /// A station's folder before it is written.
 struct Plan {
@@ -462,7 +464,10 @@ impl Secrets<'_> {
         let bytes = self.read(&format!("{user}.credentials"), why)?;
         let text = String::from_utf8_lossy(&bytes);
         match crate::mosquitto::password_of(&text, user) {
-            Ok(pass) => Ok((bytes.clone(), pass.to_owned())),
+            Ok(pass) => {
+                let pass = pass.to_owned();
+                Ok((bytes, pass))
+            }
             Err(e) => Err(problem(
                 self.fleet_file,
                 None,
@@ -542,7 +547,10 @@ pub fn render(
                 )
             }),
     };
-    let bundle = bundle.map_err(|p| problems.push(p)).ok();
+    let bundle: Option<Arc<[u8]>> = bundle.map_err(|p| problems.push(p)).ok().map(Arc::from);
+    // The bundle is checked once per set of trusted keys (stations of a fleet mostly share
+    // one), not once per station.
+    let mut verdicts = BTreeMap::new();
     let mut seen = BTreeMap::new();
     let mut plans = Vec::new();
     for entry in inventory {
@@ -572,7 +580,13 @@ pub fn render(
             problems.push(p);
             continue;
         }
-        match plan_station(&fleet, entry, base, &secrets, bundle.as_deref(), &limits) {
+        match plan_station(
+            &fleet,
+            entry,
+            base,
+            &secrets,
+            (bundle.as_ref(), &limits, &mut verdicts),
+        ) {
             Ok(plan) => plans.push(plan),
             Err(p) => problems.extend(p),
         }
@@ -581,14 +595,14 @@ pub fn render(
     let mut rendered = Vec::new();
     // (station, group, topic prefix if it delivers over MQTT), for the broker's ACL.
     let mut access: Vec<(String, String, Option<String>)> = Vec::new();
-    let mut listeners = BTreeMap::new();
+    let mut listeners = BTreeSet::new();
     let mut passwords = Vec::new();
     for plan in &plans {
         let dir = staging.join(&plan.id);
         let mut files = plan.files.clone();
         files.push((
             "station.toml".into(),
-            plan.station_text.clone().into_bytes(),
+            plan.station_text.clone().into_bytes().into(),
             0o644,
         ));
         if let Err(e) = write_files(&dir, &files) {
@@ -621,15 +635,17 @@ pub fn render(
             agent_dirs,
         };
         let extra: Vec<FolderFile> = vec![
-            (DROPIN.into(), dropin.into_bytes(), 0o644),
+            (DROPIN.into(), dropin.into_bytes().into(), 0o644),
             (
                 "install.txt".into(),
-                crate::install::manifest(&placements).into_bytes(),
+                crate::install::manifest(&placements).into_bytes().into(),
                 0o644,
             ),
             (
                 "install.sh".into(),
-                crate::install::script(&target, &placements).into_bytes(),
+                crate::install::script(&target, &placements)
+                    .into_bytes()
+                    .into(),
                 0o755,
             ),
         ];
@@ -637,7 +653,7 @@ pub fn render(
             problems.push(problem(out, None, "", e));
         }
         let prefix = cfg.mqtt.as_ref().map(|m| {
-            listeners.insert((m.port, m.tls), ());
+            listeners.insert((m.port, m.tls));
             m.topic_prefix.as_str().to_owned()
         });
         if let Some(pass) = &plan.password {
@@ -729,6 +745,10 @@ pub fn create_secrets(
     Ok(created)
 }
 
+/// Whether the fleet's bundle passes a station's checks, per set of trusted key files:
+/// `Err((setting, what follows the station's name))`.
+type Verdicts = BTreeMap<Vec<PathBuf>, Result<(), (&'static str, String)>>;
+
 /// The unit drop-in's path in a station folder (and under `/etc/systemd/system`).
 const DROPIN: &str = "warble-agent.service.d/station.conf";
 
@@ -739,8 +759,11 @@ fn plan_station(
     entry: &StationEntry,
     base: &Path,
     secrets: &Secrets<'_>,
-    bundle: Option<&[u8]>,
-    limits: &warble_core::bundle::Limits,
+    (bundle, limits, verdicts): (
+        Option<&Arc<[u8]>>,
+        &warble_core::bundle::Limits,
+        &mut Verdicts,
+    ),
 ) -> Result<Plan, Vec<Problem>> {
     let info = &fleet.fleet;
     let id = &entry.id;
@@ -773,7 +796,7 @@ fn plan_station(
                     continue;
                 }
                 match warble_core::files::read_limited(&src, warble_core::files::SMALL_FILE_LIMIT) {
-                    Ok(bytes) => files.push((format!("keys/{name}"), bytes, 0o644)),
+                    Ok(bytes) => files.push((format!("keys/{name}"), bytes.into(), 0o644)),
                     Err(e) => problems.push(problem(
                         fleet_file,
                         None,
@@ -791,21 +814,23 @@ fn plan_station(
     }
     if let Some(bytes) = bundle {
         // The station must take the model it is installed with.
-        let trusted = warble_core::bundle::TrustedKeys::read_files(&key_paths);
-        match trusted.map(|keys| warble_core::bundle::Bundle::from_bytes(bytes, &keys, limits)) {
-            Ok(Ok(_)) => files.push(("model.warble".into(), bytes.to_vec(), 0o644)),
-            Ok(Err(e)) => problems.push(problem(
-                fleet_file,
-                None,
-                "fleet.bundle",
-                format!("station `{id}` would refuse the fleet's bundle: {e}"),
-            )),
-            Err(e) => problems.push(problem(
-                fleet_file,
-                None,
-                "model.trusted_keys",
-                format!("station `{id}`: {e}"),
-            )),
+        let verdict = verdicts.entry(key_paths.clone()).or_insert_with(|| {
+            let keys = warble_core::bundle::TrustedKeys::read_files(&key_paths)
+                .map_err(|e| ("model.trusted_keys", format!(": {e}")))?;
+            warble_core::bundle::Bundle::from_bytes(bytes, &keys, limits)
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        "fleet.bundle",
+                        format!(" would refuse the fleet's bundle: {e}"),
+                    )
+                })
+        });
+        match verdict {
+            Ok(()) => files.push(("model.warble".into(), Arc::clone(bytes), 0o644)),
+            Err((key, e)) => {
+                problems.push(problem(fleet_file, None, key, format!("station `{id}`{e}")))
+            }
         }
     }
     let mut password = None;
@@ -823,7 +848,7 @@ fn plan_station(
         let why = format!("station `{id}` delivers over MQTT");
         match secrets.password(id, &why) {
             Ok((bytes, pass)) => {
-                files.push(("credentials".into(), bytes, 0o600));
+                files.push(("credentials".into(), bytes.into(), 0o600));
                 mqtt.insert(
                     "credentials_file".into(),
                     Value::String("credentials".into()),
@@ -834,7 +859,7 @@ fn plan_station(
         }
         if secrets.has("ca.crt") {
             match secrets.read("ca.crt", &why) {
-                Ok(bytes) => files.push(("tls/ca.crt".into(), bytes, 0o644)),
+                Ok(bytes) => files.push(("tls/ca.crt".into(), bytes.into(), 0o644)),
                 Err(p) => problems.push(p),
             }
             mqtt.insert("ca_file".into(), Value::String("tls/ca.crt".into()));
@@ -846,7 +871,7 @@ fn plan_station(
                 (format!("{id}.key"), "tls/client.key", "client_key", 0o600),
             ] {
                 match secrets.read(&name, &why) {
-                    Ok(bytes) => files.push((rel.into(), bytes, mode)),
+                    Ok(bytes) => files.push((rel.into(), bytes.into(), mode)),
                     Err(p) => problems.push(p),
                 }
                 mqtt.insert(key.into(), Value::String(rel.into()));
@@ -921,12 +946,12 @@ fn broker_files(
     fleet: &Fleet,
     secrets: &Secrets<'_>,
     access: &[(String, String, Option<String>)],
-    listeners: &BTreeMap<(u16, bool), ()>,
+    listeners: &BTreeSet<(u16, bool)>,
     mut passwords: Vec<(String, String)>,
 ) -> Result<Vec<FolderFile>, Vec<Problem>> {
     let info = &fleet.fleet;
     let mut problems = Vec::new();
-    let delivering = listeners.keys().copied().collect::<Vec<_>>();
+    let delivering = listeners.iter().copied().collect::<Vec<_>>();
     let Some(&(port, tls)) = delivering.first() else {
         return Ok(Vec::new());
     };
@@ -970,17 +995,23 @@ fn broker_files(
     let mut files: Vec<FolderFile> = vec![
         (
             "warble.conf".into(),
-            crate::mosquitto::conf(&info.name, &fleet.broker, listener).into_bytes(),
+            crate::mosquitto::conf(&info.name, &fleet.broker, listener)
+                .into_bytes()
+                .into(),
             0o644,
         ),
-        ("passwd".into(), passwd.into_bytes(), 0o600),
-        ("acl".into(), broker_acl(info, access).into_bytes(), 0o644),
+        ("passwd".into(), passwd.into_bytes().into(), 0o600),
+        (
+            "acl".into(),
+            broker_acl(info, access).into_bytes().into(),
+            0o644,
+        ),
     ];
     if has_ca {
         let bytes = secrets
             .read("ca.crt", "the fleet's CA")
             .map_err(|p| vec![p])?;
-        files.push(("ca.crt".into(), bytes, 0o644));
+        files.push(("ca.crt".into(), bytes.into(), 0o644));
     }
     let mut manifest = String::from(
         "# The broker's files, on the broker host (certfile and keyfile are the broker's own, placed there):\n# destination\tmode\towner\tsource\n",
@@ -998,7 +1029,7 @@ fn broker_files(
             crate::mosquitto::destination(&fleet.broker, name).display()
         );
     }
-    files.push(("install.txt".into(), manifest.into_bytes(), 0o644));
+    files.push(("install.txt".into(), manifest.into_bytes().into(), 0o644));
     Ok(files)
 }
 

@@ -37,7 +37,7 @@ impl Placement {
             destination,
             mode,
             owner,
-            sha256: hex(&Sha256::digest(bytes)),
+            sha256: hex::encode(Sha256::digest(bytes)),
         }
     }
 }
@@ -148,11 +148,4 @@ pub fn script(target: &Target<'_>, files: &[Placement]) -> String {
         station = target.station,
     );
     s
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

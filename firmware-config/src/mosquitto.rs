@@ -151,8 +151,7 @@ pub fn password_line(fleet: &str, user: &str, password: &str) -> String {
     )
 }
 
-/// Whether `path`'s first line is `user:password` for `user` (the credentials file
-/// format), giving the password.
+/// The password of `user` in a credentials file's `text` (first line `user:password`).
 ///
 /// # Errors
 /// What is wrong with the line, in words for the fleet's owner.
